@@ -1,0 +1,59 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
+import { createMetrics } from '../lib/metrics.js';
+import { createHttpApp } from '../lib/http/app.js';
+import { createPool, type Pool } from './db.js';
+import { pendingMigrations } from './migrate.js';
+import { CentralBackend } from './backend.js';
+
+export interface RunningCentral {
+  url: string;
+  port: number;
+  pool: Pool;
+  backend: CentralBackend;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts central: checks the database is reachable and migrated before
+ * opening the port, so a misconfigured process fails at start, not at the
+ * first request.
+ */
+export async function startCentral(config: Config, log: Logger): Promise<RunningCentral> {
+  const pool = createPool(config.databaseUrl!, config.databasePoolMax);
+  try {
+    const pending = await pendingMigrations(pool);
+    if (pending.length > 0) {
+      throw new Error(`Database schema is behind (${pending.join(', ')} not applied); run "opsdb migrate" first`);
+    }
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
+  const backend = new CentralBackend(pool, config.siteName);
+  const app = createHttpApp({ config, log, metrics: createMetrics(), backend });
+  const server: Server = createServer(app.callback());
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  log.info({ url, site: config.siteName, site_type: 'main' }, 'central listening');
+  return {
+    url,
+    port,
+    pool,
+    backend,
+    async stop() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await pool.end();
+    },
+  };
+}

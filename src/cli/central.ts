@@ -1,0 +1,80 @@
+/** Commands that act on central's PostgreSQL directly. */
+import { createPool, type Pool } from '../central/db.js';
+import { migrate } from '../central/migrate.js';
+import { seed } from '../central/seed.js';
+import { PgAccounts } from '../central/accounts.js';
+import { ROLES, type Role } from '../lib/api/schemas.js';
+import type { Config } from '../lib/config.js';
+import { oneArg, requireDatabaseUrl, UsageError, type Command } from './command.js';
+
+async function withPool<T>(config: Config, fn: (pool: Pool) => Promise<T>): Promise<T> {
+  const pool = createPool(requireDatabaseUrl(config), 2);
+  try {
+    return await fn(pool);
+  } finally {
+    await pool.end();
+  }
+}
+
+export const migrateCommand: Command = {
+  summary: "apply central's schema migrations (safe to run from several processes at once)",
+  usage: 'opsdb migrate [--config FILE]',
+  async run({ config }) {
+    const r = await withPool(config, migrate);
+    console.log(r.applied.length ? `applied: ${r.applied.join(', ')}` : 'schema is up to date');
+  },
+};
+
+export const seedCommand: Command = {
+  summary: 'load demo reference data into central (instruments, programs, obs units)',
+  usage: 'opsdb seed [--config FILE]',
+  async run({ config }) {
+    const r = await withPool(config, async (pool) => {
+      await migrate(pool);
+      return seed(pool);
+    });
+    console.log(`seeded: ${r.instruments} instruments, ${r.obs_units} obs units`);
+  },
+};
+
+export const userAddCommand: Command = {
+  summary: 'create a user with a role (central)',
+  usage: `opsdb user add NAME --role ROLE [--email E] [--full-name N]   (roles: ${ROLES.join(', ')})`,
+  options: { role: { type: 'string', multiple: true }, email: { type: 'string' }, 'full-name': { type: 'string' } },
+  async run({ config, args, options }) {
+    const name = oneArg(args, 'user name');
+    const roles = (options.role as string[] | undefined) ?? [];
+    if (roles.length === 0) throw new UsageError('--role is required');
+    const bad = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
+    if (bad.length) throw new UsageError(`unknown role(s) ${bad.join(', ')}; roles are ${ROLES.join(', ')}`);
+    const id = await withPool(config, (pool) =>
+      new PgAccounts(pool).createUser(name, roles as Role[], {
+        ...(options.email ? { email: options.email as string } : {}),
+        ...(options['full-name'] ? { full_name: options['full-name'] as string } : {}),
+      }),
+    );
+    console.log(`created user ${name} (id ${id}) with roles ${roles.join(', ')}`);
+  },
+};
+
+export const tokenCreateCommand: Command = {
+  summary: 'create an API token for a user; printed once (central)',
+  usage: 'opsdb token create --user NAME [--name LABEL] [--expires-days N]',
+  options: { user: { type: 'string' }, name: { type: 'string' }, 'expires-days': { type: 'string' } },
+  async run({ config, options }) {
+    const user = options.user as string | undefined;
+    if (!user) throw new UsageError('--user is required');
+    const days = options['expires-days'] === undefined ? null : Number(options['expires-days']);
+    if (days !== null && !(Number.isInteger(days) && days > 0)) throw new UsageError('--expires-days must be a positive whole number');
+    const token = await withPool(config, async (pool) => {
+      const accounts = new PgAccounts(pool);
+      const id = await accounts.userIdByName(user);
+      if (id === null) throw new UsageError(`no user "${user}"; create it with: opsdb user add ${user} --role viewer`);
+      const expires_at = days === null ? null : new Date(Date.now() + days * 86_400_000).toISOString();
+      return accounts.createToken(id, { name: (options.name as string | undefined) ?? 'cli', scopes: [], expires_at });
+    });
+    // The token goes to stdout alone so scripts can capture it; the note to stderr.
+    console.error(`token for ${user} (prefix ${token.prefix}); it is shown only this once:`);
+    console.log(token.token);
+  },
+};

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+/**
+ * `opsdb`: one command line for both site types (SPEC §7).
+ * Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../lib/config.js';
+import { AppError } from '../lib/errors.js';
+import { COMMANDS } from './commands.js';
+import { UsageError, type Command } from './command.js';
+
+
+
+function help(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
+  return [
+    'opsdb: observatory operations database API (edge buffer + central)',
+    '',
+    'Usage: opsdb <command> [options]',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Options for every command:',
+    '  --config FILE   TOML settings (see config/*.example.toml); environment variables override it',
+    '  -h, --help      help for a command: opsdb <command> --help',
+    '',
+    'Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.',
+  ].join('\n');
+}
+
+function findCommand(argv: string[]): { name: string; cmd: Command; rest: string[] } | null {
+  // Longest match first: "buffer retry-failed" before "buffer".
+  for (let n = Math.min(argv.length, 3); n >= 1; n--) {
+    const name = argv.slice(0, n).join(' ');
+    const cmd = COMMANDS[name];
+    if (cmd) return { name, cmd, rest: argv.slice(n) };
+  }
+  return null;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    console.log(help());
+    return argv.length === 0 ? 2 : 0;
+  }
+  const found = findCommand(argv);
+  if (!found) {
+    console.error(`opsdb: unknown command "${argv.join(' ')}"\n\n${help()}`);
+    return 2;
+  }
+  const { name, cmd, rest } = found;
+  let parsed: { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, ...cmd.options },
+    });
+  } catch (err) {
+    console.error(`opsdb ${name}: ${(err as Error).message}\n\n${cmd.usage}`);
+    return 2;
+  }
+  if (parsed.values.help) {
+    console.log(`${cmd.usage}\n\n${cmd.summary}`);
+    return 0;
+  }
+  let config: Config;
+  try {
+    config = loadConfig({ file: parsed.values.config as string | undefined });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`opsdb ${name}: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+  try {
+    return (await cmd.run({ config, args: parsed.positionals, options: parsed.values })) ?? 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`opsdb ${name}: ${err.message}\n\n${cmd.usage}`);
+      return 2;
+    }
+    if (err instanceof ConfigError) {
+      console.error(`opsdb ${name}: ${err.message}`);
+      return 2;
+    }
+    const msg = err instanceof AppError ? `${err.message} (${err.code})` : (err as Error).message;
+    console.error(`opsdb ${name}: ${msg}`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,27 @@
+import { createLogger } from '../lib/logger.js';
+import { startCentral } from '../central/server.js';
+import { UsageError, type Command } from './command.js';
+
+/** Resolves when SIGTERM or SIGINT arrives. */
+const untilSignal = () =>
+  new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+
+export const serveCommand: Command = {
+  summary: 'run the daemon for the configured site type (SITE_TYPE=main: central; secondary: edge)',
+  usage: 'opsdb serve [--config FILE]',
+  async run({ config }) {
+    const log = createLogger(config.logLevel);
+    if (config.siteType !== 'main') throw new UsageError('SITE_TYPE=secondary (the edge daemon) is not built yet');
+    const running = await startCentral(config, log).catch((err: Error) => {
+      log.fatal({ err: { message: err.message } }, 'central failed to start');
+      throw err;
+    });
+    const signal = await untilSignal();
+    log.info({ signal }, 'stopping');
+    await running.stop();
+    log.info('stopped');
+  },
+};

@@ -1,0 +1,149 @@
+/**
+ * One definition per endpoint: the same zod schemas validate the request,
+ * shape the OpenAPI document, and type the handler's input.
+ */
+import type { Context } from 'koa';
+import type Router from '@koa/router';
+import { OpenAPIRegistry, OpenApiGeneratorV31, type RouteConfig } from '@asteasolutions/zod-to-openapi';
+import type { ZodType } from 'zod';
+import { z } from './zod.js';
+import { ErrorBody, type Role } from './schemas.js';
+import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js';
+import { readJsonBody } from '../http/body.js';
+import { effectiveRoles, hashToken, looksLikeToken, type Principal } from '../auth.js';
+import type { OpsBackend } from './backend.js';
+
+type Method = 'get' | 'post' | 'put' | 'delete';
+
+export interface HandlerInput<B, Q, P> {
+  ctx: Context;
+  body: B;
+  query: Q;
+  params: P;
+  /** Null only on routes without auth. */
+  principal: Principal;
+}
+
+export interface RouteDef<B extends ZodType, Q extends ZodType, P extends ZodType> {
+  method: Method;
+  /** OpenAPI path syntax: `/executed_obs_units/{id}`. */
+  path: string;
+  summary: string;
+  tag: string;
+  /** Roles allowed (admin always is); `null` = no token needed. */
+  roles: readonly Role[] | null;
+  body?: B;
+  query?: Q;
+  params?: P;
+  status?: number;
+  response?: ZodType;
+  handler: (input: HandlerInput<z.infer<B>, z.infer<Q>, z.infer<P>>) => Promise<unknown>;
+}
+
+export interface ApiContext {
+  router: Router;
+  openapi: OpenAPIRegistry;
+  backend: OpsBackend;
+  maxBodyBytes: number;
+}
+
+function issues(err: z.ZodError, where: string) {
+  return err.issues.map((i) => ({ location: where, path: i.path.join('.'), message: i.message }));
+}
+
+function parse<T extends ZodType>(schema: T | undefined, value: unknown, where: string): z.infer<T> {
+  if (!schema) return undefined as z.infer<T>;
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const list = issues(r.error, where);
+  const first = list[0]!;
+  throw new ValidationError(
+    `Invalid ${where}: ${first.path ? `${first.path}: ` : ''}${first.message}${list.length > 1 ? ` (and ${list.length - 1} more)` : ''}`,
+    list,
+  );
+}
+
+/** Checks the bearer token; throws 401 for a missing, unknown, revoked or expired one. */
+export async function authenticate(ctx: Context, backend: OpsBackend): Promise<Principal> {
+  const header = ctx.get('authorization');
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!m) throw new UnauthorizedError(header ? 'Authorization header must be "Bearer <token>"' : 'Missing bearer token');
+  const token = m[1]!;
+  if (!looksLikeToken(token)) throw new UnauthorizedError('Invalid token', 'invalid_token');
+  const rec = await backend.auth.findToken(hashToken(token));
+  if (!rec) throw new UnauthorizedError('Invalid token', 'invalid_token');
+  if (!rec.tokenActive) throw new UnauthorizedError('Token has been revoked', 'token_revoked');
+  if (rec.expiresAt && rec.expiresAt.getTime() <= Date.now()) throw new UnauthorizedError('Token has expired', 'token_expired');
+  if (!rec.userActive) throw new UnauthorizedError('User is deactivated', 'user_inactive');
+  backend.auth.touchToken(rec.tokenId);
+  return { userId: rec.userId, username: rec.username, roles: effectiveRoles(rec), tokenId: rec.tokenId, siteName: rec.siteName };
+}
+
+export function requireRole(principal: Principal, roles: readonly Role[]): void {
+  if (principal.roles.has('admin') || roles.some((r) => principal.roles.has(r))) return;
+  throw new ForbiddenError(`This needs one of the roles: ${roles.join(', ')}`, {
+    required: roles,
+    have: [...principal.roles],
+  });
+}
+
+export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, P extends ZodType = ZodType>(
+  api: ApiContext,
+  def: RouteDef<B, Q, P>,
+): void {
+  const status = def.status ?? 200;
+  const responses: RouteConfig['responses'] = {
+    [status]: {
+      description: 'OK',
+      ...(def.response ? { content: { 'application/json': { schema: def.response } } } : {}),
+    },
+  };
+  const errors: Record<number, string> = { 422: 'Invalid input' };
+  if (def.roles) Object.assign(errors, { 401: 'Missing or invalid token', 403: 'Role not allowed' });
+  if (def.body) Object.assign(errors, { 400: 'Malformed JSON', 413: 'Body too large' });
+  for (const [code, description] of Object.entries(errors)) {
+    responses[code] = { description, content: { 'application/json': { schema: ErrorBody } } };
+  }
+  api.openapi.registerPath({
+    method: def.method,
+    path: def.path,
+    summary: def.summary,
+    tags: [def.tag],
+    ...(def.roles ? { security: [{ bearerAuth: [] }], description: `Roles: ${def.roles.join(', ')} (admin always).` } : {}),
+    request: {
+      ...(def.params ? { params: def.params as never } : {}),
+      ...(def.query ? { query: def.query as never } : {}),
+      ...(def.body ? { body: { content: { 'application/json': { schema: def.body } } } } : {}),
+    },
+    responses,
+  });
+
+  const koaPath = def.path.replace(/\{(\w+)\}/g, ':$1');
+  api.router[def.method](koaPath, async (ctx) => {
+    const principal = def.roles ? await authenticate(ctx, api.backend) : (null as unknown as Principal);
+    if (def.roles) {
+      ctx.state.principal = principal;
+      requireRole(principal, def.roles);
+    }
+    const params = parse(def.params, ctx.params, 'path parameter');
+    const query = parse(def.query, ctx.query, 'query');
+    const body = def.body ? parse(def.body, await readJsonBody(ctx, api.maxBodyBytes), 'body') : undefined;
+    const result = await def.handler({ ctx, body: body as never, query: query as never, params: params as never, principal });
+    if (ctx.body === undefined) {
+      ctx.status = status;
+      ctx.body = result;
+    }
+  });
+}
+
+export function buildOpenApiDocument(registry: OpenAPIRegistry, siteType: string) {
+  registry.registerComponent('securitySchemes', 'bearerAuth', { type: 'http', scheme: 'bearer' });
+  return new OpenApiGeneratorV31(registry.definitions).generateDocument({
+    openapi: '3.1.0',
+    info: {
+      title: 'ops-db-api',
+      version: '0.1.0',
+      description: `Observatory operations database API (${siteType === 'main' ? 'central, SITE_TYPE=main' : 'edge, SITE_TYPE=secondary'}).`,
+    },
+  });
+}

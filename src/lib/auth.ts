@@ -1,0 +1,49 @@
+/** API tokens (SPEC §5): `ops_api_token_` + 32 random bytes, stored only as a SHA-256 digest. */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Role } from './api/schemas.js';
+
+export const TOKEN_PREFIX = 'ops_api_token_';
+const TOKEN_RE = /^ops_api_token_[A-Za-z0-9_-]{43}$/;
+
+export function generateToken(): { token: string; hash: string; prefix: string } {
+  const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  return { token, hash: hashToken(token), prefix: displayPrefix(token) };
+}
+
+export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+export const displayPrefix = (token: string): string => token.slice(0, TOKEN_PREFIX.length + 6);
+export const looksLikeToken = (token: string): boolean => TOKEN_RE.test(token);
+
+/** Who is calling, once their token has been checked. */
+export interface Principal {
+  userId: number;
+  username: string;
+  roles: ReadonlySet<Role>;
+  tokenId: number;
+  /** For `site` tokens: the one site this token may act for. */
+  siteName: string | null;
+}
+
+/** What a token store returns for a digest; the HTTP layer decides if it is usable. */
+export interface TokenRecord {
+  tokenId: number;
+  userId: number;
+  username: string;
+  userActive: boolean;
+  tokenActive: boolean;
+  expiresAt: Date | null;
+  /** The user's roles. */
+  roles: Role[];
+  /** If non-empty, the token may use only these of the user's roles. */
+  scopes: Role[];
+  siteName: string | null;
+}
+
+export const READ_ROLES: readonly Role[] = ['viewer', 'observer', 'service', 'admin'];
+export const WRITE_ROLES: readonly Role[] = ['observer', 'service', 'admin'];
+export const ADMIN_ROLES: readonly Role[] = ['admin'];
+export const ANY_ROLE: readonly Role[] = ['viewer', 'observer', 'service', 'admin', 'site'];
+
+export function effectiveRoles(rec: TokenRecord): Set<Role> {
+  return new Set(rec.scopes.length > 0 ? rec.roles.filter((r) => rec.scopes.includes(r)) : rec.roles);
+}

@@ -1,0 +1,180 @@
+/**
+ * Configuration: one TOML file (keys are the variable names in lower case)
+ * overridden by environment variables of the same name in upper case.
+ * Parsed once into a frozen object; every problem is listed in one error.
+ * This is the only module that reads process.env.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseToml } from 'smol-toml';
+import { z } from 'zod';
+
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) =>
+  typeof v === 'boolean' ? v : ['true', '1', 'yes'].includes(v),
+);
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+
+const schema = z
+  .object({
+    SITE_TYPE: z.enum(['main', 'secondary']).default('secondary'),
+    SITE_NAME: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_", at most 63')
+      .optional(),
+    HOST: z.string().min(1).default('127.0.0.1'),
+    PORT: int(0, 65535).optional(),
+    DATA_DIR: z.string().min(1).default('./data'),
+    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+    DATABASE_POOL_MAX: int(1, 1000).default(10),
+    BUFFER_BACKEND: z.enum(['sqlite', 'redis']).default('sqlite'),
+    REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
+    REDIS_ALLOW_WEAK_DURABILITY: bool.default(false),
+    CENTRAL_URL: z.url({ protocol: /^https?$/ }).optional(),
+    SITE_TOKEN: z.string().min(1).optional(),
+    SYNC_BATCH_SIZE: int(1, 10_000).default(200),
+    SYNC_BATCH_MAX_BYTES: int(1024).default(4 * 1024 * 1024),
+    SYNC_INTERVAL_MS: int(10).default(1000),
+    SYNC_TIMEOUT_MS: int(100).default(30_000),
+    RETRY_BASE_MS: int(1).default(500),
+    RETRY_MAX_MS: int(1).default(300_000),
+    BUFFER_MAX_BYTES: int(1024).default(1024 ** 3),
+    MIN_FREE_DISK_BYTES: int(0).default(256 * 1024 ** 2),
+    MAX_BODY_BYTES: int(1024, 512 * 1024 ** 2).default(8 * 1024 ** 2),
+    DEMO_MODE: bool.default(false),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    METRICS_PUBLIC: bool.default(false),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.SITE_TYPE === 'main' && !c.DATABASE_URL) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'required when SITE_TYPE=main' });
+    }
+    if (c.SITE_TYPE === 'secondary' && c.CENTRAL_URL && !c.SITE_TOKEN) {
+      ctx.addIssue({ code: 'custom', path: ['SITE_TOKEN'], message: 'required when CENTRAL_URL is set' });
+    }
+    if (c.RETRY_BASE_MS > c.RETRY_MAX_MS) {
+      ctx.addIssue({ code: 'custom', path: ['RETRY_BASE_MS'], message: 'must not exceed RETRY_MAX_MS' });
+    }
+  });
+
+type Parsed = z.infer<typeof schema>;
+
+export interface Config {
+  readonly siteType: 'main' | 'secondary';
+  readonly siteName: string;
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly databaseUrl: string | undefined;
+  readonly databasePoolMax: number;
+  readonly bufferBackend: 'sqlite' | 'redis';
+  readonly redisUrl: string;
+  readonly redisAllowWeakDurability: boolean;
+  readonly centralUrl: string | undefined;
+  readonly siteToken: string | undefined;
+  readonly syncBatchSize: number;
+  readonly syncBatchMaxBytes: number;
+  readonly syncIntervalMs: number;
+  readonly syncTimeoutMs: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  readonly bufferMaxBytes: number;
+  readonly minFreeDiskBytes: number;
+  readonly maxBodyBytes: number;
+  readonly demoMode: boolean;
+  readonly logLevel: Parsed['LOG_LEVEL'];
+  readonly metricsPublic: boolean;
+}
+
+export const CONFIG_KEYS = Object.keys(schema.shape) as (keyof Parsed)[];
+const SECRET_KEYS = new Set(['DATABASE_URL', 'SITE_TOKEN', 'REDIS_URL', 'CENTRAL_URL']);
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadOptions {
+  /** Path of a TOML file; its keys are the variable names, any case. */
+  file?: string | undefined;
+  /** Defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Values that win over file and environment (used by `opsdb demo`). */
+  overrides?: Partial<Record<keyof Parsed, string | number | boolean>>;
+}
+
+function readFile(file: string, problems: string[]): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    problems.push(`config file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    return {};
+  }
+  try {
+    const raw = parseToml(text);
+    return Object.fromEntries(Object.entries(raw).map(([k, v]) => [k.toUpperCase(), v]));
+  } catch (err) {
+    problems.push(`config file ${file}: not valid TOML (${(err as Error).message.split('\n')[0]})`);
+    return {};
+  }
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const problems: string[] = [];
+  const merged: Record<string, unknown> = opts.file ? readFile(opts.file, problems) : {};
+  for (const key of CONFIG_KEYS) {
+    const v = env[key];
+    if (v !== undefined && v !== '') merged[key] = v;
+  }
+  Object.assign(merged, opts.overrides ?? {});
+
+  const result = schema.safeParse(merged);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const key = issue.path.join('.') || '(file)';
+      const shown = SECRET_KEYS.has(key) ? '' : ` (got ${JSON.stringify(merged[key])})`;
+      if (issue.code === 'unrecognized_keys') {
+        problems.push(`unknown setting(s): ${issue.keys.join(', ')}; known: ${CONFIG_KEYS.join(', ')}`);
+      } else {
+        problems.push(`${key}: ${issue.message}${merged[key] === undefined ? '' : shown}`);
+      }
+    }
+  }
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
+  const c = result.data;
+  const main = c.SITE_TYPE === 'main';
+  const config: Config = {
+    siteType: c.SITE_TYPE,
+    siteName: c.SITE_NAME ?? (main ? 'main' : 'observatory'),
+    host: c.HOST,
+    port: c.PORT ?? (main ? 8001 : 8000),
+    dataDir: c.DATA_DIR,
+    databaseUrl: c.DATABASE_URL,
+    databasePoolMax: c.DATABASE_POOL_MAX,
+    bufferBackend: c.BUFFER_BACKEND,
+    redisUrl: c.REDIS_URL,
+    redisAllowWeakDurability: c.REDIS_ALLOW_WEAK_DURABILITY,
+    centralUrl: c.CENTRAL_URL?.replace(/\/+$/, ''),
+    siteToken: c.SITE_TOKEN,
+    syncBatchSize: c.SYNC_BATCH_SIZE,
+    syncBatchMaxBytes: c.SYNC_BATCH_MAX_BYTES,
+    syncIntervalMs: c.SYNC_INTERVAL_MS,
+    syncTimeoutMs: c.SYNC_TIMEOUT_MS,
+    retryBaseMs: c.RETRY_BASE_MS,
+    retryMaxMs: c.RETRY_MAX_MS,
+    bufferMaxBytes: c.BUFFER_MAX_BYTES,
+    minFreeDiskBytes: c.MIN_FREE_DISK_BYTES,
+    maxBodyBytes: c.MAX_BODY_BYTES,
+    demoMode: c.DEMO_MODE,
+    logLevel: c.LOG_LEVEL,
+    metricsPublic: c.METRICS_PUBLIC,
+  };
+  // Secrets stay usable but never show up in JSON.stringify, util.inspect or logs.
+  for (const key of ['databaseUrl', 'siteToken', 'redisUrl'] as const) {
+    Object.defineProperty(config, key, { value: config[key], enumerable: false });
+  }
+  return Object.freeze(config);
+}

@@ -21,11 +21,11 @@ export const payloadHash = (tx: Pick<Transaction, 'endpoint' | 'steps'>): string
 function validateStep(step: Step, site: string, index: number): Record<string, unknown>[] {
   const spec = TABLES[step.table];
   const where = `steps[${index}] (${step.op} ${step.table})`;
-  const rows = step.op === 'bulk_create' ? step.rows : [{ ...step.data, [spec.key]: step.id }];
+  const rows =
+    step.op === 'bulk_create' ? step.rows : step.op === 'update' ? [step.data] : [{ ...step.data, [spec.key]: step.id }];
   const schema = step.op === 'update' ? spec.update : spec.create;
   return rows.map((row, i) => {
-    const input = step.op === 'update' ? { ...row, [spec.key]: undefined } : row;
-    const r = schema.safeParse(input);
+    const r = schema.safeParse(row);
     if (!r.success) {
       const first = r.error.issues[0]!;
       throw new ValidationError(`Invalid ${where}${step.op === 'bulk_create' ? ` row ${i}` : ''}: ${first.path.join('.')}: ${first.message}`, {

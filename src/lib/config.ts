@@ -43,18 +43,19 @@ const schema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     METRICS_PUBLIC: bool.default(false),
   })
-  .strict()
-  .superRefine((c, ctx) => {
-    if (c.SITE_TYPE === 'main' && !c.DATABASE_URL) {
-      ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'required when SITE_TYPE=main' });
-    }
-    if (c.SITE_TYPE === 'secondary' && c.CENTRAL_URL && !c.SITE_TOKEN) {
-      ctx.addIssue({ code: 'custom', path: ['SITE_TOKEN'], message: 'required when CENTRAL_URL is set' });
-    }
-    if (c.RETRY_BASE_MS > c.RETRY_MAX_MS) {
-      ctx.addIssue({ code: 'custom', path: ['RETRY_BASE_MS'], message: 'must not exceed RETRY_MAX_MS' });
-    }
-  });
+  .strict();
+
+/** Rules across settings; checked on the raw values so they are reported with every other problem. */
+function crossProblems(raw: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  const siteType = raw.SITE_TYPE ?? 'secondary';
+  if (siteType === 'main' && !raw.DATABASE_URL) out.push('DATABASE_URL: required when SITE_TYPE=main');
+  if (siteType === 'secondary' && raw.CENTRAL_URL && !raw.SITE_TOKEN) out.push('SITE_TOKEN: required when CENTRAL_URL is set');
+  const base = Number(raw.RETRY_BASE_MS ?? 500);
+  const max = Number(raw.RETRY_MAX_MS ?? 300_000);
+  if (base > max) out.push('RETRY_BASE_MS: must not exceed RETRY_MAX_MS');
+  return out;
+}
 
 type Parsed = z.infer<typeof schema>;
 
@@ -143,6 +144,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
       }
     }
   }
+  problems.push(...crossProblems(merged));
   if (problems.length > 0 || !result.success) throw new ConfigError(problems);
   const c = result.data;
   const main = c.SITE_TYPE === 'main';

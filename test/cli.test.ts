@@ -1,0 +1,70 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { runCli } from './support/cli.js';
+import { startTestCentral, type TestCentral } from './support/central.js';
+import { client } from './support/http.js';
+import { COMMANDS } from '../src/cli/commands.js';
+
+describe('opsdb CLI', () => {
+  let c: TestCentral;
+  let env: Record<string, string>;
+  before(async () => {
+    c = await startTestCentral('cli');
+    env = { SITE_TYPE: 'main', DATABASE_URL: c.databaseUrl };
+  });
+  after(() => c.stop());
+
+  it('prints help for itself and for every command', async () => {
+    const top = await runCli(['--help']);
+    assert.equal(top.code, 0);
+    for (const name of Object.keys(COMMANDS)) assert.ok(top.stdout.includes(name), `help lists ${name}`);
+    for (const name of Object.keys(COMMANDS)) {
+      const r = await runCli([...name.split(' '), '--help']);
+      assert.equal(r.code, 0, name);
+      assert.match(r.stdout, new RegExp(`opsdb ${name}`));
+    }
+  });
+
+  it('exits 2 on an unknown command or option', async () => {
+    assert.equal((await runCli(['frobnicate'])).code, 2);
+    assert.equal((await runCli(['migrate', '--no-such-flag'])).code, 2);
+    const noRole = await runCli(['user', 'add', 'x'], env);
+    assert.equal(noRole.code, 2);
+    assert.match(noRole.stderr, /--role is required/);
+  });
+
+  it('user add + token create give a working token, printed once on stdout', async () => {
+    const add = await runCli(['user', 'add', 'carol', '--role', 'observer', '--email', 'carol@example.org'], env);
+    assert.equal(add.code, 0, add.stderr);
+    const again = await runCli(['user', 'add', 'carol', '--role', 'observer'], env);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already exists/);
+
+    const tok = await runCli(['token', 'create', '--user', 'carol', '--expires-days', '30'], env);
+    assert.equal(tok.code, 0, tok.stderr);
+    const token = tok.stdout.trim();
+    assert.match(token, /^ops_api_token_[A-Za-z0-9_-]{43}$/);
+    assert.doesNotMatch(tok.stderr, new RegExp(token));
+    const me = await client(c.url, token).get('/auth/me');
+    assert.equal(me.status, 200);
+    assert.equal(me.body.username, 'carol');
+    assert.deepEqual(me.body.roles, ['observer']);
+
+    const missing = await runCli(['token', 'create', '--user', 'nobody'], env);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /no user "nobody"/);
+  });
+
+  it('rejects an unknown role', async () => {
+    const r = await runCli(['user', 'add', 'dave', '--role', 'wizard'], env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /unknown role/);
+  });
+
+  it('seed is idempotent', async () => {
+    const before = (await c.admin.get('/instruments/')).body;
+    const r = await runCli(['seed'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await c.admin.get('/instruments/')).body, before);
+  });
+});

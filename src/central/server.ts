@@ -7,6 +7,7 @@ import { createHttpApp } from '../lib/http/app.js';
 import { createPool, type Pool } from './db.js';
 import { pendingMigrations } from './migrate.js';
 import { CentralBackend } from './backend.js';
+import { mapPgError } from './apply.js';
 
 export interface RunningCentral {
   url: string;
@@ -33,7 +34,7 @@ export async function startCentral(config: Config, log: Logger): Promise<Running
     throw err;
   }
   const backend = new CentralBackend(pool, config.siteName);
-  const app = createHttpApp({ config, log, metrics: createMetrics(), backend });
+  const app = createHttpApp({ config, log, metrics: createMetrics(), backend, mapError: (err) => mapPgError(err) });
   const server: Server = createServer(app.callback());
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {

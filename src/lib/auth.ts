@@ -22,6 +22,8 @@ export interface Principal {
   tokenId: number;
   /** For `site` tokens: the one site this token may act for. */
   siteName: string | null;
+  /** True when the token is narrowed by scopes: tokens it mints may not exceed `roles`. */
+  scoped: boolean;
 }
 
 /** What a token store returns for a digest; the HTTP layer decides if it is usable. */
@@ -44,6 +46,25 @@ export const WRITE_ROLES: readonly Role[] = ['observer', 'service', 'admin'];
 export const ADMIN_ROLES: readonly Role[] = ['admin'];
 export const ANY_ROLE: readonly Role[] = ['viewer', 'observer', 'service', 'admin', 'site'];
 
+/** Roles a role includes: admin can do what every human role can; observer and service can read. */
+const IMPLIES: Record<Role, readonly Role[]> = {
+  admin: ['admin', 'observer', 'service', 'viewer'],
+  observer: ['observer', 'viewer'],
+  service: ['service', 'viewer'],
+  viewer: ['viewer'],
+  site: ['site'],
+};
+
+export function expandRoles(roles: Iterable<Role>): Set<Role> {
+  const out = new Set<Role>();
+  for (const r of roles) for (const x of IMPLIES[r] ?? []) out.add(x);
+  return out;
+}
+
+/** The user's roles (with what they imply), narrowed to the token's scopes when it has any. */
 export function effectiveRoles(rec: TokenRecord): Set<Role> {
-  return new Set(rec.scopes.length > 0 ? rec.roles.filter((r) => rec.scopes.includes(r)) : rec.roles);
+  const held = expandRoles(rec.roles);
+  if (rec.scopes.length === 0) return held;
+  const allowed = expandRoles(rec.scopes);
+  return new Set([...held].filter((r) => allowed.has(r)));
 }

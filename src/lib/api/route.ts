@@ -51,8 +51,22 @@ function issues(err: z.ZodError, where: string) {
   return err.issues.map((i) => ({ location: where, path: i.path.join('.'), message: i.message }));
 }
 
+/** PostgreSQL text cannot hold NUL; refuse it at the edge of the API rather than fail later at central. */
+function findNul(v: unknown, path: string[] = []): string | null {
+  if (typeof v === 'string') return v.includes('\u0000') ? path.join('.') || '(value)' : null;
+  if (v && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      const hit = k.includes('\u0000') ? [...path, k].join('.') : findNul(x, [...path, k]);
+      if (hit) return hit;
+    }
+  }
+  return null;
+}
+
 function parse<T extends ZodType>(schema: T | undefined, value: unknown, where: string): z.infer<T> {
   if (!schema) return undefined as z.infer<T>;
+  const nul = findNul(value);
+  if (nul) throw new ValidationError(`Invalid ${where}: ${nul}: NUL characters are not allowed`, [{ location: where, path: nul, message: 'NUL character' }]);
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const list = issues(r.error, where);
@@ -76,11 +90,18 @@ export async function authenticate(ctx: Context, backend: OpsBackend): Promise<P
   if (rec.expiresAt && rec.expiresAt.getTime() <= Date.now()) throw new UnauthorizedError('Token has expired', 'token_expired');
   if (!rec.userActive) throw new UnauthorizedError('User is deactivated', 'user_inactive');
   backend.auth.touchToken(rec.tokenId);
-  return { userId: rec.userId, username: rec.username, roles: effectiveRoles(rec), tokenId: rec.tokenId, siteName: rec.siteName };
+  return {
+    userId: rec.userId,
+    username: rec.username,
+    roles: effectiveRoles(rec),
+    tokenId: rec.tokenId,
+    siteName: rec.siteName,
+    scoped: rec.scopes.length > 0,
+  };
 }
 
 export function requireRole(principal: Principal, roles: readonly Role[]): void {
-  if (principal.roles.has('admin') || roles.some((r) => principal.roles.has(r))) return;
+  if (roles.some((r) => principal.roles.has(r))) return;
   throw new ForbiddenError(`This needs one of the roles: ${roles.join(', ')}`, {
     required: roles,
     have: [...principal.roles],

@@ -13,10 +13,16 @@ export const SYNC_STATUSES = ['pending', 'in_flight', 'blocked', 'failed', 'sync
 // Normalised to millisecond UTC ISO strings, so every site stores and pages on the same value.
 const isoTime = z.iso
   .datetime({ offset: true })
+  .refine((s) => {
+    const y = new Date(s).getUTCFullYear();
+    return y >= 1 && y <= 9999;
+  }, 'year must be between 0001 and 9999')
   .transform((s) => new Date(s).toISOString())
   .openapi({ type: 'string', format: 'date-time', example: '2025-01-01T00:00:00Z' });
 const uuid = z.uuid().openapi({ example: '01936a2e-7b4c-7d3e-9a1b-2c3d4e5f6a7b' });
-const intId = z.coerce.number().int().positive();
+/** PostgreSQL `integer` ids: bounded so an out-of-range id is a 422, not a database error. */
+const intId = z.coerce.number().int().positive().max(2_147_483_647);
+const intRef = z.number().int().positive().max(2_147_483_647);
 const sizeBytes = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const text = (max: number) => z.string().trim().min(1).max(max);
 
@@ -70,12 +76,12 @@ export const ObsUnitQuery = z
 // ---- observations, packages, files ----------------------------------------
 export const StartObservation = z
   .object({
-    obs_unit_id: z.number().int().positive(),
+    obs_unit_id: intRef,
     start_time: isoTime.optional(),
     status: z.literal('running').default('running'),
     mean_pwv: z.number().finite().nonnegative().nullable().optional(),
     mean_elevation: z.number().min(-90).max(90).nullable().optional(),
-    instrument_module_configuration_id: z.number().int().positive().nullable().optional(),
+    instrument_module_configuration_id: intRef.nullable().optional(),
   })
   .strict()
   .openapi('StartObservation');
@@ -200,7 +206,7 @@ export const TransferOverview = z
 
 // ---- the seed tutorial's demo endpoints -------------------------------------
 export const UpdatePreferences = z
-  .object({ user_id: z.number().int().positive(), preferences: z.record(z.string(), z.unknown()) })
+  .object({ user_id: intRef, preferences: z.record(z.string(), z.unknown()) })
   .strict()
   .openapi('UpdateUserPreferences');
 export const UpdatePreferencesResult = z
@@ -210,13 +216,13 @@ export const CreateObservation = z
   .object({
     obs_data: z
       .object({
-        obs_unit_id: z.number().int().positive(),
+        obs_unit_id: intRef,
         start_time: isoTime,
         end_time: isoTime.nullable().optional(),
         mean_pwv: z.number().finite().nonnegative().nullable().optional(),
         mean_elevation: z.number().min(-90).max(90).nullable().optional(),
         package_name: text(255),
-        instrument_module_configuration_id: z.number().int().positive().nullable().optional(),
+        instrument_module_configuration_id: intRef.nullable().optional(),
       })
       .strict(),
     raw_files: z.array(RawDataFileInput).max(10_000).default([]),
@@ -253,7 +259,7 @@ export const CreateToken = z
     name: text(100),
     scopes: z.array(z.enum(ROLES)).max(ROLES.length).default([]),
     expires_at: isoTime.nullable().optional(),
-    user_id: z.number().int().positive().optional().openapi({ description: 'admin only: mint for another user' }),
+    user_id: intRef.optional().openapi({ description: 'admin only: mint for another user' }),
   })
   .strict()
   .openapi('CreateToken');

@@ -17,6 +17,8 @@ export interface HttpAppOptions {
   log: Logger;
   metrics: AppMetrics;
   backend: OpsBackend;
+  /** Turns storage errors a client caused (bad values, constraints) into AppErrors. */
+  mapError?: (err: unknown) => unknown;
   /** Site-specific routes (sync endpoints at central, buffer control at the edge). */
   extraRoutes?: (api: ApiContext) => void;
 }
@@ -41,7 +43,7 @@ export function createHttpApp(opts: HttpAppOptions): Koa {
   });
   docsRoutes(router, () => buildOpenApiDocument(api.openapi, config.siteType));
 
-  app.use(requestPipeline(log, metrics));
+  app.use(requestPipeline(log, metrics, opts.mapError));
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;

@@ -13,7 +13,7 @@ export function errorBody(code: string, message: string, details: unknown = null
  * the one JSON error shape, and writes one access-log line with the duration.
  * Unexpected errors become a 500 whose body reveals nothing internal.
  */
-export function requestPipeline(log: Logger, metrics: AppMetrics) {
+export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err: unknown) => unknown = (e) => e) {
   return async (ctx: Context, next: Next) => {
     const started = process.hrtime.bigint();
     const incoming = ctx.get('x-request-id');
@@ -29,7 +29,8 @@ export function requestPipeline(log: Logger, metrics: AppMetrics) {
       } else if (ctx.status === 405 || ctx.status === 501) {
         ctx.body = errorBody('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}`);
       }
-    } catch (err) {
+    } catch (thrown) {
+      const err = mapError(thrown);
       failure = err;
       if (err instanceof AppError) {
         ctx.status = err.status;

@@ -44,11 +44,13 @@ export function systemRoutes(api: ApiContext, opts: { demoMode: boolean }): void
       if (userId !== principal.userId && !principal.roles.has('admin')) {
         throw new ForbiddenError('Only an admin can create tokens for another user');
       }
-      const wanted = body.scopes.filter((s) => !principal.roles.has(s));
-      if (userId === principal.userId && wanted.length > 0 && !principal.roles.has('admin')) {
-        throw new ForbiddenError(`A token cannot have roles its creator lacks: ${wanted.join(', ')}`);
+      // A scoped token can only hand on what it has: unscoped requests inherit its scopes.
+      const scopes = body.scopes.length === 0 && principal.scoped ? [...principal.roles] : body.scopes;
+      const beyond = scopes.filter((s) => !principal.roles.has(s));
+      if (userId === principal.userId && beyond.length > 0) {
+        throw new ForbiddenError(`A token cannot have roles its creator lacks: ${beyond.join(', ')}`, { beyond });
       }
-      return backend.auth.createToken(userId, body);
+      return backend.auth.createToken(userId, { ...body, scopes });
     },
   });
 

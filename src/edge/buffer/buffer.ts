@@ -1,0 +1,170 @@
+/**
+ * The edge's durable transaction buffer (SPEC §2–§3): a log of write
+ * transactions, each in one state, with the ledger
+ *   accepted = applied + pending + in_flight + blocked + failed + discarded
+ * (applied = synced, compacted or not). Implemented over SQLite and Redis;
+ * nothing outside an implementation sees its driver.
+ *
+ * Every method is atomic: it either happens whole or not at all, and when its
+ * promise resolves the change is on disk. Sequence numbers are assigned by
+ * `append`, never reused, and every "in order" below means ascending `seq`.
+ */
+import type { Step } from '../../lib/api/transaction.js';
+
+export const TX_STATES = ['pending', 'in_flight', 'blocked', 'failed', 'synced', 'discarded'] as const;
+export type TxState = (typeof TX_STATES)[number];
+
+export interface TxError {
+  /** Stable code: central's error code for a rejection, or a transport kind (`network`, `timeout`, `http_503`…). */
+  code: string;
+  message: string;
+  details?: unknown;
+  at: string;
+}
+
+export interface NewTransaction {
+  transaction_id: string;
+  site: string;
+  created_at: string;
+  endpoint: string;
+  steps: Step[];
+  /** Seqs of earlier, not yet synced transactions that created rows this one references. */
+  depends_on: number[];
+}
+
+export interface BufferedTransaction extends NewTransaction {
+  seq: number;
+  state: TxState;
+  attempts: number;
+  last_error: TxError | null;
+  /** Size of the stored payload in bytes (what BUFFER_MAX_BYTES counts). */
+  bytes: number;
+  updated_at: string;
+  /** Central's answer once applied: `{result, …}`. */
+  central_result: unknown;
+}
+
+export type Outcome =
+  | { seq: number; outcome: 'applied' | 'duplicate'; central_result?: unknown }
+  | { seq: number; outcome: 'rejected'; error: TxError; central_result?: unknown }
+  /** Transient: back to pending with one more attempt counted. */
+  | { seq: number; outcome: 'retry'; error: TxError };
+
+export interface BufferStats {
+  pending: number;
+  in_flight: number;
+  blocked: number;
+  failed: number;
+  /** Synced but still held until the replica has caught up past them. */
+  synced: number;
+  discarded: number;
+  accepted_total: number;
+  applied_total: number;
+  discarded_total: number;
+  /** Bytes of transactions not yet synced (pending, in flight, blocked, failed). */
+  pending_bytes: number;
+  /** Bytes of every transaction held (what BUFFER_MAX_BYTES caps). */
+  held_bytes: number;
+  /** created_at of the oldest pending or in-flight transaction, or null. */
+  oldest_pending_created_at: string | null;
+  last_seq: number;
+}
+
+export interface AuditRecord {
+  at: string;
+  transaction_id: string;
+  seq: number;
+  action: 'discard' | 'retry';
+  actor: string;
+  reason: string | null;
+}
+
+export interface ListQuery {
+  state?: TxState | undefined;
+  /** Only seqs greater than this (cursor). */
+  after_seq?: number | undefined;
+  limit: number;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  problems: string[];
+  stats: BufferStats;
+  /** Counts recomputed from the stored transactions, by state. */
+  counted: Record<TxState, number>;
+}
+
+export interface TransactionBuffer {
+  readonly backend: 'sqlite' | 'redis';
+
+  /**
+   * Make `txs` durable, in the given order, with consecutive new seqs. All or
+   * none. Ids already present are rejected with DuplicateTransactionError.
+   */
+  append(txs: NewTransaction[]): Promise<BufferedTransaction[]>;
+
+  /**
+   * Move the oldest pending transactions to `in_flight` and return them in
+   * order: at most `maxCount`, and at most `maxBytes` (at least one is always
+   * returned if any is pending). A pending transaction whose parent is failed,
+   * blocked or discarded is moved to `blocked` instead and skipped, so it is
+   * never sent ahead of its parent and never holds up unrelated ones.
+   */
+  claim(maxCount: number, maxBytes: number): Promise<BufferedTransaction[]>;
+
+  /**
+   * Record central's answers for claimed transactions, in seq order.
+   * applied/duplicate → synced; rejected → failed with the error, and every
+   * transaction (transitively) depending on it that is not synced → blocked;
+   * a rejected transaction whose parent failed in this same call is blocked,
+   * not failed. retry → pending, attempts + 1. Results for seqs not in flight
+   * are ignored (idempotent).
+   */
+  settle(outcomes: Outcome[]): Promise<void>;
+
+  /** Every in-flight transaction back to pending (start-up after a crash; abandoning a batch). Returns how many. */
+  releaseInFlight(): Promise<number>;
+
+  /**
+   * An operator retry: a failed transaction back to pending, and its blocked
+   * dependents with it (they follow in seq order). No-op unless failed or blocked.
+   * Returns the seqs released.
+   */
+  retry(transactionId: string, actor: string): Promise<number[]>;
+
+  /** Retry every failed and blocked transaction. Returns the seqs released. */
+  retryAll(actor: string): Promise<number[]>;
+
+  /**
+   * An operator discard: failed or blocked → discarded (kept, with an audit
+   * record). Its dependents stay blocked. Returns false when the transaction
+   * is in another state.
+   */
+  discard(transactionId: string, actor: string, reason: string): Promise<boolean>;
+
+  get(transactionId: string): Promise<BufferedTransaction | null>;
+  list(q: ListQuery): Promise<BufferedTransaction[]>;
+  /** States of the given seqs; a seq no longer held (compacted) is absent from the map. */
+  states(seqs: number[]): Promise<Map<number, TxState>>;
+  audit(limit: number): Promise<AuditRecord[]>;
+
+  /** O(1): from counters kept with every change. */
+  stats(): Promise<BufferStats>;
+
+  /** Drop synced transactions with seq ≤ upToSeq (the replica has them). Returns how many. */
+  compact(upToSeq: number): Promise<number>;
+
+  /** Integrity check and ledger check against a full recount. */
+  verify(): Promise<VerifyReport>;
+
+  close(): Promise<void>;
+}
+
+export class DuplicateTransactionError extends Error {
+  constructor(readonly transactionId: string) {
+    super(`transaction ${transactionId} is already in the buffer`);
+  }
+}
+
+/** A buffer that cannot be opened or fails its integrity check: the daemon must not accept writes. */
+export class BufferUnavailableError extends Error {}

@@ -1,0 +1,374 @@
+/**
+ * The default buffer: one SQLite file in WAL mode with synchronous=FULL, so a
+ * commit is on disk before its promise resolves. State counts and byte sums
+ * are kept in a counters table in the same transactions, so stats() is O(1)
+ * whatever the backlog. No SQLite transaction is ever held across an await.
+ */
+import Database from 'better-sqlite3';
+import {
+  BufferUnavailableError,
+  DuplicateTransactionError,
+  TX_STATES,
+  type AuditRecord,
+  type BufferStats,
+  type BufferedTransaction,
+  type ListQuery,
+  type NewTransaction,
+  type Outcome,
+  type TransactionBuffer,
+  type TxState,
+  type VerifyReport,
+} from './buffer.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS tx (
+  seq            INTEGER PRIMARY KEY,
+  transaction_id TEXT NOT NULL UNIQUE,
+  site           TEXT NOT NULL,
+  endpoint       TEXT NOT NULL,
+  created_at     TEXT NOT NULL,
+  steps          TEXT NOT NULL,
+  depends_on     TEXT NOT NULL,
+  bytes          INTEGER NOT NULL,
+  state          TEXT NOT NULL CHECK (state IN ('pending','in_flight','blocked','failed','synced','discarded')),
+  attempts       INTEGER NOT NULL DEFAULT 0,
+  last_error     TEXT,
+  central_result TEXT,
+  updated_at     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tx_state_seq ON tx (state, seq);
+CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY, at TEXT NOT NULL, transaction_id TEXT NOT NULL, seq INTEGER NOT NULL,
+  action TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT
+);
+`;
+
+const COUNTERS = [
+  'last_seq', 'accepted_total', 'applied_total', 'discarded_total',
+  ...TX_STATES.map((s) => `n_${s}`), ...TX_STATES.map((s) => `bytes_${s}`),
+];
+
+interface Row {
+  seq: number;
+  transaction_id: string;
+  site: string;
+  endpoint: string;
+  created_at: string;
+  steps: string;
+  depends_on: string;
+  bytes: number;
+  state: TxState;
+  attempts: number;
+  last_error: string | null;
+  central_result: string | null;
+  updated_at: string;
+}
+
+const fromRow = (r: Row): BufferedTransaction => ({
+  seq: r.seq,
+  transaction_id: r.transaction_id,
+  site: r.site,
+  endpoint: r.endpoint,
+  created_at: r.created_at,
+  steps: JSON.parse(r.steps),
+  depends_on: JSON.parse(r.depends_on),
+  bytes: r.bytes,
+  state: r.state,
+  attempts: r.attempts,
+  last_error: r.last_error ? JSON.parse(r.last_error) : null,
+  central_result: r.central_result ? JSON.parse(r.central_result) : null,
+  updated_at: r.updated_at,
+});
+
+const BLOCKING: ReadonlySet<TxState> = new Set(['failed', 'blocked', 'discarded']);
+
+export class SqliteBuffer implements TransactionBuffer {
+  readonly backend = 'sqlite' as const;
+  private readonly db: Database.Database;
+  private readonly stmt;
+
+  constructor(readonly path: string) {
+    try {
+      this.db = new Database(path);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('busy_timeout = 5000');
+      const quick = this.db.pragma('quick_check', { simple: true });
+      if (quick !== 'ok') throw new Error(`quick_check: ${String(quick)}`);
+      this.db.exec(SCHEMA);
+      const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
+      this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c)))();
+    } catch (err) {
+      throw new BufferUnavailableError(`cannot open the SQLite buffer at ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    const db = this.db;
+    this.stmt = {
+      insert: db.prepare(`INSERT INTO tx (seq, transaction_id, site, endpoint, created_at, steps, depends_on, bytes, state, updated_at)
+                          VALUES (@seq, @transaction_id, @site, @endpoint, @created_at, @steps, @depends_on, @bytes, 'pending', @updated_at)`),
+      bump: db.prepare('UPDATE counter SET value = value + ? WHERE name = ?'),
+      counter: db.prepare('SELECT name, value FROM counter'),
+      byId: db.prepare('SELECT * FROM tx WHERE transaction_id = ?'),
+      bySeq: db.prepare('SELECT * FROM tx WHERE seq = ?'),
+      pendingFrom: db.prepare(`SELECT * FROM tx WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?`),
+      stateOf: db.prepare('SELECT state FROM tx WHERE seq = ?'),
+      setState: db.prepare('UPDATE tx SET state = ?, updated_at = ? WHERE seq = ?'),
+      settle: db.prepare(`UPDATE tx SET state = @state, attempts = attempts + @inc, last_error = coalesce(@last_error, last_error),
+                          central_result = coalesce(@central_result, central_result), updated_at = @now WHERE seq = @seq`),
+      inState: db.prepare('SELECT seq, bytes FROM tx WHERE state = ? ORDER BY seq'),
+      dependents: db.prepare(`SELECT seq, state, bytes, depends_on FROM tx WHERE seq > ? AND state IN ('pending','in_flight','blocked') ORDER BY seq`),
+      oldest: db.prepare(`SELECT min(created_at) AS t FROM (SELECT created_at FROM tx WHERE state IN ('pending','in_flight') ORDER BY seq LIMIT 1)`),
+      audit: db.prepare('INSERT INTO audit (at, transaction_id, seq, action, actor, reason) VALUES (?, ?, ?, ?, ?, ?)'),
+      compactable: db.prepare(`SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM tx WHERE state = 'synced' AND seq <= ?`),
+      compact: db.prepare(`DELETE FROM tx WHERE state = 'synced' AND seq <= ?`),
+    };
+  }
+
+  private counters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of this.stmt.counter.all() as { name: string; value: number }[]) out[r.name] = r.value;
+    return out;
+  }
+
+  /** Moves one row between states, keeping counts and byte sums. Inside a transaction only. */
+  private move(seq: number, from: TxState, to: TxState, bytes: number, now: string): void {
+    this.stmt.setState.run(to, now, seq);
+    this.shift(from, to, bytes);
+  }
+
+  private shift(from: TxState, to: TxState, bytes: number, n = 1): void {
+    this.stmt.bump.run(-n, `n_${from}`);
+    this.stmt.bump.run(n, `n_${to}`);
+    this.stmt.bump.run(-bytes, `bytes_${from}`);
+    this.stmt.bump.run(bytes, `bytes_${to}`);
+  }
+
+  async append(txs: NewTransaction[]): Promise<BufferedTransaction[]> {
+    const now = new Date().toISOString();
+    const run = this.db.transaction(() => {
+      let seq = this.counters().last_seq!;
+      let total = 0;
+      const out: BufferedTransaction[] = [];
+      for (const t of txs) {
+        seq += 1;
+        const steps = JSON.stringify(t.steps);
+        const bytes = Buffer.byteLength(steps) + t.endpoint.length + 128;
+        try {
+          this.stmt.insert.run({ ...t, seq, steps, depends_on: JSON.stringify(t.depends_on), bytes, updated_at: now });
+        } catch (err) {
+          if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new DuplicateTransactionError(t.transaction_id);
+          throw err;
+        }
+        total += bytes;
+        out.push({ ...t, seq, state: 'pending', attempts: 0, last_error: null, bytes, updated_at: now, central_result: null });
+      }
+      this.stmt.bump.run(seq - (this.counters().last_seq ?? 0), 'last_seq');
+      this.stmt.bump.run(txs.length, 'accepted_total');
+      this.stmt.bump.run(txs.length, 'n_pending');
+      this.stmt.bump.run(total, 'bytes_pending');
+      return out;
+    });
+    return run();
+  }
+
+  async claim(maxCount: number, maxBytes: number): Promise<BufferedTransaction[]> {
+    const now = new Date().toISOString();
+    return this.db.transaction(() => {
+      const out: BufferedTransaction[] = [];
+      let bytes = 0;
+      let after = 0;
+      const blocked = new Set<number>();
+      while (out.length < maxCount) {
+        const rows = this.stmt.pendingFrom.all(after, Math.max(maxCount * 2, 64)) as Row[];
+        if (rows.length === 0) break;
+        for (const r of rows) {
+          after = r.seq;
+          const deps = JSON.parse(r.depends_on) as number[];
+          const stuck = deps.some((d) => blocked.has(d) || BLOCKING.has((this.stmt.stateOf.get(d) as { state: TxState } | undefined)?.state ?? 'synced'));
+          if (stuck) {
+            this.move(r.seq, 'pending', 'blocked', r.bytes, now);
+            blocked.add(r.seq);
+            continue;
+          }
+          if (out.length >= maxCount || (out.length > 0 && bytes + r.bytes > maxBytes)) return out;
+          this.move(r.seq, 'pending', 'in_flight', r.bytes, now);
+          bytes += r.bytes;
+          out.push({ ...fromRow(r), state: 'in_flight' });
+        }
+      }
+      return out;
+    })();
+  }
+
+  async settle(outcomes: Outcome[]): Promise<void> {
+    const now = new Date().toISOString();
+    const sorted = [...outcomes].sort((a, b) => a.seq - b.seq);
+    this.db.transaction(() => {
+      const failedNow = new Set<number>();
+      for (const o of sorted) {
+        const row = this.stmt.bySeq.get(o.seq) as Row | undefined;
+        if (!row || row.state !== 'in_flight') continue;
+        const deps = JSON.parse(row.depends_on) as number[];
+        const parentFailed = deps.some((d) => failedNow.has(d));
+        let to: TxState;
+        if (o.outcome === 'applied' || o.outcome === 'duplicate') to = 'synced';
+        else if (o.outcome === 'rejected') to = parentFailed ? 'blocked' : 'failed';
+        else to = parentFailed ? 'blocked' : 'pending';
+        this.stmt.settle.run({
+          seq: o.seq,
+          state: to,
+          inc: o.outcome === 'retry' ? 1 : 1,
+          last_error: 'error' in o ? JSON.stringify(o.error) : null,
+          central_result: 'central_result' in o && o.central_result !== undefined ? JSON.stringify(o.central_result) : null,
+          now,
+        });
+        this.shift('in_flight', to, row.bytes);
+        if (to === 'synced') this.stmt.bump.run(1, 'applied_total');
+        if (to === 'failed' || to === 'blocked') {
+          failedNow.add(o.seq);
+          this.blockDependents(o.seq, failedNow, now);
+        }
+      }
+    })();
+  }
+
+  /** Marks every not-yet-sent transaction depending (transitively) on `seq` as blocked. */
+  private blockDependents(seq: number, stuck: Set<number>, now: string): void {
+    for (const d of this.stmt.dependents.all(seq) as Row[]) {
+      const deps = JSON.parse(d.depends_on) as number[];
+      if (!deps.some((p) => stuck.has(p))) continue;
+      stuck.add(d.seq);
+      if (d.state === 'pending') this.move(d.seq, 'pending', 'blocked', d.bytes, now);
+    }
+  }
+
+  async releaseInFlight(): Promise<number> {
+    const now = new Date().toISOString();
+    return this.db.transaction(() => {
+      const rows = this.stmt.inState.all('in_flight') as { seq: number; bytes: number }[];
+      for (const r of rows) this.move(r.seq, 'in_flight', 'pending', r.bytes, now);
+      return rows.length;
+    })();
+  }
+
+  async retry(transactionId: string, actor: string): Promise<number[]> {
+    const now = new Date().toISOString();
+    return this.db.transaction(() => {
+      const row = this.stmt.byId.get(transactionId) as Row | undefined;
+      if (!row || (row.state !== 'failed' && row.state !== 'blocked')) return [];
+      const released = [row.seq];
+      this.move(row.seq, row.state, 'pending', row.bytes, now);
+      this.stmt.audit.run(now, row.transaction_id, row.seq, 'retry', actor, null);
+      const chain = new Set([row.seq]);
+      for (const d of this.stmt.dependents.all(row.seq) as Row[]) {
+        if (d.state !== 'blocked' || !(JSON.parse(d.depends_on) as number[]).some((p) => chain.has(p))) continue;
+        chain.add(d.seq);
+        released.push(d.seq);
+        this.move(d.seq, 'blocked', 'pending', d.bytes, now);
+      }
+      return released;
+    })();
+  }
+
+  async retryAll(actor: string): Promise<number[]> {
+    const now = new Date().toISOString();
+    return this.db.transaction(() => {
+      const released: number[] = [];
+      for (const state of ['failed', 'blocked'] as const) {
+        for (const r of this.stmt.inState.all(state) as { seq: number; bytes: number }[]) {
+          this.move(r.seq, state, 'pending', r.bytes, now);
+          released.push(r.seq);
+        }
+      }
+      if (released.length > 0) this.stmt.audit.run(now, '*', 0, 'retry', actor, `retry-all: ${released.length}`);
+      return released.sort((a, b) => a - b);
+    })();
+  }
+
+  async discard(transactionId: string, actor: string, reason: string): Promise<boolean> {
+    const now = new Date().toISOString();
+    return this.db.transaction(() => {
+      const row = this.stmt.byId.get(transactionId) as Row | undefined;
+      if (!row || (row.state !== 'failed' && row.state !== 'blocked')) return false;
+      this.move(row.seq, row.state, 'discarded', row.bytes, now);
+      this.stmt.bump.run(1, 'discarded_total');
+      this.stmt.audit.run(now, row.transaction_id, row.seq, 'discard', actor, reason);
+      return true;
+    })();
+  }
+
+  async get(transactionId: string): Promise<BufferedTransaction | null> {
+    const r = this.stmt.byId.get(transactionId) as Row | undefined;
+    return r ? fromRow(r) : null;
+  }
+
+  async list(q: ListQuery): Promise<BufferedTransaction[]> {
+    const rows = q.state
+      ? this.db.prepare('SELECT * FROM tx WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?').all(q.state, q.after_seq ?? 0, q.limit)
+      : this.db.prepare('SELECT * FROM tx WHERE seq > ? ORDER BY seq LIMIT ?').all(q.after_seq ?? 0, q.limit);
+    return (rows as Row[]).map(fromRow);
+  }
+
+  async states(seqs: number[]): Promise<Map<number, TxState>> {
+    const out = new Map<number, TxState>();
+    for (const s of new Set(seqs)) {
+      const r = this.stmt.stateOf.get(s) as { state: TxState } | undefined;
+      if (r) out.set(s, r.state);
+    }
+    return out;
+  }
+
+  async audit(limit: number): Promise<AuditRecord[]> {
+    return this.db.prepare('SELECT at, transaction_id, seq, action, actor, reason FROM audit ORDER BY id DESC LIMIT ?').all(limit) as AuditRecord[];
+  }
+
+  async stats(): Promise<BufferStats> {
+    const c = this.counters();
+    const oldest = (this.stmt.oldest.get() as { t: string | null }).t;
+    return {
+      pending: c.n_pending!, in_flight: c.n_in_flight!, blocked: c.n_blocked!, failed: c.n_failed!,
+      synced: c.n_synced!, discarded: c.n_discarded!,
+      accepted_total: c.accepted_total!, applied_total: c.applied_total!, discarded_total: c.discarded_total!,
+      pending_bytes: c.bytes_pending! + c.bytes_in_flight! + c.bytes_blocked! + c.bytes_failed!,
+      held_bytes: TX_STATES.reduce((s, st) => s + c[`bytes_${st}`]!, 0),
+      oldest_pending_created_at: oldest,
+      last_seq: c.last_seq!,
+    };
+  }
+
+  async compact(upToSeq: number): Promise<number> {
+    return this.db.transaction(() => {
+      const { n, b } = this.stmt.compactable.get(upToSeq) as { n: number; b: number };
+      if (n === 0) return 0;
+      this.stmt.compact.run(upToSeq);
+      this.stmt.bump.run(-n, 'n_synced');
+      this.stmt.bump.run(-b, 'bytes_synced');
+      return n;
+    })();
+  }
+
+  async verify(): Promise<VerifyReport> {
+    const problems: string[] = [];
+    const integrity = this.db.pragma('integrity_check', { simple: true });
+    if (integrity !== 'ok') problems.push(`integrity_check: ${String(integrity)}`);
+    const stats = await this.stats();
+    const counted = Object.fromEntries(TX_STATES.map((s) => [s, 0])) as Record<TxState, number>;
+    for (const r of this.db.prepare('SELECT state, count(*) AS n FROM tx GROUP BY state').all() as { state: TxState; n: number }[]) {
+      counted[r.state] = r.n;
+    }
+    for (const s of TX_STATES) {
+      if (counted[s] !== stats[s]) problems.push(`${s}: counter says ${stats[s]}, rows say ${counted[s]}`);
+    }
+    const ledger = stats.applied_total + stats.pending + stats.in_flight + stats.blocked + stats.failed + stats.discarded;
+    if (stats.accepted_total !== ledger) {
+      problems.push(`ledger: accepted ${stats.accepted_total} ≠ applied ${stats.applied_total} + pending + in_flight + blocked + failed + discarded = ${ledger}`);
+    }
+    const maxSeq = (this.db.prepare('SELECT max(seq) AS m FROM tx').get() as { m: number | null }).m ?? 0;
+    if (maxSeq > stats.last_seq) problems.push(`seq ${maxSeq} is beyond the last assigned seq ${stats.last_seq}`);
+    return { ok: problems.length === 0, problems, stats, counted };
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

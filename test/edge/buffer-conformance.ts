@@ -1,0 +1,320 @@
+/**
+ * One conformance suite for every TransactionBuffer implementation, run on
+ * real engines. `open()` must give a fresh, empty buffer; `reopen(b)` closes
+ * it and opens the same storage again (a restart).
+ */
+import { describe, it, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import type { NewTransaction, TransactionBuffer, TxError } from '../../src/edge/buffer/buffer.js';
+import { DuplicateTransactionError } from '../../src/edge/buffer/buffer.js';
+
+export interface BufferFactory {
+  open(): Promise<TransactionBuffer>;
+  reopen(b: TransactionBuffer): Promise<TransactionBuffer>;
+}
+
+export function tx(depends_on: number[] = [], extra = ''): NewTransaction {
+  const id = randomUUID();
+  return {
+    transaction_id: randomUUID(),
+    site: 'observatory',
+    created_at: new Date().toISOString(),
+    endpoint: 'POST /executed_obs_units/start',
+    steps: [{ step_id: 'obs', op: 'create', table: 'executed_obs_unit', id, data: { id, obs_unit_id: 1, note: extra } }],
+    depends_on,
+  };
+}
+
+const err = (code: string): TxError => ({ code, message: `${code} happened`, at: new Date().toISOString() });
+
+async function assertLedger(b: TransactionBuffer) {
+  const v = await b.verify();
+  assert.deepEqual(v.problems, [], 'verify finds no problem');
+  const s = v.stats;
+  assert.equal(s.accepted_total, s.applied_total + s.pending + s.in_flight + s.blocked + s.failed + s.discarded, 'ledger holds');
+}
+
+export function bufferConformance(name: string, factory: BufferFactory): void {
+  describe(`TransactionBuffer conformance: ${name}`, () => {
+    let b: TransactionBuffer;
+    beforeEach(async () => {
+      b = await factory.open();
+    });
+    afterEach(async () => {
+      await b.close();
+    });
+
+    it('append assigns consecutive seqs in order and keeps the payload', async () => {
+      const [a, c] = await b.append([tx(), tx()]);
+      const [d] = await b.append([tx()]);
+      assert.equal(c!.seq, a!.seq + 1);
+      assert.equal(d!.seq, c!.seq + 1);
+      const got = await b.get(a!.transaction_id);
+      assert.equal(got?.state, 'pending');
+      assert.deepEqual(got?.steps, a!.steps);
+      assert.equal(got?.attempts, 0);
+      assert.ok(got!.bytes > 0);
+      const s = await b.stats();
+      assert.equal(s.pending, 3);
+      assert.equal(s.accepted_total, 3);
+      assert.equal(s.pending_bytes, a!.bytes + c!.bytes + d!.bytes);
+      assert.equal(s.last_seq, d!.seq);
+      await assertLedger(b);
+    });
+
+    it('append rejects a transaction id already held, and writes none of the batch', async () => {
+      const a = tx();
+      await b.append([a]);
+      await assert.rejects(b.append([tx(), a]), DuplicateTransactionError);
+      assert.equal((await b.stats()).accepted_total, 1);
+      await assertLedger(b);
+    });
+
+    it('keeps everything across a reopen, and never reuses a seq after compaction', async () => {
+      const [a, c] = await b.append([tx(), tx()]);
+      const claimed = await b.claim(10, 1e9);
+      await b.settle(claimed.map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(c!.seq), 2);
+      b = await factory.reopen(b);
+      assert.equal(await b.get(a!.transaction_id), null);
+      const [d] = await b.append([tx()]);
+      assert.equal(d!.seq, c!.seq + 1);
+      const s = await b.stats();
+      assert.equal(s.applied_total, 2);
+      assert.equal(s.synced, 0);
+      await assertLedger(b);
+    });
+
+    it('claim takes pending in seq order, honours count and byte caps, returns at least one', async () => {
+      const all = await b.append([tx(), tx(), tx(), tx(), tx()]);
+      const first = await b.claim(2, 1e9);
+      assert.deepEqual(first.map((t) => t.seq), [all[0]!.seq, all[1]!.seq]);
+      assert.ok(first.every((t) => t.state === 'in_flight'));
+      const tiny = await b.claim(10, 1);
+      assert.deepEqual(tiny.map((t) => t.seq), [all[2]!.seq], 'one even over the byte cap');
+      const rest = await b.claim(10, all[3]!.bytes + all[4]!.bytes);
+      assert.deepEqual(rest.map((t) => t.seq), [all[3]!.seq, all[4]!.seq]);
+      assert.deepEqual(await b.claim(10, 1e9), []);
+      assert.equal((await b.stats()).in_flight, 5);
+      await assertLedger(b);
+    });
+
+    it('settle: applied and duplicate → synced; retry → pending with an attempt counted', async () => {
+      const [a, c, d] = await b.append([tx(), tx(), tx()]);
+      await b.claim(10, 1e9);
+      await b.settle([
+        { seq: a!.seq, outcome: 'applied', central_result: { result: 'applied' } },
+        { seq: c!.seq, outcome: 'duplicate' },
+        { seq: d!.seq, outcome: 'retry', error: err('network') },
+      ]);
+      assert.equal((await b.get(a!.transaction_id))?.state, 'synced');
+      assert.deepEqual((await b.get(a!.transaction_id))?.central_result, { result: 'applied' });
+      assert.equal((await b.get(c!.transaction_id))?.state, 'synced');
+      const again = await b.get(d!.transaction_id);
+      assert.equal(again?.state, 'pending');
+      assert.equal(again?.attempts, 1);
+      assert.equal(again?.last_error?.code, 'network');
+      const s = await b.stats();
+      assert.equal(s.applied_total, 2);
+      assert.equal(s.synced, 2);
+      assert.equal(s.pending, 1);
+      assert.deepEqual((await b.claim(10, 1e9)).map((t) => t.seq), [d!.seq], 'retried one is claimed again');
+      await assertLedger(b);
+    });
+
+    it('settle ignores outcomes for transactions not in flight (idempotent)', async () => {
+      const [a] = await b.append([tx()]);
+      await b.claim(10, 1e9);
+      await b.settle([{ seq: a!.seq, outcome: 'applied' }]);
+      await b.settle([{ seq: a!.seq, outcome: 'applied' }]);
+      await b.settle([{ seq: a!.seq, outcome: 'rejected', error: err('late') }]);
+      await b.settle([{ seq: 999_999, outcome: 'applied' }]);
+      const s = await b.stats();
+      assert.equal(s.applied_total, 1);
+      assert.equal((await b.get(a!.transaction_id))?.state, 'synced');
+      await assertLedger(b);
+    });
+
+    it('a rejection fails the transaction and blocks its dependents, not unrelated ones', async () => {
+      const [parent] = await b.append([tx()]);
+      const [child, unrelated] = await b.append([tx([parent!.seq]), tx()]);
+      const [grandchild] = await b.append([tx([child!.seq])]);
+      const batch = await b.claim(1, 1e9);
+      assert.deepEqual(batch.map((t) => t.seq), [parent!.seq]);
+      await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('validation_error') }]);
+      const failed = await b.get(parent!.transaction_id);
+      assert.equal(failed?.state, 'failed');
+      assert.equal(failed?.last_error?.code, 'validation_error');
+      assert.equal((await b.get(child!.transaction_id))?.state, 'blocked');
+      assert.equal((await b.get(grandchild!.transaction_id))?.state, 'blocked');
+      const next = await b.claim(10, 1e9);
+      assert.deepEqual(next.map((t) => t.seq), [unrelated!.seq], 'unrelated work keeps flowing');
+      const s = await b.stats();
+      assert.equal(s.failed, 1);
+      assert.equal(s.blocked, 2);
+      await assertLedger(b);
+    });
+
+    it('claim blocks a pending transaction whose parent has failed, and never sends it', async () => {
+      const [parent] = await b.append([tx()]);
+      await b.claim(10, 1e9);
+      await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('constraint') }]);
+      const [late, other] = await b.append([tx([parent!.seq]), tx()]);
+      const claimed = await b.claim(10, 1e9);
+      assert.deepEqual(claimed.map((t) => t.seq), [other!.seq]);
+      assert.equal((await b.get(late!.transaction_id))?.state, 'blocked');
+      await assertLedger(b);
+    });
+
+    it('in one batch, a child rejected after its parent was rejected is blocked, not failed', async () => {
+      const [parent] = await b.append([tx()]);
+      const [child] = await b.append([tx([parent!.seq])]);
+      const batch = await b.claim(10, 1e9);
+      assert.equal(batch.length, 2);
+      await b.settle([
+        { seq: child!.seq, outcome: 'rejected', error: err('reference_not_found') },
+        { seq: parent!.seq, outcome: 'rejected', error: err('validation_error') },
+      ]);
+      assert.equal((await b.get(parent!.transaction_id))?.state, 'failed');
+      assert.equal((await b.get(child!.transaction_id))?.state, 'blocked');
+      await assertLedger(b);
+    });
+
+    it('retry releases a failed transaction and then its blocked chain, in order', async () => {
+      const [parent] = await b.append([tx()]);
+      const [child] = await b.append([tx([parent!.seq])]);
+      const [grandchild] = await b.append([tx([child!.seq])]);
+      await b.claim(1, 1e9);
+      await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('constraint') }]);
+      const released = await b.retry(parent!.transaction_id, 'operator');
+      assert.deepEqual(released, [parent!.seq, child!.seq, grandchild!.seq]);
+      const batch = await b.claim(10, 1e9);
+      assert.deepEqual(batch.map((t) => t.seq), [parent!.seq, child!.seq, grandchild!.seq]);
+      await b.settle(batch.map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      assert.equal((await b.stats()).applied_total, 3);
+      assert.deepEqual(await b.retry(parent!.transaction_id, 'operator'), [], 'retry of a synced one is a no-op');
+      const audit = await b.audit(10);
+      assert.ok(audit.some((a) => a.action === 'retry' && a.transaction_id === parent!.transaction_id && a.actor === 'operator'));
+      await assertLedger(b);
+    });
+
+    it('retryAll releases every failed and blocked transaction', async () => {
+      const [p1, p2] = await b.append([tx(), tx()]);
+      const [c1] = await b.append([tx([p1!.seq])]);
+      await b.claim(2, 1e9);
+      await b.settle([
+        { seq: p1!.seq, outcome: 'rejected', error: err('x') },
+        { seq: p2!.seq, outcome: 'rejected', error: err('y') },
+      ]);
+      assert.equal((await b.get(c1!.transaction_id))?.state, 'blocked');
+      const released = await b.retryAll('cli');
+      assert.deepEqual(released, [p1!.seq, p2!.seq, c1!.seq]);
+      const s = await b.stats();
+      assert.equal(s.pending, 3);
+      assert.equal(s.failed + s.blocked, 0);
+      await assertLedger(b);
+    });
+
+    it('discard keeps the transaction with an audit record; dependents stay blocked', async () => {
+      const [parent] = await b.append([tx()]);
+      const [child] = await b.append([tx([parent!.seq])]);
+      await b.claim(1, 1e9);
+      await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('constraint') }]);
+      assert.equal(await b.discard(child!.transaction_id + 'x', 'admin', 'typo'), false);
+      assert.equal(await b.discard(parent!.transaction_id, 'admin', 'bad calibration run'), true);
+      assert.equal(await b.discard(parent!.transaction_id, 'admin', 'again'), false, 'only failed or blocked');
+      const gone = await b.get(parent!.transaction_id);
+      assert.equal(gone?.state, 'discarded');
+      assert.deepEqual(gone?.steps, parent!.steps, 'kept whole');
+      assert.equal((await b.get(child!.transaction_id))?.state, 'blocked');
+      assert.deepEqual(await b.claim(10, 1e9), []);
+      const audit = await b.audit(10);
+      assert.ok(audit.some((a) => a.action === 'discard' && a.reason === 'bad calibration run' && a.actor === 'admin'));
+      const s = await b.stats();
+      assert.equal(s.discarded_total, 1);
+      assert.equal(s.discarded, 1);
+      await assertLedger(b);
+    });
+
+    it('releaseInFlight returns claimed work to pending, in order, after a restart', async () => {
+      const all = await b.append([tx(), tx(), tx()]);
+      await b.claim(2, 1e9);
+      b = await factory.reopen(b);
+      assert.equal((await b.stats()).in_flight, 2, 'in_flight survives a restart');
+      assert.equal(await b.releaseInFlight(), 2);
+      const batch = await b.claim(10, 1e9);
+      assert.deepEqual(batch.map((t) => t.seq), all.map((t) => t.seq));
+      await assertLedger(b);
+    });
+
+    it('states() answers for held seqs only; list() pages by state and seq', async () => {
+      const all = await b.append([tx(), tx(), tx(), tx()]);
+      await b.claim(1, 1e9);
+      await b.settle([{ seq: all[0]!.seq, outcome: 'applied' }]);
+      await b.compact(all[0]!.seq);
+      const st = await b.states(all.map((t) => t.seq));
+      assert.equal(st.has(all[0]!.seq), false);
+      assert.equal(st.get(all[1]!.seq), 'pending');
+      const page1 = await b.list({ state: 'pending', limit: 2 });
+      assert.deepEqual(page1.map((t) => t.seq), [all[1]!.seq, all[2]!.seq]);
+      const page2 = await b.list({ state: 'pending', after_seq: page1.at(-1)!.seq, limit: 2 });
+      assert.deepEqual(page2.map((t) => t.seq), [all[3]!.seq]);
+      assert.equal((await b.list({ limit: 10 })).length, 3);
+    });
+
+    it('compact drops only synced transactions up to the given seq', async () => {
+      const all = await b.append([tx(), tx(), tx()]);
+      await b.claim(10, 1e9);
+      await b.settle([
+        { seq: all[0]!.seq, outcome: 'applied' },
+        { seq: all[1]!.seq, outcome: 'retry', error: err('timeout') },
+        { seq: all[2]!.seq, outcome: 'applied' },
+      ]);
+      assert.equal(await b.compact(all[1]!.seq), 1);
+      assert.equal((await b.get(all[1]!.transaction_id))?.state, 'pending');
+      assert.equal((await b.get(all[2]!.transaction_id))?.state, 'synced');
+      const s = await b.stats();
+      assert.equal(s.synced, 1);
+      assert.equal(s.held_bytes, all[1]!.bytes + all[2]!.bytes);
+      await assertLedger(b);
+    });
+
+    it('stats report the oldest pending creation time', async () => {
+      assert.equal((await b.stats()).oldest_pending_created_at, null);
+      const first = tx();
+      first.created_at = '2026-01-01T00:00:00.000Z';
+      await b.append([first, tx()]);
+      assert.equal((await b.stats()).oldest_pending_created_at, '2026-01-01T00:00:00.000Z');
+    });
+
+    it('keeps the ledger over a random mix of operations', async () => {
+      let rnd = 42;
+      const rand = (n: number) => {
+        rnd = (rnd * 1103515245 + 12345) % 2 ** 31;
+        return rnd % n;
+      };
+      const held: number[] = [];
+      for (let round = 0; round < 40; round++) {
+        const deps = held.length && rand(3) === 0 ? [held[rand(held.length)]!] : [];
+        const added = await b.append([tx(deps), tx()]);
+        held.push(...added.map((t) => t.seq));
+        const batch = await b.claim(1 + rand(4), 1e9);
+        const kinds = ['applied', 'duplicate', 'rejected', 'retry'] as const;
+        await b.settle(
+          batch.map((t) => {
+            const k = kinds[rand(4)]!;
+            return k === 'applied' || k === 'duplicate' ? { seq: t.seq, outcome: k } : { seq: t.seq, outcome: k, error: err(k) };
+          }),
+        );
+        if (rand(5) === 0) await b.retryAll('fuzz');
+        if (rand(7) === 0) {
+          const failed = await b.list({ state: 'failed', limit: 1 });
+          if (failed[0]) await b.discard(failed[0].transaction_id, 'fuzz', 'random');
+        }
+        if (rand(6) === 0) await b.compact(held[rand(held.length)]!);
+        await assertLedger(b);
+      }
+    });
+  });
+}

@@ -1,4 +1,4 @@
-/** Commands that act on central's PostgreSQL directly. */
+/** Commands that act on central's PostgreSQL directly, or (accounts) on an edge's local store. */
 import { createPool, type Pool } from '../central/db.js';
 import { migrate } from '../central/migrate.js';
 import { seed } from '../central/seed.js';
@@ -6,6 +6,23 @@ import { PgAccounts } from '../central/accounts.js';
 import { ROLES, type Role } from '../lib/api/schemas.js';
 import type { Config } from '../lib/config.js';
 import { oneArg, requireDatabaseUrl, UsageError, type Command } from './command.js';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { LocalStore } from '../edge/local-store.js';
+import { LocalAccounts } from '../edge/local-accounts.js';
+
+/** Accounts at the edge: users and tokens that work there even with no central at all. */
+async function withLocalAccounts<T>(config: Config, fn: (a: LocalAccounts) => Promise<T> | T): Promise<T> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const local = new LocalStore(join(config.dataDir, 'local.db'));
+  try {
+    return await fn(new LocalAccounts(local.db));
+  } finally {
+    local.close();
+  }
+}
+
+const atEdge = (config: Config) => config.siteType === 'secondary' && !config.databaseUrl;
 
 async function withPool<T>(config: Config, fn: (pool: Pool) => Promise<T>): Promise<T> {
   const pool = createPool(requireDatabaseUrl(config), 2);
@@ -38,7 +55,7 @@ export const seedCommand: Command = {
 };
 
 export const userAddCommand: Command = {
-  summary: 'create a user with a role (central)',
+  summary: 'create a user with a role (central; at an edge: a local user)',
   usage: `opsdb user add NAME --role ROLE [--email E] [--full-name N]   (roles: ${ROLES.join(', ')})`,
   options: { role: { type: 'string', multiple: true }, email: { type: 'string' }, 'full-name': { type: 'string' } },
   async run({ config, args, options }) {
@@ -47,18 +64,19 @@ export const userAddCommand: Command = {
     if (roles.length === 0) throw new UsageError('--role is required');
     const bad = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
     if (bad.length) throw new UsageError(`unknown role(s) ${bad.join(', ')}; roles are ${ROLES.join(', ')}`);
-    const id = await withPool(config, (pool) =>
-      new PgAccounts(pool).createUser(name, roles as Role[], {
-        ...(options.email ? { email: options.email as string } : {}),
-        ...(options['full-name'] ? { full_name: options['full-name'] as string } : {}),
-      }),
-    );
-    console.log(`created user ${name} (id ${id}) with roles ${roles.join(', ')}`);
+    const extra = {
+      ...(options.email ? { email: options.email as string } : {}),
+      ...(options['full-name'] ? { full_name: options['full-name'] as string } : {}),
+    };
+    const id = atEdge(config)
+      ? await withLocalAccounts(config, (a) => a.createUser(name, roles as Role[], extra))
+      : await withPool(config, (pool) => new PgAccounts(pool).createUser(name, roles as Role[], extra));
+    console.log(`created ${atEdge(config) ? 'local ' : ''}user ${name} (id ${id}) with roles ${roles.join(', ')}`);
   },
 };
 
 export const tokenCreateCommand: Command = {
-  summary: 'create an API token for a user; printed once (central)',
+  summary: 'create an API token for a user; printed once (central; at an edge: valid at that edge)',
   usage: 'opsdb token create --user NAME [--name LABEL] [--expires-days N]',
   options: { user: { type: 'string' }, name: { type: 'string' }, 'expires-days': { type: 'string' } },
   async run({ config, options }) {
@@ -66,13 +84,15 @@ export const tokenCreateCommand: Command = {
     if (!user) throw new UsageError('--user is required');
     const days = options['expires-days'] === undefined ? null : Number(options['expires-days']);
     if (days !== null && !(Number.isInteger(days) && days > 0)) throw new UsageError('--expires-days must be a positive whole number');
-    const token = await withPool(config, async (pool) => {
-      const accounts = new PgAccounts(pool);
+    const mint = async (accounts: PgAccounts | LocalAccounts) => {
       const id = await accounts.userIdByName(user);
       if (id === null) throw new UsageError(`no user "${user}"; create it with: opsdb user add ${user} --role viewer`);
       const expires_at = days === null ? null : new Date(Date.now() + days * 86_400_000).toISOString();
       return accounts.createToken(id, { name: (options.name as string | undefined) ?? 'cli', scopes: [], expires_at });
-    });
+    };
+    const token = atEdge(config)
+      ? await withLocalAccounts(config, mint)
+      : await withPool(config, (pool) => mint(new PgAccounts(pool)));
     // The token goes to stdout alone so scripts can capture it; the note to stderr.
     console.error(`token for ${user} (prefix ${token.prefix}); it is shown only this once:`);
     console.log(token.token);

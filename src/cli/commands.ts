@@ -1,5 +1,6 @@
 import type { Command } from './command.js';
 import { serveCommand } from './serve.js';
+import * as buffer from './buffer.js';
 import { migrateCommand, seedCommand, tokenCreateCommand, userAddCommand } from './central.js';
 
 export const COMMANDS: Record<string, Command> = {
@@ -8,4 +9,11 @@ export const COMMANDS: Record<string, Command> = {
   seed: seedCommand,
   'user add': userAddCommand,
   'token create': tokenCreateCommand,
+  'buffer stats': buffer.bufferStatsCommand,
+  'buffer ls': buffer.bufferLsCommand,
+  'buffer show': buffer.bufferShowCommand,
+  'buffer retry': buffer.bufferRetryCommand,
+  'buffer retry-failed': buffer.bufferRetryFailedCommand,
+  'buffer discard': buffer.bufferDiscardCommand,
+  'buffer verify': buffer.bufferVerifyCommand,
 };

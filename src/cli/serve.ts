@@ -1,6 +1,7 @@
 import { createLogger } from '../lib/logger.js';
 import { startCentral } from '../central/server.js';
-import { UsageError, type Command } from './command.js';
+import { startEdge } from '../edge/server.js';
+import type { Command } from './command.js';
 
 /** Resolves when SIGTERM or SIGINT arrives. */
 const untilSignal = () =>
@@ -14,9 +15,9 @@ export const serveCommand: Command = {
   usage: 'opsdb serve [--config FILE]',
   async run({ config }) {
     const log = createLogger(config.logLevel);
-    if (config.siteType !== 'main') throw new UsageError('SITE_TYPE=secondary (the edge daemon) is not built yet');
-    const running = await startCentral(config, log).catch((err: Error) => {
-      log.fatal({ err: { message: err.message } }, 'central failed to start');
+    const start = config.siteType === 'main' ? startCentral(config, log) : startEdge(config, log);
+    const running = await start.catch((err: Error) => {
+      log.fatal({ err: { message: err.message } }, `${config.siteType === 'main' ? 'central' : 'edge'} failed to start`);
       throw err;
     });
     const signal = await untilSignal();

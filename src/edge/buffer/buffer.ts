@@ -160,6 +160,11 @@ export interface TransactionBuffer {
   close(): Promise<void>;
 }
 
+/** What a transaction counts against BUFFER_MAX_BYTES: its stored payload plus a fixed row overhead. */
+export function transactionBytes(tx: Pick<NewTransaction, 'steps' | 'endpoint'>, stepsJson = JSON.stringify(tx.steps)): number {
+  return Buffer.byteLength(stepsJson) + tx.endpoint.length + 128;
+}
+
 export class DuplicateTransactionError extends Error {
   constructor(readonly transactionId: string) {
     super(`transaction ${transactionId} is already in the buffer`);

@@ -9,6 +9,7 @@ import {
   BufferUnavailableError,
   DuplicateTransactionError,
   TX_STATES,
+  transactionBytes,
   type AuditRecord,
   type BufferStats,
   type BufferedTransaction,
@@ -152,7 +153,7 @@ export class SqliteBuffer implements TransactionBuffer {
       for (const t of txs) {
         seq += 1;
         const steps = JSON.stringify(t.steps);
-        const bytes = Buffer.byteLength(steps) + t.endpoint.length + 128;
+        const bytes = transactionBytes(t, steps);
         try {
           this.stmt.insert.run({ ...t, seq, steps, depends_on: JSON.stringify(t.depends_on), bytes, updated_at: now });
         } catch (err) {

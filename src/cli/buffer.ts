@@ -1,0 +1,126 @@
+/** `opsdb buffer …`: the edge buffer, with the daemon running or stopped. */
+import { mkdirSync } from 'node:fs';
+import type { Config } from '../lib/config.js';
+import { openBuffer } from '../edge/buffer/open.js';
+import { TX_STATES, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
+import { transactionState } from '../edge/backend.js';
+import { oneArg, UsageError, type Command } from './command.js';
+import { bufferStats } from '../edge/routes.js';
+import { SYNC_DISABLED } from '../edge/sync-view.js';
+import { userInfo } from 'node:os';
+
+async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer) => Promise<T>): Promise<T> {
+  if (config.siteType !== 'secondary') throw new UsageError('the buffer exists only at an edge (SITE_TYPE=secondary)');
+  mkdirSync(config.dataDir, { recursive: true });
+  const { buffer } = await openBuffer(config);
+  try {
+    return await fn(buffer);
+  } finally {
+    await buffer.close();
+  }
+}
+
+const actor = () => `cli:${userInfo().username}`;
+const json = (v: unknown) => console.log(JSON.stringify(v, null, 2));
+
+export const bufferStatsCommand: Command = {
+  summary: 'the buffer ledger, as /buffer-stats shows it (sync fields need the daemon)',
+  usage: 'opsdb buffer stats [--config FILE]',
+  async run({ config }) {
+    json(await withBuffer(config, (b) => bufferStats(b, SYNC_DISABLED, config.bufferMaxBytes)));
+  },
+};
+
+export const bufferLsCommand: Command = {
+  summary: 'list buffered transactions, oldest first (--state pending|in_flight|blocked|failed|synced|discarded)',
+  usage: 'opsdb buffer ls [--state S] [--limit N] [--after SEQ] [--json]',
+  options: { state: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' }, json: { type: 'boolean' } },
+  async run({ config, options }) {
+    const state = options.state as TxState | undefined;
+    if (state && !TX_STATES.includes(state)) throw new UsageError(`--state must be one of ${TX_STATES.join(', ')}`);
+    const limit = Number(options.limit ?? 50);
+    const after = Number(options.after ?? 0);
+    if (!Number.isInteger(limit) || limit < 1 || !Number.isInteger(after) || after < 0) throw new UsageError('--limit and --after take whole numbers');
+    const rows = await withBuffer(config, (b) => b.list({ state, after_seq: after, limit }));
+    if (options.json) return json(rows.map(transactionState));
+    for (const t of rows) {
+      const err = t.last_error ? `  ${t.last_error.code}: ${t.last_error.message}` : '';
+      console.log(`${String(t.seq).padStart(8)}  ${t.transaction_id}  ${t.state.padEnd(9)}  tries=${t.attempts}  ${t.endpoint}${err}`);
+    }
+    if (rows.length === 0) console.error('no transactions');
+  },
+};
+
+export const bufferShowCommand: Command = {
+  summary: 'one transaction in full: state, attempts, last error, steps',
+  usage: 'opsdb buffer show TRANSACTION_ID',
+  async run({ config, args }) {
+    const id = oneArg(args, 'transaction id');
+    const t = await withBuffer(config, (b) => b.get(id));
+    if (!t) {
+      console.error(`no transaction ${id} in the buffer`);
+      return 1;
+    }
+    json({ ...transactionState(t), steps: t.steps });
+  },
+};
+
+export const bufferRetryCommand: Command = {
+  summary: 'send a failed transaction again, then its blocked dependents in order',
+  usage: 'opsdb buffer retry TRANSACTION_ID',
+  async run({ config, args }) {
+    const id = oneArg(args, 'transaction id');
+    const seqs = await withBuffer(config, (b) => b.retry(id, actor()));
+    if (seqs.length === 0) {
+      console.error(`transaction ${id} is not failed or blocked (see: opsdb buffer show ${id})`);
+      return 1;
+    }
+    console.log(`released ${seqs.length} transaction(s) for sending: seq ${seqs.join(', ')}`);
+  },
+};
+
+export const bufferRetryFailedCommand: Command = {
+  summary: 'send every failed and blocked transaction again',
+  usage: 'opsdb buffer retry-failed',
+  async run({ config }) {
+    const seqs = await withBuffer(config, (b) => b.retryAll(actor()));
+    console.log(`released ${seqs.length} transaction(s) for sending`);
+  },
+};
+
+export const bufferDiscardCommand: Command = {
+  summary: 'give up on a failed or blocked transaction (kept with an audit record)',
+  usage: 'opsdb buffer discard TRANSACTION_ID --reason TEXT',
+  options: { reason: { type: 'string' } },
+  async run({ config, args, options }) {
+    const id = oneArg(args, 'transaction id');
+    const reason = (options.reason as string | undefined)?.trim();
+    if (!reason) throw new UsageError('--reason is required: say why, for the audit record');
+    const ok = await withBuffer(config, (b) => b.discard(id, actor(), reason));
+    if (!ok) {
+      console.error(`transaction ${id} is not failed or blocked (see: opsdb buffer show ${id})`);
+      return 1;
+    }
+    console.log(`discarded ${id}`);
+  },
+};
+
+export const bufferVerifyCommand: Command = {
+  summary: 'check the buffer: storage integrity and the ledger (exit 1 on any problem)',
+  usage: 'opsdb buffer verify [--json]',
+  options: { json: { type: 'boolean' } },
+  async run({ config, options }) {
+    const report = await withBuffer(config, (b) => b.verify());
+    if (options.json) json(report);
+    else {
+      const s = report.stats;
+      console.log(
+        `accepted ${s.accepted_total} = applied ${s.applied_total} + pending ${s.pending} + in_flight ${s.in_flight}` +
+          ` + blocked ${s.blocked} + failed ${s.failed} + discarded ${s.discarded}`,
+      );
+      for (const p of report.problems) console.log(`PROBLEM: ${p}`);
+      console.log(report.ok ? 'ok' : `${report.problems.length} problem(s)`);
+    }
+    return report.ok ? 0 : 1;
+  },
+};

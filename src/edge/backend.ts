@@ -1,0 +1,167 @@
+/**
+ * The edge's side of the common HTTP surface: writes go to the durable
+ * buffer (group-committed), reads come from the local store with each
+ * record's sync_status taken from the buffer.
+ */
+import type { OpsBackend, WriteOutcome } from '../lib/api/backend.js';
+import type { Principal } from '../lib/auth.js';
+import type { TransactionDraft } from '../lib/api/transaction.js';
+import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
+import type { BufferedTransaction, TransactionBuffer, TxState } from './buffer/buffer.js';
+import type { LocalStore } from './local-store.js';
+import type { LocalAccounts } from './local-accounts.js';
+import type { GroupCommitter } from './committer.js';
+import type { SyncView } from './sync-view.js';
+import { checkSteps } from './references.js';
+
+type Row = Record<string, unknown>;
+type SyncStatus = 'pending' | 'in_flight' | 'blocked' | 'failed' | 'synced';
+
+/** A discarded write never reaches central; to a reader it stays a failure. */
+const SYNC_STATUS: Record<TxState, SyncStatus> = {
+  pending: 'pending', in_flight: 'in_flight', blocked: 'blocked', failed: 'failed', synced: 'synced', discarded: 'failed',
+};
+
+export interface EdgeBackendDeps {
+  siteName: string;
+  buffer: TransactionBuffer;
+  local: LocalStore;
+  accounts: LocalAccounts;
+  committer: GroupCommitter;
+  sync: SyncView;
+  bufferMaxBytes: number;
+  redis: () => string;
+}
+
+export class EdgeBackend implements OpsBackend {
+  readonly siteType = 'secondary' as const;
+  readonly siteName: string;
+  readonly auth: LocalAccounts;
+
+  constructor(private readonly d: EdgeBackendDeps) {
+    this.siteName = d.siteName;
+    this.auth = d.accounts;
+  }
+
+  async submit(draft: TransactionDraft, _principal: Principal): Promise<WriteOutcome> {
+    const candidates = checkSteps(this.d.local, draft.steps);
+    const states = candidates.length ? await this.d.buffer.states(candidates) : new Map<number, TxState>();
+    const depends_on = candidates.filter((s) => states.has(s) && states.get(s) !== 'synced').sort((a, b) => a - b);
+    await this.d.committer.submit({ ...draft, depends_on });
+    return { status: 'buffered', transaction_id: draft.transaction_id };
+  }
+
+  /** Replaces origin_seq with the row's sync_status. */
+  private async withStatus<T extends Row>(rows: T[]): Promise<(Omit<T, 'origin_seq'> & { sync_status: SyncStatus })[]> {
+    const seqs = rows.map((r) => r.origin_seq).filter((s): s is number => typeof s === 'number');
+    const states = seqs.length ? await this.d.buffer.states(seqs) : new Map<number, TxState>();
+    return rows.map(({ origin_seq, ...rest }) => {
+      const st = typeof origin_seq === 'number' ? states.get(origin_seq) : undefined;
+      return { ...rest, sync_status: st ? SYNC_STATUS[st] : 'synced' };
+    });
+  }
+
+  async health() {
+    const stats = await this.d.buffer.stats().catch(() => null);
+    const sync = this.d.sync.state();
+    const full = stats ? stats.held_bytes / this.d.bufferMaxBytes : 1;
+    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0;
+    const status = !stats ? 'unhealthy' : full >= 0.9 || trouble ? 'degraded' : 'healthy';
+    return {
+      status: status as 'healthy' | 'degraded' | 'unhealthy',
+      site: { name: this.siteName, type: this.siteType },
+      database: 'connected',
+      redis: this.d.redis(),
+      transaction_buffer: {
+        size: stats ? stats.pending + stats.in_flight + stats.blocked : 0,
+        failed: stats?.failed ?? 0,
+      },
+      background_processor: sync,
+    };
+  }
+
+  async listInstruments() {
+    return this.d.local.listReference('instrument') as never[];
+  }
+
+  async getInstrument(id: number) {
+    const [inst] = this.d.local.listReference('instrument', 'WHERE id = ?', [id]);
+    if (!inst) return null;
+    const modules = this.d.local.listReference('instrument_module', 'WHERE instrument_id = ?', [id]);
+    const configs = this.d.local.listReference(
+      'instrument_module_configuration',
+      'WHERE instrument_module_id IN (SELECT id FROM instrument_module WHERE instrument_id = ?)',
+      [id],
+    );
+    return {
+      ...inst,
+      modules: modules.map((m) => ({ ...m, configurations: configs.filter((c) => c.instrument_module_id === m.id) })),
+    } as never;
+  }
+
+  async listObservingPrograms() {
+    return this.d.local.listReference('observing_program') as never[];
+  }
+
+  async listObsUnits(q: { observing_program_id?: number | undefined; limit: number }) {
+    const rows = q.observing_program_id === undefined
+      ? this.d.local.listReference('obs_unit', 'LIMIT ?', [q.limit])
+      : this.d.local.listReference('obs_unit', 'WHERE observing_program_id = ? LIMIT ?', [q.observing_program_id, q.limit]);
+    return rows as never[];
+  }
+
+  async listExecutedObsUnits(q: ExecutedObsUnitFilter) {
+    const page = this.d.local.listExecutedObsUnits(q);
+    return { items: (await this.withStatus(page.items)) as never[], nextCursor: page.nextCursor };
+  }
+
+  async getExecutedObsUnit(id: string) {
+    const obs = this.d.local.findRow('executed_obs_unit', id);
+    if (!obs) return null;
+    const [withStatus] = await this.withStatus([obs]);
+    return {
+      ...withStatus,
+      raw_data_packages: await this.withStatus(this.d.local.rowsWhere('raw_data_package', 'executed_obs_unit_id', id)),
+      raw_data_files: await this.withStatus(this.d.local.rowsWhere('raw_data_file', 'executed_obs_unit_id', id)),
+    } as never;
+  }
+
+  async getRawDataFile(id: string) {
+    const f = this.d.local.findRow('raw_data_file', id);
+    return f ? ((await this.withStatus([f]))[0] as never) : null;
+  }
+
+  async getRawDataPackage(id: string) {
+    const p = this.d.local.findRow('raw_data_package', id);
+    if (!p) return null;
+    const [pkg] = await this.withStatus([p]);
+    return { ...pkg, raw_data_files: await this.withStatus(this.d.local.rowsWhere('raw_data_file', 'raw_data_package_id', id)) } as never;
+  }
+
+  async transferOverview() {
+    return this.d.local.transferOverview() as never;
+  }
+
+  async getTransaction(id: string) {
+    const t = await this.d.buffer.get(id);
+    return t ? transactionState(t) : null;
+  }
+}
+
+export function transactionState(t: BufferedTransaction) {
+  return {
+    transaction_id: t.transaction_id,
+    site: t.site,
+    seq: t.seq,
+    endpoint: t.endpoint,
+    state: t.state,
+    attempts: t.attempts,
+    last_error: t.last_error,
+    created_at: t.created_at,
+    updated_at: t.updated_at,
+    applied_at: t.state === 'synced' ? t.updated_at : null,
+    central_result: t.central_result,
+    depends_on: t.depends_on,
+    bytes: t.bytes,
+  };
+}

@@ -1,0 +1,186 @@
+import Database from 'better-sqlite3';
+import type { BufferedTransaction } from './buffer/buffer.js';
+import type { Step } from '../lib/api/transaction.js';
+import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
+import { decodeCursor, encodeCursor } from '../lib/cursor.js';
+import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
+
+type Row = Record<string, unknown>;
+const REFERENCE_TABLES = ['instrument', 'instrument_module', 'instrument_module_configuration', 'observing_program', 'obs_unit'] as const;
+export type ReferenceTable = (typeof REFERENCE_TABLES)[number];
+const BOOLEAN_COLUMNS = new Set(['is_active']);
+const JSON_COLUMNS = new Set(['parameters', 'preferences']);
+
+/** SQLite values → wire values: 0/1 → booleans, JSON text → objects. */
+function wire(r: Row): Row {
+  const out: Row = {};
+  for (const [k, v] of Object.entries(r)) {
+    if (BOOLEAN_COLUMNS.has(k)) out[k] = v === 1;
+    else if (JSON_COLUMNS.has(k) && typeof v === 'string') out[k] = JSON.parse(v);
+    else out[k] = v;
+  }
+  return out;
+}
+
+const toSql = (v: unknown): unknown => (v !== null && typeof v === 'object' ? JSON.stringify(v) : typeof v === 'boolean' ? Number(v) : v);
+
+/**
+ * The edge's local view of the data: replica rows from central plus buffered
+ * writes applied on top (see local-schema.ts). Synchronous by design: every
+ * method runs to completion without awaiting, so no transaction spans an await.
+ */
+export class LocalStore {
+  readonly db: Database.Database;
+
+  constructor(readonly path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(LOCAL_SCHEMA);
+  }
+
+  getMeta(key: string): string | null {
+    return (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value ?? null;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  /** Highest buffer seq whose steps are applied here. */
+  appliedSeq(): number {
+    return Number(this.getMeta('applied_seq') ?? 0);
+  }
+
+  /** True once the replica has received anything from central (or was seeded). */
+  hasReferenceData(): boolean {
+    return this.db.prepare('SELECT 1 FROM obs_unit LIMIT 1').get() !== undefined;
+  }
+
+  /** Applies buffered transactions' steps in seq order; skips those already applied. */
+  applyBuffered(txs: BufferedTransaction[]): void {
+    const run = this.db.transaction(() => {
+      let applied = this.appliedSeq();
+      for (const tx of txs) {
+        if (tx.seq <= applied) continue;
+        for (const step of tx.steps) this.applyStep(step, tx.seq, tx.created_at);
+        applied = tx.seq;
+      }
+      this.setMeta('applied_seq', String(applied));
+    });
+    run();
+  }
+
+  private applyStep(step: Step, seq: number, at: string): void {
+    const table = step.table;
+    const cols = ENTITY_COLUMNS[table]!;
+    const key = ENTITY_KEY[table]!;
+    if (step.op === 'update') {
+      const sets = Object.keys(step.data).filter((c) => cols.includes(c) && c !== key);
+      const stamp = cols.includes('updated_at') ? ', updated_at = @__at' : '';
+      const params: Row = { __id: step.id, __seq: seq, __at: at };
+      for (const c of sets) params[c] = toSql(step.data[c]);
+      this.db
+        .prepare(`UPDATE ${table} SET ${sets.map((c) => `${c} = @${c}`).join(', ')}${sets.length ? ',' : ''} origin_seq = @__seq${stamp} WHERE ${key} = @__id`)
+        .run(params);
+      return;
+    }
+    const rows = step.op === 'bulk_create' ? step.rows : [{ ...step.data, [key]: step.id }];
+    for (const data of rows) {
+      const row: Row = { created_at: at, updated_at: at, ...data };
+      const present = cols.filter((c) => row[c] !== undefined);
+      const params: Row = { __seq: seq };
+      for (const c of present) params[c] = toSql(row[c]);
+      const updates = present.filter((c) => c !== key && c !== 'created_at').map((c) => `${c} = excluded.${c}`);
+      this.db
+        .prepare(
+          `INSERT INTO ${table} (${present.join(', ')}, origin_seq) VALUES (${present.map((c) => `@${c}`).join(', ')}, @__seq)
+           ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq'].join(', ')}`,
+        )
+        .run(params);
+    }
+  }
+
+  /** A local entity row, or null. */
+  findRow(table: string, id: string | number): Row | null {
+    const key = ENTITY_KEY[table];
+    if (!key) return null;
+    return (this.db.prepare(`SELECT * FROM ${table} WHERE ${key} = ?`).get(id) as Row | undefined) ?? null;
+  }
+
+  referenceExists(table: ReferenceTable, id: number): boolean {
+    return this.db.prepare(`SELECT 1 FROM ${table} WHERE id = ?`).get(id) !== undefined;
+  }
+
+  userExists(id: number): boolean {
+    return this.db.prepare('SELECT 1 FROM user WHERE id = ?').get(id) !== undefined;
+  }
+
+  /** Replaces or inserts reference rows (from central's change feed, or a seed file). */
+  upsertReference(table: ReferenceTable, rows: Row[]): void {
+    if (rows.length === 0) return;
+    const run = this.db.transaction(() => {
+      for (const r of rows) {
+        const cols = Object.keys(r);
+        this.db
+          .prepare(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`)
+          .run(Object.fromEntries(cols.map((c) => [c, toSql(r[c])])));
+      }
+    });
+    run();
+  }
+
+  // ---- reads ---------------------------------------------------------------
+
+  listReference(table: ReferenceTable, where = '', params: unknown[] = []): Row[] {
+    return (this.db.prepare(`SELECT * FROM ${table} ${where} ORDER BY id`).all(...params) as Row[]).map(wire);
+  }
+
+  listExecutedObsUnits(q: ExecutedObsUnitFilter): { items: Row[]; nextCursor: string | null } {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.obs_unit_id !== undefined) (where.push('obs_unit_id = ?'), params.push(q.obs_unit_id));
+    if (q.status !== undefined) (where.push('status = ?'), params.push(q.status));
+    if (q.site !== undefined) (where.push('site = ?'), params.push(q.site));
+    if (q.start_after !== undefined) (where.push('start_time > ?'), params.push(q.start_after));
+    if (q.start_before !== undefined) (where.push('start_time < ?'), params.push(q.start_before));
+    if (q.cursor !== undefined) {
+      const k = decodeCursor(q.cursor);
+      where.push('(start_time < ? OR (start_time = ? AND id < ?))');
+      params.push(k.t, k.t, k.id);
+    }
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM executed_obs_unit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY start_time DESC, id DESC LIMIT ?`,
+      )
+      .all(...params, q.limit + 1) as Row[];
+    const items = rows.slice(0, q.limit);
+    const last = items.at(-1);
+    return {
+      items,
+      nextCursor: rows.length > q.limit && last ? encodeCursor({ t: last.start_time as string, id: last.id as string }) : null,
+    };
+  }
+
+  rowsWhere(table: 'raw_data_package' | 'raw_data_file', column: string, value: string): Row[] {
+    return this.db.prepare(`SELECT * FROM ${table} WHERE ${column} = ? ORDER BY created_at, id`).all(value) as Row[];
+  }
+
+  transferOverview(): Row {
+    return this.db
+      .prepare(
+        `SELECT (SELECT count(*) FROM raw_data_package) AS total_packages,
+                (SELECT count(*) FROM data_transfer WHERE status = 'pending') AS pending_transfers,
+                (SELECT count(*) FROM data_transfer WHERE status = 'active') AS active_transfers,
+                (SELECT count(*) FROM data_transfer WHERE status = 'completed') AS completed_transfers,
+                (SELECT count(*) FROM data_transfer WHERE status = 'failed') AS failed_transfers,
+                round(coalesce((SELECT sum(size) FROM raw_data_package), 0) / 1e9, 3) AS total_data_size_gb`,
+      )
+      .get() as Row;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * What the edge checks before buffering a write, and which earlier buffered
+ * transactions it depends on. References are checked where the edge holds
+ * the data; an edge whose replica is still empty (never synced) accepts and
+ * lets central decide (SPEC §3).
+ */
+import type { Step } from '../lib/api/transaction.js';
+import type { LocalStore, ReferenceTable } from './local-store.js';
+import { AppError, NotFoundError, ValidationError } from '../lib/errors.js';
+
+const REFERENCES: Record<string, [column: string, table: ReferenceTable][]> = {
+  executed_obs_unit: [
+    ['obs_unit_id', 'obs_unit'],
+    ['instrument_module_configuration_id', 'instrument_module_configuration'],
+  ],
+};
+const LOCAL_REFERENCES: Record<string, [column: string, table: string][]> = {
+  raw_data_package: [['executed_obs_unit_id', 'executed_obs_unit']],
+  raw_data_file: [
+    ['executed_obs_unit_id', 'executed_obs_unit'],
+    ['raw_data_package_id', 'raw_data_package'],
+  ],
+};
+
+const missing = (what: string, id: unknown, step: Step) =>
+  new AppError(422, 'reference_not_found', `${what} ${String(id)} does not exist`, { step: step.step_id, table: step.table });
+
+/** Checks the steps; returns the origin seqs of the local rows they touch (candidate parents). */
+export function checkSteps(local: LocalStore, steps: Step[]): number[] {
+  const known = local.hasReferenceData();
+  const createdHere = new Set<string>();
+  const parents = new Set<number>();
+  const touch = (table: string, id: string | number, step: Step, asUpdate: boolean): Record<string, unknown> | null => {
+    if (createdHere.has(`${table}:${id}`)) return null;
+    const row = local.findRow(table, id);
+    if (row) {
+      if (typeof row.origin_seq === 'number') parents.add(row.origin_seq);
+      return row;
+    }
+    if (!known) return null;
+    if (asUpdate) throw new NotFoundError(`${table} ${id} not found`, { step: step.step_id, table });
+    throw missing(table, id, step);
+  };
+
+  for (const step of steps) {
+    const rows = step.op === 'bulk_create' ? step.rows : step.op === 'update' ? [] : [{ ...step.data, id: step.id }];
+    if (step.op === 'update') {
+      const row = touch(step.table, step.id, step, true);
+      const start = row?.start_time as string | undefined;
+      const end = step.data.end_time as string | undefined;
+      if (start && end && end < start) {
+        throw new ValidationError(`end_time ${end} is before the observation's start_time ${start}`, { step: step.step_id });
+      }
+      continue;
+    }
+    if (step.table === 'user_preference' && step.op !== 'bulk_create') {
+      const userId = step.id as number;
+      if (userId < 0) throw new ValidationError('Accounts made at this edge have no preferences at central', { user_id: userId });
+      if (known && !local.userExists(userId)) throw missing('user', userId, step);
+      // An existing row orders this write after the last one; a missing one is simply new.
+      const row = local.findRow('user_preference', userId);
+      if (typeof row?.origin_seq === 'number') parents.add(row.origin_seq);
+      continue;
+    }
+    for (const data of rows) {
+      if (known) {
+        for (const [col, table] of REFERENCES[step.table] ?? []) {
+          const v = data[col];
+          if (v != null && !local.referenceExists(table, v as number)) throw missing(table, v, step);
+        }
+      }
+      for (const [col, table] of LOCAL_REFERENCES[step.table] ?? []) {
+        const v = data[col];
+        if (v != null) touch(table, v as string, step, false);
+      }
+      const start = data.start_time as string | undefined;
+      const end = data.end_time as string | undefined;
+      if (start && end && end < start) throw new ValidationError(`end_time ${end} is before start_time ${start}`, { step: step.step_id });
+    }
+    for (const data of rows) createdHere.add(`${step.table}:${String(data.id)}`);
+  }
+  return [...parents];
+}

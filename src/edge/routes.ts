@@ -1,0 +1,129 @@
+/** Edge-only routes: the buffer's state and the operator's dead-letter controls. */
+import { z } from '../lib/api/zod.js';
+import { route, type ApiContext } from '../lib/api/route.js';
+import { TransactionState, UuidParams } from '../lib/api/schemas.js';
+import { ADMIN_ROLES } from '../lib/auth.js';
+import { ConflictError, NotFoundError } from '../lib/errors.js';
+import type { TransactionBuffer } from './buffer/buffer.js';
+import type { SyncView } from './sync-view.js';
+import { transactionState } from './backend.js';
+
+export const BufferStats = z
+  .object({
+    pending_transactions: z.number().int(),
+    failed_transactions: z.number().int(),
+    processing_rate: z.number(),
+    in_flight_transactions: z.number().int(),
+    blocked_transactions: z.number().int(),
+    synced_awaiting_replica: z.number().int(),
+    oldest_pending_age_seconds: z.number(),
+    pending_bytes: z.number().int(),
+    held_bytes: z.number().int(),
+    buffer_max_bytes: z.number().int(),
+    last_sync_at: z.string().nullable(),
+    last_error: z.unknown().nullable(),
+    consecutive_failures: z.number().int(),
+    central_reachable: z.boolean().nullable(),
+    backend: z.enum(['sqlite', 'redis']),
+    accepted_total: z.number().int(),
+    applied_total: z.number().int(),
+    discarded_total: z.number().int(),
+    background_processor: z.enum(['running', 'paused', 'stopped', 'disabled']),
+  })
+  .openapi('BufferStats');
+
+export async function bufferStats(buffer: TransactionBuffer, sync: SyncView, bufferMaxBytes: number): Promise<z.infer<typeof BufferStats>> {
+  const s = await buffer.stats();
+  const oldest = s.oldest_pending_created_at ? Date.parse(s.oldest_pending_created_at) : null;
+  return {
+    pending_transactions: s.pending,
+    failed_transactions: s.failed,
+    processing_rate: Math.round(sync.processingRate() * 1000) / 1000,
+    in_flight_transactions: s.in_flight,
+    blocked_transactions: s.blocked,
+    synced_awaiting_replica: s.synced,
+    oldest_pending_age_seconds: oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000),
+    pending_bytes: s.pending_bytes,
+    held_bytes: s.held_bytes,
+    buffer_max_bytes: bufferMaxBytes,
+    last_sync_at: sync.lastSyncAt(),
+    last_error: sync.lastError(),
+    consecutive_failures: sync.consecutiveFailures(),
+    central_reachable: sync.centralReachable(),
+    backend: buffer.backend,
+    accepted_total: s.accepted_total,
+    applied_total: s.applied_total,
+    discarded_total: s.discarded_total,
+    background_processor: sync.state(),
+  };
+}
+
+const FailedQuery = z
+  .object({
+    state: z.enum(['failed', 'blocked']).default('failed'),
+    after_seq: z.coerce.number().int().nonnegative().optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(100),
+  })
+  .strict();
+const Discard = z.object({ reason: z.string().trim().min(1).max(1000) }).strict().openapi('DiscardRequest');
+const Released = z.object({ released: z.array(z.string()), count: z.number().int() }).openapi('ReleasedTransactions');
+
+export function edgeRoutes(api: ApiContext, deps: { buffer: TransactionBuffer; sync: SyncView; bufferMaxBytes: number }): void {
+  const { buffer, sync } = deps;
+  const idsOf = async (seqs: number[]) => {
+    const list = await Promise.all(seqs.map((s) => buffer.list({ after_seq: s - 1, limit: 1 })));
+    return list.flat().map((t) => t.transaction_id);
+  };
+
+  route(api, {
+    method: 'get', path: '/buffer-stats', tag: 'buffer', roles: null, response: BufferStats,
+    summary: "The edge buffer's ledger and the sync engine's state (open, like /health)",
+    handler: () => bufferStats(buffer, sync, deps.bufferMaxBytes),
+  });
+
+  route(api, {
+    method: 'get', path: '/api/buffer/failed', tag: 'buffer', roles: ADMIN_ROLES, query: FailedQuery,
+    response: TransactionState.array(), summary: 'Failed (or, with state=blocked, blocked) transactions, oldest first',
+    handler: async ({ ctx, query }) => {
+      const rows = await buffer.list({ state: query.state, after_seq: query.after_seq, limit: query.limit });
+      if (rows.length === query.limit) ctx.set('X-Next-Cursor', String(rows.at(-1)!.seq));
+      return rows.map((t) => ({ ...transactionState(t), steps: t.steps }));
+    },
+  });
+
+  route(api, {
+    method: 'post', path: '/api/buffer/failed/{id}/retry', tag: 'buffer', roles: ADMIN_ROLES, params: UuidParams,
+    response: Released, summary: 'Send a failed transaction again, then release its blocked dependents in order',
+    handler: async ({ params, principal }) => {
+      const t = await buffer.get(params.id);
+      if (!t) throw new NotFoundError(`Transaction ${params.id} is not in the buffer`);
+      if (t.state !== 'failed' && t.state !== 'blocked') {
+        throw new ConflictError(`Transaction ${params.id} is ${t.state}; only failed or blocked ones can be retried`, { state: t.state });
+      }
+      const seqs = await buffer.retry(params.id, principal.username);
+      return { released: await idsOf(seqs), count: seqs.length };
+    },
+  });
+
+  route(api, {
+    method: 'post', path: '/api/buffer/retry-failed', tag: 'buffer', roles: ADMIN_ROLES, response: Released,
+    summary: 'Send every failed and blocked transaction again, in order',
+    handler: async ({ principal }) => {
+      const seqs = await buffer.retryAll(principal.username);
+      return { released: await idsOf(seqs), count: seqs.length };
+    },
+  });
+
+  route(api, {
+    method: 'post', path: '/api/buffer/failed/{id}/discard', tag: 'buffer', roles: ADMIN_ROLES, params: UuidParams,
+    body: Discard, response: TransactionState, summary: 'Give up on a failed or blocked transaction (kept, with an audit record)',
+    handler: async ({ params, body, principal }) => {
+      const t = await buffer.get(params.id);
+      if (!t) throw new NotFoundError(`Transaction ${params.id} is not in the buffer`);
+      if (!(await buffer.discard(params.id, principal.username, body.reason))) {
+        throw new ConflictError(`Transaction ${params.id} is ${t.state}; only failed or blocked ones can be discarded`, { state: t.state });
+      }
+      return transactionState((await buffer.get(params.id))!);
+    },
+  });
+}

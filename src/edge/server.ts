@@ -1,0 +1,91 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
+import { createMetrics } from '../lib/metrics.js';
+import { createHttpApp } from '../lib/http/app.js';
+import type { TransactionBuffer } from './buffer/buffer.js';
+import { openBuffer } from './buffer/open.js';
+import { LocalStore } from './local-store.js';
+import { LocalAccounts } from './local-accounts.js';
+import { GroupCommitter } from './committer.js';
+import { EdgeBackend } from './backend.js';
+import { edgeRoutes } from './routes.js';
+import { SYNC_DISABLED, type SyncView } from './sync-view.js';
+
+export interface RunningEdge {
+  url: string;
+  port: number;
+  buffer: TransactionBuffer;
+  local: LocalStore;
+  committer: GroupCommitter;
+  stop(): Promise<void>;
+}
+
+/** Brings the local store up to the buffer: replays what a crash left unapplied. */
+async function catchUp(buffer: TransactionBuffer, local: LocalStore): Promise<number> {
+  let n = 0;
+  for (;;) {
+    const batch = await buffer.list({ after_seq: local.appliedSeq(), limit: 1000 });
+    if (batch.length === 0) return n;
+    local.applyBuffered(batch);
+    n += batch.length;
+  }
+}
+
+/**
+ * Starts the edge daemon: opens the buffer (refusing to start if it cannot
+ * keep writes safe), returns in-flight work to pending, brings the local
+ * view up to date, then opens the port.
+ */
+export async function startEdge(config: Config, log: Logger, sync: SyncView = SYNC_DISABLED): Promise<RunningEdge> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const { buffer, redisStatus } = await openBuffer(config);
+  const local = new LocalStore(join(config.dataDir, 'local.db'));
+  let server: Server | undefined;
+  try {
+    const released = await buffer.releaseInFlight();
+    const replayed = await catchUp(buffer, local);
+    const stats = await buffer.stats();
+    log.info({ released_in_flight: released, replayed, pending: stats.pending, failed: stats.failed, backend: buffer.backend }, 'buffer opened');
+
+    const accounts = new LocalAccounts(local.db);
+    const committer = new GroupCommitter(buffer, local, config, log);
+    const backend = new EdgeBackend({
+      siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes, redis: redisStatus,
+    });
+    const app = createHttpApp({
+      config, log, metrics: createMetrics(), backend,
+      extraRoutes: (api) => edgeRoutes(api, { buffer, sync, bufferMaxBytes: config.bufferMaxBytes }),
+    });
+    server = createServer(app.callback());
+    server.keepAliveTimeout = 65_000;
+    await new Promise<void>((resolve, reject) => {
+      server!.once('error', reject);
+      server!.listen(config.port, config.host, () => resolve());
+    });
+    const port = (server.address() as AddressInfo).port;
+    const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+    log.info({ url, site: config.siteName, site_type: 'secondary' }, 'edge listening');
+    const srv = server;
+    return {
+      url, port, buffer, local, committer,
+      async stop() {
+        await new Promise<void>((resolve) => {
+          srv.close(() => resolve());
+          srv.closeIdleConnections();
+        });
+        await committer.idle();
+        await buffer.close();
+        local.close();
+      },
+    };
+  } catch (err) {
+    server?.close();
+    await buffer.close();
+    local.close();
+    throw err;
+  }
+}

@@ -1,0 +1,23 @@
+import type { TxError } from './buffer/buffer.js';
+
+/** What the edge's HTTP layer may know of the sync engine: status only, no control. */
+export interface SyncView {
+  state(): 'running' | 'paused' | 'stopped' | 'disabled';
+  lastSyncAt(): string | null;
+  lastError(): TxError | null;
+  consecutiveFailures(): number;
+  /** null when no central is configured. */
+  centralReachable(): boolean | null;
+  /** Applied transactions per second over the last minute. */
+  processingRate(): number;
+}
+
+/** No CENTRAL_URL: the edge runs on its own, buffering everything. */
+export const SYNC_DISABLED: SyncView = {
+  state: () => 'disabled',
+  lastSyncAt: () => null,
+  lastError: () => null,
+  consecutiveFailures: () => 0,
+  centralReachable: () => null,
+  processingRate: () => 0,
+};

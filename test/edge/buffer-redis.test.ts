@@ -1,0 +1,161 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import { BufferUnavailableError } from '../../src/edge/buffer/buffer.js';
+import { RedisBuffer } from '../../src/edge/buffer/redis.js';
+import { freePort } from '../support/ports.js';
+import { redisKeyPrefix, redisUrl, startRedisServer, tempDir, type RedisServer, type TempDir } from '../support/services.js';
+import { bufferConformance, tx } from './buffer-conformance.js';
+
+bufferConformance('Redis (appendonly, appendfsync always, a real server)', {
+  open: () => RedisBuffer.open({ url: redisUrl(), keyPrefix: redisKeyPrefix('buf') }),
+  reopen: async (b) => {
+    await b.close();
+    return RedisBuffer.open({ url: redisUrl(), keyPrefix: (b as RedisBuffer).keyPrefix });
+  },
+});
+
+async function withClient<T>(url: string, fn: (r: Redis) => Promise<T>): Promise<T> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await r.connect();
+  try {
+    return await fn(r);
+  } finally {
+    r.disconnect();
+  }
+}
+
+describe('RedisBuffer.open', () => {
+  let dir: TempDir;
+  let server: RedisServer;
+  before(async () => {
+    dir = await tempDir('redis-buffer-open');
+    server = await startRedisServer(dir.path);
+  });
+  after(async () => {
+    await server.stop();
+    await dir.cleanup();
+  });
+
+  it('reports always-on durability on a server that fsyncs every write', async () => {
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix: redisKeyPrefix('open') });
+    assert.equal(b.durability, 'always');
+    assert.equal(b.durabilityNote, null);
+    await b.close();
+  });
+
+  it('refuses a server with appendfsync everysec, naming the setting and the fix', async () => {
+    await withClient(server.url, (r) => r.config('SET', 'appendfsync', 'everysec'));
+    try {
+      await assert.rejects(RedisBuffer.open({ url: server.url, keyPrefix: redisKeyPrefix('weak') }), (err: Error) => {
+        assert.ok(err instanceof BufferUnavailableError);
+        assert.match(err.message, /appendfsync is everysec/);
+        assert.match(err.message, /CONFIG SET appendfsync always/);
+        return true;
+      });
+      const b = await RedisBuffer.open({ url: server.url, keyPrefix: redisKeyPrefix('weak'), allowWeakDurability: true });
+      assert.equal(b.durability, 'weak');
+      assert.match(b.durabilityNote ?? '', /appendfsync is everysec/);
+      const [t] = await b.append([tx()]);
+      assert.equal((await b.get(t!.transaction_id))?.state, 'pending', 'works when allowed');
+      await b.close();
+    } finally {
+      await withClient(server.url, (r) => r.config('SET', 'appendfsync', 'always'));
+    }
+  });
+
+  it('treats a forbidden CONFIG as unknown durability', async () => {
+    await withClient(server.url, (r) => r.call('ACL', 'SETUSER', 'edge', 'on', '>pw', '~*', '+@all', '-config'));
+    const url = `redis://edge:pw@127.0.0.1:${server.port}`;
+    await assert.rejects(RedisBuffer.open({ url, keyPrefix: redisKeyPrefix('acl') }), (err: Error) => {
+      assert.ok(err instanceof BufferUnavailableError);
+      assert.match(err.message, /CONFIG GET failed/);
+      assert.doesNotMatch(err.message, /:pw@/, 'no password in the message');
+      return true;
+    });
+    const b = await RedisBuffer.open({ url, keyPrefix: redisKeyPrefix('acl'), allowWeakDurability: true });
+    assert.equal(b.durability, 'weak');
+    await b.close();
+  });
+
+  it('fails with the URL, without its password, when nothing listens', async () => {
+    const port = await freePort();
+    const started = Date.now();
+    await assert.rejects(RedisBuffer.open({ url: `redis://:s3cret@127.0.0.1:${port}`, keyPrefix: redisKeyPrefix('down') }), (err: Error) => {
+      assert.ok(err instanceof BufferUnavailableError);
+      assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}`));
+      assert.doesNotMatch(err.message, /s3cret/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 5000);
+  });
+});
+
+describe('RedisBuffer under a Redis crash', () => {
+  it('keeps every acknowledged write across a SIGKILL of redis-server, and reconnects', async () => {
+    const dir = await tempDir('redis-buffer-kill');
+    let server = await startRedisServer(dir.path);
+    const keyPrefix = redisKeyPrefix('kill');
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix });
+    try {
+      const all = await b.append([tx(), tx(), tx()]);
+      const [parent] = await b.append([tx()]);
+      const [child] = await b.append([tx([parent!.seq])]);
+      await b.claim(4, 1e9);
+      await b.settle([
+        { seq: all[0]!.seq, outcome: 'applied', central_result: { result: 'applied' } },
+        { seq: all[1]!.seq, outcome: 'retry', error: { code: 'network', message: 'down', at: new Date().toISOString() } },
+        { seq: parent!.seq, outcome: 'rejected', error: { code: 'constraint', message: 'no', at: new Date().toISOString() } },
+      ]);
+      const before = await b.stats();
+      await server.kill();
+      server = await startRedisServer(dir.path, { port: server.port });
+
+      const again = await RedisBuffer.open({ url: server.url, keyPrefix });
+      try {
+        assert.deepEqual(await again.stats(), before);
+        assert.equal((await again.get(child!.transaction_id))?.state, 'blocked');
+        assert.deepEqual((await again.get(all[0]!.transaction_id))?.central_result, { result: 'applied' });
+        assert.equal((await again.get(all[1]!.transaction_id))?.attempts, 1);
+        assert.deepEqual((await again.verify()).problems, []);
+      } finally {
+        await again.close();
+      }
+
+      // The first buffer reconnects by itself once Redis is back.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        try {
+          assert.deepEqual(await b.stats(), before);
+          break;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    } finally {
+      await b.close();
+      await server.stop();
+      await dir.cleanup();
+    }
+  });
+
+  it('rejects a call within seconds while Redis is down, instead of hanging', async () => {
+    const dir = await tempDir('redis-buffer-down');
+    const server = await startRedisServer(dir.path);
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix: redisKeyPrefix('down') });
+    try {
+      await b.append([tx()]);
+      await server.kill();
+      for (const call of [() => b.append([tx()]), () => b.stats(), () => b.claim(10, 1e9)]) {
+        const started = Date.now();
+        await assert.rejects(call(), BufferUnavailableError);
+        assert.ok(Date.now() - started < 5000, `rejected after ${Date.now() - started} ms`);
+      }
+    } finally {
+      await b.close();
+      await server.stop();
+      await dir.cleanup();
+    }
+  });
+});

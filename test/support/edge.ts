@@ -1,0 +1,123 @@
+/**
+ * Edges for tests: in-process (startTestEdge) for HTTP behaviour, and as a
+ * real child process (spawnEdge) for crash tests.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { loadConfig, type Config, type LoadOptions } from '../../src/lib/config.js';
+import { createLogger } from '../../src/lib/logger.js';
+import { startEdge, type RunningEdge } from '../../src/edge/server.js';
+import { LocalStore } from '../../src/edge/local-store.js';
+import { LocalAccounts } from '../../src/edge/local-accounts.js';
+import type { Role } from '../../src/lib/api/schemas.js';
+import { client, type Client } from './http.js';
+import { OPSDB_BIN } from './cli.js';
+
+export const edgeDataDir = (label: string): string => mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), `opsdb-edge-${label}-`));
+
+/** Reference data as central's seed has it (ids 1…), for edges that check references. */
+export function seedReference(local: LocalStore): void {
+  local.upsertReference('instrument', [{ id: 1, name: 'Prime-Cam', description: 'Prime-Cam instrument', is_active: true }]);
+  local.upsertReference('instrument_module', [{ id: 1, instrument_id: 1, name: '280 GHz', description: null }]);
+  local.upsertReference('instrument_module_configuration', [{ id: 1, instrument_module_id: 1, name: 'default', description: null, parameters: {} }]);
+  local.upsertReference('observing_program', [{ id: 1, name: 'Demo program', description: null, is_active: true }]);
+  local.upsertReference('obs_unit', [1, 2, 3, 4, 5].map((id) => ({
+    id, name: `unit-${id}`, observing_program_id: 1, instrument_module_configuration_id: 1, description: null, is_active: true,
+  })));
+}
+
+/** Users with these roles and tokens, made with the same code the CLI uses. */
+export async function localClient(dataDir: string, base: string, roles: Role[], name: string): Promise<Client & { userId: number }> {
+  const local = new LocalStore(join(dataDir, 'local.db'));
+  try {
+    const accounts = new LocalAccounts(local.db);
+    const userId = accounts.userIdByName(name) ?? accounts.createUser(name, roles);
+    const t = await accounts.createToken(userId, { name: 'test', scopes: [] });
+    return Object.assign(client(base, t.token), { userId });
+  } finally {
+    local.close();
+  }
+}
+
+export interface TestEdge {
+  url: string;
+  dataDir: string;
+  config: Config;
+  running: RunningEdge;
+  admin: Client & { userId: number };
+  as(roles: Role[], name?: string): Promise<Client & { userId: number }>;
+  anonymous: Client;
+  stop(): Promise<void>;
+}
+
+let n = 0;
+
+export async function startTestEdge(
+  label: string,
+  opts: { overrides?: LoadOptions['overrides']; seed?: boolean; dataDir?: string } = {},
+): Promise<TestEdge> {
+  const dataDir = opts.dataDir ?? edgeDataDir(label);
+  if (opts.seed !== false) {
+    const local = new LocalStore(join(dataDir, 'local.db'));
+    seedReference(local);
+    local.close();
+  }
+  const config = loadConfig({
+    env: {},
+    overrides: { SITE_TYPE: 'secondary', SITE_NAME: 'observatory', DATA_DIR: dataDir, PORT: 0, LOG_LEVEL: 'silent', ...opts.overrides },
+  });
+  const running = await startEdge(config, createLogger(config.logLevel));
+  const as = (roles: Role[], name = `edge-user-${++n}`) => localClient(dataDir, running.url, roles, name);
+  return {
+    url: running.url, dataDir, config, running, admin: await as(['admin'], 'edge-admin'), as,
+    anonymous: client(running.url),
+    stop: () => running.stop(),
+  };
+}
+
+export interface EdgeProcess {
+  url: string;
+  child: ChildProcess;
+  /** Lines the daemon logged (JSON). */
+  lines: string[];
+  exited: Promise<number | null>;
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `opsdb serve` as a real process and waits until it listens. */
+export function spawnEdge(env: Record<string, string>, timeoutMs = 20_000): Promise<EdgeProcess> {
+  const child = spawn(process.execPath, [OPSDB_BIN, 'serve'], {
+    env: { PATH: process.env.PATH ?? '', SITE_TYPE: 'secondary', PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : null))));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`edge did not start in ${timeoutMs} ms:\n${lines.join('\n')}\n${stderr}`));
+    }, timeoutMs);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`edge exited with ${code} before listening:\n${lines.join('\n')}\n${stderr}`));
+    });
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      lines.push(line);
+      if (!line.includes('"edge listening"')) return;
+      clearTimeout(timer);
+      const url = (JSON.parse(line) as { url: string }).url;
+      resolve({
+        url, child, lines, exited,
+        kill: (signal = 'SIGKILL') => {
+          child.kill(signal);
+          return exited;
+        },
+      });
+    });
+  });
+}

@@ -6,7 +6,7 @@
 import type { Pool } from './db.js';
 import { withTransaction } from './db.js';
 
-const INSTRUMENTS = [
+export const INSTRUMENTS = [
   {
     name: 'Prime-Cam',
     description: 'Prime-Cam instrument: broadband and spectroscopic camera for CCAT-prime',
@@ -26,7 +26,7 @@ const INSTRUMENTS = [
   },
 ];
 
-const PROGRAMS = [
+export const PROGRAMS = [
   { name: 'Demo program', description: 'Reference program for trials and the tutorial', units: ['demo-obs-unit', 'demo-calibration'] },
   { name: 'EoR deep field', description: 'Line-intensity mapping of the epoch of reionization', units: ['eor-field-1', 'eor-field-2'] },
   { name: 'Galactic CI survey', description: 'Atomic carbon in the Milky Way', units: ['gal-plane-l30'] },

@@ -1,10 +1,12 @@
 import type { Command } from './command.js';
 import { serveCommand } from './serve.js';
 import * as buffer from './buffer.js';
+import { demoCommand } from './demo.js';
 import { migrateCommand, seedCommand, tokenCreateCommand, userAddCommand } from './central.js';
 
 export const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
+  demo: demoCommand,
   migrate: migrateCommand,
   seed: seedCommand,
   'user add': userAddCommand,

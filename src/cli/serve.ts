@@ -4,7 +4,7 @@ import { startEdge } from '../edge/server.js';
 import type { Command } from './command.js';
 
 /** Resolves when SIGTERM or SIGINT arrives. */
-const untilSignal = () =>
+export const untilSignal = () =>
   new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));

@@ -8,6 +8,7 @@ import type { TokenAdmin } from '../lib/api/backend.js';
 import type { CreateTokenInput, Role } from '../lib/api/schemas.js';
 import { generateToken, type TokenRecord } from '../lib/auth.js';
 import { ConflictError, NotFoundError } from '../lib/errors.js';
+import { statementCache } from './statements.js';
 
 interface TokenRow {
   id: number;
@@ -26,16 +27,35 @@ const tokenInfo = (r: TokenRow) => ({ ...r, scopes: JSON.parse(r.scopes) as Role
 const TOKEN_COLUMNS = 'id, user_id, name, prefix, scopes, expires_at, last_used_at, usage_count, is_active, created_at';
 
 export class LocalAccounts implements TokenAdmin {
-  constructor(private readonly db: Database.Database) {}
+  private readonly sql: (text: string) => Database.Statement;
+  /** Token uses not yet written: counted in memory, written once a second (usage stats, not data). */
+  private touches = new Map<number, { n: number; at: string }>();
+  private touchTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly db: Database.Database) {
+    this.sql = statementCache(db);
+  }
+
+  /** Writes pending token-use counts. */
+  flush(): void {
+    if (this.touchTimer) clearTimeout(this.touchTimer);
+    this.touchTimer = null;
+    if (this.touches.size === 0 || !this.db.open) return;
+    const touches = this.touches;
+    this.touches = new Map();
+    const update = this.sql('UPDATE api_token SET last_used_at = ?, usage_count = usage_count + ? WHERE id = ?');
+    this.db.transaction(() => {
+      for (const [id, t] of touches) update.run(t.at, t.n, id);
+    })();
+  }
 
   private nextLocalId(table: 'user' | 'api_token'): number {
-    const { m } = this.db.prepare(`SELECT min(id) AS m FROM ${table}`).get() as { m: number | null };
+    const { m } = this.sql(`SELECT min(id) AS m FROM ${table}`).get() as { m: number | null };
     return Math.min(m ?? 0, 0) - 1;
   }
 
   async findToken(hash: string): Promise<TokenRecord | null> {
-    const r = this.db
-      .prepare(
+    const r = this.sql(
         `SELECT t.id, t.user_id, u.username, u.is_active AS user_active, t.is_active, t.expires_at, t.scopes, u.site_name,
                 (SELECT json_group_array(role) FROM user_role WHERE user_id = u.id) AS roles
            FROM api_token t JOIN user u ON u.id = t.user_id WHERE t.token_hash = ?`,
@@ -56,24 +76,25 @@ export class LocalAccounts implements TokenAdmin {
   }
 
   touchToken(tokenId: number): void {
-    this.db.prepare('UPDATE api_token SET last_used_at = ?, usage_count = usage_count + 1 WHERE id = ?').run(new Date().toISOString(), tokenId);
+    const t = this.touches.get(tokenId);
+    this.touches.set(tokenId, { n: (t?.n ?? 0) + 1, at: new Date().toISOString() });
+    this.touchTimer ??= setTimeout(() => this.flush(), 1000).unref();
   }
 
   async getUser(userId: number) {
-    const u = this.db.prepare('SELECT id, username, email, full_name, is_active, created_at FROM user WHERE id = ?').get(userId) as
+    const u = this.sql('SELECT id, username, email, full_name, is_active, created_at FROM user WHERE id = ?').get(userId) as
       | Record<string, unknown>
       | undefined;
     if (!u) return null;
-    const roles = (this.db.prepare('SELECT role FROM user_role WHERE user_id = ? ORDER BY role').all(userId) as { role: Role }[]).map((r) => r.role);
+    const roles = (this.sql('SELECT role FROM user_role WHERE user_id = ? ORDER BY role').all(userId) as { role: Role }[]).map((r) => r.role);
     return { ...(u as { id: number; username: string; email: string | null; full_name: string | null; created_at: string }), is_active: u.is_active === 1, roles };
   }
 
   async createToken(userId: number, input: CreateTokenInput) {
-    if (!this.db.prepare('SELECT 1 FROM user WHERE id = ?').get(userId)) throw new NotFoundError(`User ${userId} not found`);
+    if (!this.sql('SELECT 1 FROM user WHERE id = ?').get(userId)) throw new NotFoundError(`User ${userId} not found`);
     const t = generateToken();
     const id = this.nextLocalId('api_token');
-    this.db
-      .prepare(
+    this.sql(
         `INSERT INTO api_token (id, user_id, name, token_hash, prefix, scopes, expires_at, created_at, local)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`,
       )
@@ -82,19 +103,18 @@ export class LocalAccounts implements TokenAdmin {
   }
 
   async listTokens(userId: number | null) {
-    const rows = this.db
-      .prepare(`SELECT ${TOKEN_COLUMNS} FROM api_token WHERE ? IS NULL OR user_id = ? ORDER BY id`)
+    const rows = this.sql(`SELECT ${TOKEN_COLUMNS} FROM api_token WHERE ? IS NULL OR user_id = ? ORDER BY id`)
       .all(userId, userId) as TokenRow[];
     return rows.map(tokenInfo);
   }
 
   async getToken(tokenId: number) {
-    const r = this.db.prepare(`SELECT ${TOKEN_COLUMNS} FROM api_token WHERE id = ?`).get(tokenId) as TokenRow | undefined;
+    const r = this.sql(`SELECT ${TOKEN_COLUMNS} FROM api_token WHERE id = ?`).get(tokenId) as TokenRow | undefined;
     return r ? tokenInfo(r) : null;
   }
 
   async revokeToken(tokenId: number): Promise<void> {
-    this.db.prepare('UPDATE api_token SET is_active = 0 WHERE id = ?').run(tokenId);
+    this.sql('UPDATE api_token SET is_active = 0 WHERE id = ?').run(tokenId);
   }
 
   /** Demo mode: a token for `admin` (central's, once pulled; else a local one). */
@@ -105,7 +125,7 @@ export class LocalAccounts implements TokenAdmin {
   }
 
   userIdByName(username: string): number | null {
-    return (this.db.prepare('SELECT id FROM user WHERE username = ?').get(username) as { id: number } | undefined)?.id ?? null;
+    return (this.sql('SELECT id FROM user WHERE username = ?').get(username) as { id: number } | undefined)?.id ?? null;
   }
 
   /** A user that exists only at this edge (negative id). */
@@ -116,7 +136,7 @@ export class LocalAccounts implements TokenAdmin {
       this.db
         .prepare('INSERT INTO user (id, username, email, full_name, created_at, local) VALUES (?, ?, ?, ?, ?, 1)')
         .run(id, username, extra.email ?? null, extra.full_name ?? null, new Date().toISOString());
-      for (const r of roles) this.db.prepare('INSERT INTO user_role (user_id, role) VALUES (?, ?)').run(id, r);
+      for (const r of roles) this.sql('INSERT INTO user_role (user_id, role) VALUES (?, ?)').run(id, r);
       return id;
     });
     return run();

@@ -3,6 +3,7 @@ import type { BufferedTransaction } from './buffer/buffer.js';
 import type { Step } from '../lib/api/transaction.js';
 import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
 import { decodeCursor, encodeCursor } from '../lib/cursor.js';
+import { statementCache } from './statements.js';
 import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
 
 type Row = Record<string, unknown>;
@@ -31,9 +32,11 @@ const toSql = (v: unknown): unknown => (v !== null && typeof v === 'object' ? JS
  */
 export class LocalStore {
   readonly db: Database.Database;
+  private readonly sql: (text: string) => Database.Statement;
 
   constructor(readonly path: string) {
     this.db = new Database(path);
+    this.sql = statementCache(this.db);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
@@ -41,11 +44,11 @@ export class LocalStore {
   }
 
   getMeta(key: string): string | null {
-    return (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value ?? null;
+    return (this.sql('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value ?? null;
   }
 
   setMeta(key: string, value: string): void {
-    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+    this.sql('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
   }
 
   /** Highest buffer seq whose steps are applied here. */
@@ -55,7 +58,7 @@ export class LocalStore {
 
   /** True once the replica has received anything from central (or was seeded). */
   hasReferenceData(): boolean {
-    return this.db.prepare('SELECT 1 FROM obs_unit LIMIT 1').get() !== undefined;
+    return this.sql('SELECT 1 FROM obs_unit LIMIT 1').get() !== undefined;
   }
 
   /** Applies buffered transactions' steps in seq order; skips those already applied. */
@@ -81,8 +84,7 @@ export class LocalStore {
       const stamp = cols.includes('updated_at') ? ', updated_at = @__at' : '';
       const params: Row = { __id: step.id, __seq: seq, __at: at };
       for (const c of sets) params[c] = toSql(step.data[c]);
-      this.db
-        .prepare(`UPDATE ${table} SET ${sets.map((c) => `${c} = @${c}`).join(', ')}${sets.length ? ',' : ''} origin_seq = @__seq${stamp} WHERE ${key} = @__id`)
+      this.sql(`UPDATE ${table} SET ${sets.map((c) => `${c} = @${c}`).join(', ')}${sets.length ? ',' : ''} origin_seq = @__seq${stamp} WHERE ${key} = @__id`)
         .run(params);
       return;
     }
@@ -93,8 +95,7 @@ export class LocalStore {
       const params: Row = { __seq: seq };
       for (const c of present) params[c] = toSql(row[c]);
       const updates = present.filter((c) => c !== key && c !== 'created_at').map((c) => `${c} = excluded.${c}`);
-      this.db
-        .prepare(
+      this.sql(
           `INSERT INTO ${table} (${present.join(', ')}, origin_seq) VALUES (${present.map((c) => `@${c}`).join(', ')}, @__seq)
            ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq'].join(', ')}`,
         )
@@ -106,15 +107,15 @@ export class LocalStore {
   findRow(table: string, id: string | number): Row | null {
     const key = ENTITY_KEY[table];
     if (!key) return null;
-    return (this.db.prepare(`SELECT * FROM ${table} WHERE ${key} = ?`).get(id) as Row | undefined) ?? null;
+    return (this.sql(`SELECT * FROM ${table} WHERE ${key} = ?`).get(id) as Row | undefined) ?? null;
   }
 
   referenceExists(table: ReferenceTable, id: number): boolean {
-    return this.db.prepare(`SELECT 1 FROM ${table} WHERE id = ?`).get(id) !== undefined;
+    return this.sql(`SELECT 1 FROM ${table} WHERE id = ?`).get(id) !== undefined;
   }
 
   userExists(id: number): boolean {
-    return this.db.prepare('SELECT 1 FROM user WHERE id = ?').get(id) !== undefined;
+    return this.sql('SELECT 1 FROM user WHERE id = ?').get(id) !== undefined;
   }
 
   /** Replaces or inserts reference rows (from central's change feed, or a seed file). */
@@ -123,8 +124,7 @@ export class LocalStore {
     const run = this.db.transaction(() => {
       for (const r of rows) {
         const cols = Object.keys(r);
-        this.db
-          .prepare(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`)
+        this.sql(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`)
           .run(Object.fromEntries(cols.map((c) => [c, toSql(r[c])])));
       }
     });
@@ -134,7 +134,7 @@ export class LocalStore {
   // ---- reads ---------------------------------------------------------------
 
   listReference(table: ReferenceTable, where = '', params: unknown[] = []): Row[] {
-    return (this.db.prepare(`SELECT * FROM ${table} ${where} ORDER BY id`).all(...params) as Row[]).map(wire);
+    return (this.sql(`SELECT * FROM ${table} ${where} ORDER BY id`).all(...params) as Row[]).map(wire);
   }
 
   listExecutedObsUnits(q: ExecutedObsUnitFilter): { items: Row[]; nextCursor: string | null } {
@@ -150,8 +150,7 @@ export class LocalStore {
       where.push('(start_time < ? OR (start_time = ? AND id < ?))');
       params.push(k.t, k.t, k.id);
     }
-    const rows = this.db
-      .prepare(
+    const rows = this.sql(
         `SELECT * FROM executed_obs_unit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY start_time DESC, id DESC LIMIT ?`,
       )
       .all(...params, q.limit + 1) as Row[];
@@ -164,12 +163,11 @@ export class LocalStore {
   }
 
   rowsWhere(table: 'raw_data_package' | 'raw_data_file', column: string, value: string): Row[] {
-    return this.db.prepare(`SELECT * FROM ${table} WHERE ${column} = ? ORDER BY created_at, id`).all(value) as Row[];
+    return this.sql(`SELECT * FROM ${table} WHERE ${column} = ? ORDER BY created_at, id`).all(value) as Row[];
   }
 
   transferOverview(): Row {
-    return this.db
-      .prepare(
+    return this.sql(
         `SELECT (SELECT count(*) FROM raw_data_package) AS total_packages,
                 (SELECT count(*) FROM data_transfer WHERE status = 'pending') AS pending_transfers,
                 (SELECT count(*) FROM data_transfer WHERE status = 'active') AS active_transfers,

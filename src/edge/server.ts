@@ -68,7 +68,7 @@ export async function startEdge(config: Config, log: Logger, sync: SyncView = SY
     });
     const port = (server.address() as AddressInfo).port;
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-    log.info({ url, site: config.siteName, site_type: 'secondary' }, 'edge listening');
+    log.info({ url, site: config.siteName, site_type: 'secondary', startup_ms: Math.round(performance.now()) }, 'edge listening');
     const srv = server;
     return {
       url, port, buffer, local, committer,
@@ -78,6 +78,8 @@ export async function startEdge(config: Config, log: Logger, sync: SyncView = SY
           srv.closeIdleConnections();
         });
         await committer.idle();
+        accounts.flush();
+        log.info({ groups: committer.groups.count, transactions: committer.groups.transactions }, 'group commit totals');
         await buffer.close();
         local.close();
       },

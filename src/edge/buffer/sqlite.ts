@@ -118,7 +118,11 @@ export class SqliteBuffer implements TransactionBuffer {
                           central_result = coalesce(@central_result, central_result), updated_at = @now WHERE seq = @seq`),
       inState: db.prepare('SELECT seq, bytes FROM tx WHERE state = ? ORDER BY seq'),
       dependents: db.prepare(`SELECT seq, state, bytes, depends_on FROM tx WHERE seq > ? AND state IN ('pending','in_flight','blocked') ORDER BY seq`),
-      oldest: db.prepare(`SELECT min(created_at) AS t FROM (SELECT created_at FROM tx WHERE state IN ('pending','in_flight') ORDER BY seq LIMIT 1)`),
+      // Two index probes on (state, seq); an IN list would scan with a million rows held.
+      oldest: db.prepare(`SELECT created_at AS t FROM (
+          SELECT * FROM (SELECT seq, created_at FROM tx WHERE state = 'pending' ORDER BY seq LIMIT 1)
+          UNION ALL SELECT * FROM (SELECT seq, created_at FROM tx WHERE state = 'in_flight' ORDER BY seq LIMIT 1))
+        ORDER BY seq LIMIT 1`),
       audit: db.prepare('INSERT INTO audit (at, transaction_id, seq, action, actor, reason) VALUES (?, ?, ?, ?, ?, ?)'),
       compactable: db.prepare(`SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM tx WHERE state = 'synced' AND seq <= ?`),
       compact: db.prepare(`DELETE FROM tx WHERE state = 'synced' AND seq <= ?`),
@@ -325,7 +329,7 @@ export class SqliteBuffer implements TransactionBuffer {
 
   async stats(): Promise<BufferStats> {
     const c = this.counters();
-    const oldest = (this.stmt.oldest.get() as { t: string | null }).t;
+    const oldest = (this.stmt.oldest.get() as { t: string } | undefined)?.t ?? null;
     return {
       pending: c.n_pending!, in_flight: c.n_in_flight!, blocked: c.n_blocked!, failed: c.n_failed!,
       synced: c.n_synced!, discarded: c.n_discarded!,

@@ -1,0 +1,96 @@
+/** Shared pieces of the benchmarks: child processes, autocannon runs, RSS, and the report file. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync, existsSync, openSync, closeSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const OPSDB = `${ROOT}bin/opsdb.js`;
+
+export interface Proc {
+  child: ChildProcess;
+  url: string;
+  /** The JSON log line that said the server listens. */
+  ready: Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns a Node program with stdout going to a log file (so the benchmark
+ * process spends no CPU reading it) and waits for a JSON line whose `msg`
+ * matches `readyMsg`.
+ */
+export async function spawnServer(args: string[], env: Record<string, string>, readyMsg: RegExp, logFile: string): Promise<Proc & { spawnedAt: number }> {
+  const spawnedAt = performance.now();
+  const out = openSync(logFile, 'w');
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', out, 'inherit'] });
+  closeSync(out);
+  let exited: number | null | undefined;
+  child.on('exit', (code) => (exited = code));
+  for (;;) {
+    if (exited !== undefined) throw new Error(`${args.join(' ')} exited with ${exited}; see ${logFile}`);
+    for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const j = JSON.parse(line) as Record<string, unknown>;
+      if (!readyMsg.test(String(j.msg))) continue;
+      return {
+        child, url: String(j.url), ready: j, spawnedAt,
+        stop: () => new Promise((r) => {
+          if (exited !== undefined) return r();
+          child.once('exit', () => r());
+          child.kill('SIGTERM');
+        }),
+      };
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export interface LoadResult {
+  requests_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  errors: number;
+  non2xx: number;
+}
+
+export async function load(opts: { url: string; connections: number; seconds: number; method?: 'POST' | 'GET'; body?: string; headers?: Record<string, string> }): Promise<LoadResult> {
+  const r = await autocannon({
+    url: opts.url,
+    connections: opts.connections,
+    duration: opts.seconds,
+    method: opts.method ?? 'POST',
+    body: opts.body,
+    headers: { 'content-type': 'application/json', ...(opts.headers ?? {}) },
+  });
+  return {
+    requests_per_s: Math.round(r.requests.average),
+    p50_ms: r.latency.p50,
+    p99_ms: r.latency.p99,
+    errors: r.errors + r.timeouts,
+    non2xx: r.non2xx,
+  };
+}
+
+export function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : NaN;
+}
+
+/** Replaces the section between `<!-- BEGIN name -->` and `<!-- END name -->` in docs/performance.md. */
+export function writeSection(name: string, markdown: string): void {
+  const path = `${ROOT}docs/performance.md`;
+  const begin = `<!-- BEGIN ${name} -->`;
+  const end = `<!-- END ${name} -->`;
+  let doc = existsSync(path) ? readFileSync(path, 'utf8') : '# Performance\n';
+  const block = `${begin}\n${markdown.trim()}\n${end}`;
+  const i = doc.indexOf(begin);
+  const j = doc.indexOf(end);
+  doc = i >= 0 && j > i ? doc.slice(0, i) + block + doc.slice(j + end.length) : `${doc.trimEnd()}\n\n${block}\n`;
+  writeFileSync(path, doc);
+}
+
+export function machine(): string {
+  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
+  return `${cpu}, ${(readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores, Node ${process.version}`;
+}

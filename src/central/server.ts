@@ -8,6 +8,7 @@ import { createPool, type Pool } from './db.js';
 import { pendingMigrations } from './migrate.js';
 import { CentralBackend } from './backend.js';
 import { mapPgError } from './apply.js';
+import { centralRoutes } from './routes.js';
 
 export interface RunningCentral {
   url: string;
@@ -34,7 +35,11 @@ export async function startCentral(config: Config, log: Logger): Promise<Running
     throw err;
   }
   const backend = new CentralBackend(pool, config.siteName);
-  const app = createHttpApp({ config, log, metrics: createMetrics(), backend, mapError: (err) => mapPgError(err) });
+  const app = createHttpApp({
+    config, log, metrics: createMetrics(), backend,
+    mapError: (err) => mapPgError(err),
+    extraRoutes: (api) => centralRoutes(api, pool, log),
+  });
   const server: Server = createServer(app.callback());
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {

@@ -3,6 +3,7 @@ import { createPool, type Pool } from '../central/db.js';
 import { migrate } from '../central/migrate.js';
 import { seed } from '../central/seed.js';
 import { PgAccounts } from '../central/accounts.js';
+import { createSite } from '../central/sync.js';
 import { ROLES, type Role } from '../lib/api/schemas.js';
 import type { Config } from '../lib/config.js';
 import { oneArg, requireDatabaseUrl, UsageError, type Command } from './command.js';
@@ -96,5 +97,21 @@ export const tokenCreateCommand: Command = {
     // The token goes to stdout alone so scripts can capture it; the note to stderr.
     console.error(`token for ${user} (prefix ${token.prefix}); it is shown only this once:`);
     console.log(token.token);
+  },
+};
+
+export const siteAddCommand: Command = {
+  summary: "register an edge site at central and print its site token once (put it in the edge's SITE_TOKEN)",
+  usage: 'opsdb site add NAME [--description TEXT]',
+  options: { description: { type: 'string' } },
+  async run({ config, args, options }) {
+    const name = oneArg(args, 'site name');
+    if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(name)) throw new UsageError('a site name is lower-case letters, digits, "-" and "_"');
+    const site = await withPool(config, async (pool) => {
+      await migrate(pool);
+      return createSite(pool, name, (options.description as string | undefined) ?? null);
+    });
+    console.error(`site ${site.name} registered; its token is shown only this once (SITE_TOKEN at the edge):`);
+    console.log(site.token);
   },
 };

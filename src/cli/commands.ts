@@ -2,7 +2,7 @@ import type { Command } from './command.js';
 import { serveCommand } from './serve.js';
 import * as buffer from './buffer.js';
 import { demoCommand } from './demo.js';
-import { migrateCommand, seedCommand, tokenCreateCommand, userAddCommand } from './central.js';
+import { migrateCommand, seedCommand, siteAddCommand, tokenCreateCommand, userAddCommand } from './central.js';
 
 export const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
@@ -11,6 +11,7 @@ export const COMMANDS: Record<string, Command> = {
   seed: seedCommand,
   'user add': userAddCommand,
   'token create': tokenCreateCommand,
+  'site add': siteAddCommand,
   'buffer stats': buffer.bufferStatsCommand,
   'buffer ls': buffer.bufferLsCommand,
   'buffer show': buffer.bufferShowCommand,

@@ -38,6 +38,8 @@ export class GroupCommitter {
     private readonly local: LocalStore,
     private readonly limits: CommitLimits,
     private readonly log: Logger,
+    /** Called after each durable commit (the sync engine wakes up). */
+    private readonly onCommit: () => void = () => {},
   ) {}
 
   submit(tx: NewTransaction): Promise<BufferedTransaction> {
@@ -105,6 +107,7 @@ export class GroupCommitter {
         this.log.error({ err, first_seq: stored[0]?.seq }, 'applying buffered writes to the local store failed');
       }
       accepted.forEach((item, i) => item.resolve(stored[i]!));
+      this.onCommit();
     } catch (err) {
       this.log.error({ err }, 'buffer append failed');
       const unavailable = new UnavailableError('The write buffer is unavailable; nothing was stored, retry later');

@@ -2,8 +2,10 @@ import Database from 'better-sqlite3';
 import type { BufferedTransaction } from './buffer/buffer.js';
 import type { Step } from '../lib/api/transaction.js';
 import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
+import type { Change } from '../lib/api/sync-schemas.js';
 import { decodeCursor, encodeCursor } from '../lib/cursor.js';
 import { statementCache } from './statements.js';
+import type { ReplicaSink } from '../sync/replica.js';
 import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
 
 type Row = Record<string, unknown>;
@@ -30,7 +32,7 @@ const toSql = (v: unknown): unknown => (v !== null && typeof v === 'object' ? JS
  * writes applied on top (see local-schema.ts). Synchronous by design: every
  * method runs to completion without awaiting, so no transaction spans an await.
  */
-export class LocalStore {
+export class LocalStore implements ReplicaSink {
   readonly db: Database.Database;
   private readonly sql: (text: string) => Database.Statement;
 
@@ -176,6 +178,76 @@ export class LocalStore {
                 round(coalesce((SELECT sum(size) FROM raw_data_package), 0) / 1e9, 3) AS total_data_size_gb`,
       )
       .get() as Row;
+  }
+
+  // ---- replica (the change feed from central) --------------------------------
+
+  /** The change-feed position applied so far. */
+  position(): number {
+    return Number(this.getMeta('replica_position') ?? 0);
+  }
+
+  originSeqs(changes: Change[]): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const c of changes) {
+      const key = ENTITY_KEY[c.table];
+      if (!key) continue;
+      const r = this.sql(`SELECT origin_seq FROM ${c.table} WHERE ${key} = ?`).get(c.key) as { origin_seq: number | null } | undefined;
+      if (typeof r?.origin_seq === 'number') out.set(`${c.table}:${c.key}`, r.origin_seq);
+    }
+    return out;
+  }
+
+  /** Applies a page of the change feed and its position in one transaction. */
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>): void {
+    this.db.transaction(() => {
+      for (const c of changes) {
+        if (keep.has(`${c.table}:${c.key}`)) continue;
+        this.applyChange(c);
+      }
+      this.setMeta('replica_position', String(position));
+      this.setMeta('last_pull_at', new Date().toISOString());
+    })();
+  }
+
+  private upsert(table: string, key: string, row: Row, keepColumns: string[] = []): void {
+    const cols = Object.keys(row);
+    const updates = cols.filter((c) => c !== key && !keepColumns.includes(c)).map((c) => `${c} = excluded.${c}`);
+    this.sql(
+      `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})
+       ON CONFLICT (${key}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
+    ).run(Object.fromEntries(cols.map((c) => [c, toSql(row[c])])));
+  }
+
+  private applyChange(c: Change): void {
+    const row = c.row;
+    if (c.table === 'user_role') {
+      const userId = Number(c.key);
+      this.sql('DELETE FROM user_role WHERE user_id = ?').run(userId);
+      for (const role of (row?.roles as string[] | undefined) ?? []) this.sql('INSERT INTO user_role (user_id, role) VALUES (?, ?)').run(userId, role);
+      return;
+    }
+    if (c.table === 'user') {
+      if (!row) return;
+      // A central account takes its name; a local account of the same name steps aside.
+      this.sql(`UPDATE user SET username = username || '@local' WHERE username = ? AND id <> ? AND local = 1`).run(row.username, row.id);
+      this.upsert('user', 'id', { ...row, local: 0 });
+      return;
+    }
+    if (c.table === 'api_token') {
+      // Use counts are kept per site; central's copy only says whether the token may be used.
+      if (row) this.upsert('api_token', 'id', { ...row, local: 0 }, ['last_used_at', 'usage_count']);
+      return;
+    }
+    const key = ENTITY_KEY[c.table];
+    if (key) {
+      if (row) this.upsert(c.table, key, { ...row, origin_seq: null });
+      return;
+    }
+    if ((REFERENCE_TABLES as readonly string[]).includes(c.table)) {
+      if (row) this.upsert(c.table, 'id', row);
+      else this.sql(`DELETE FROM ${c.table} WHERE id = ?`).run(Number(c.key));
+    }
   }
 
   close(): void {

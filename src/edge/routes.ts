@@ -68,7 +68,17 @@ const FailedQuery = z
 const Discard = z.object({ reason: z.string().trim().min(1).max(1000) }).strict().openapi('DiscardRequest');
 const Released = z.object({ released: z.array(z.string()), count: z.number().int() }).openapi('ReleasedTransactions');
 
-export function edgeRoutes(api: ApiContext, deps: { buffer: TransactionBuffer; sync: SyncView; bufferMaxBytes: number }): void {
+const SiteTokenBody = z.object({ token: z.string().regex(/^ops_api_token_[A-Za-z0-9_-]{43}$/, 'an ops_api_token_… token') }).strict().openapi('SiteToken');
+
+export interface EdgeRouteDeps {
+  buffer: TransactionBuffer;
+  sync: SyncView;
+  bufferMaxBytes: number;
+  /** Stores a new site token for talking to central and wakes a paused engine. */
+  setSiteToken: (token: string) => void;
+}
+
+export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
   const { buffer, sync } = deps;
   const idsOf = async (seqs: number[]) => {
     const list = await Promise.all(seqs.map((s) => buffer.list({ after_seq: s - 1, limit: 1 })));
@@ -79,6 +89,15 @@ export function edgeRoutes(api: ApiContext, deps: { buffer: TransactionBuffer; s
     method: 'get', path: '/buffer-stats', tag: 'buffer', roles: null, response: BufferStats,
     summary: "The edge buffer's ledger and the sync engine's state (open, like /health)",
     handler: () => bufferStats(buffer, sync, deps.bufferMaxBytes),
+  });
+
+  route(api, {
+    method: 'put', path: '/api/sync/site-token', tag: 'buffer', roles: ADMIN_ROLES, body: SiteTokenBody, status: 204,
+    summary: "Replace the site token the edge uses with central (after `opsdb site add` or a rotation); resumes a paused engine",
+    handler: async ({ ctx, body }) => {
+      deps.setSiteToken(body.token);
+      ctx.status = 204;
+    },
   });
 
   route(api, {

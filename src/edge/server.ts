@@ -14,6 +14,8 @@ import { GroupCommitter } from './committer.js';
 import { EdgeBackend } from './backend.js';
 import { edgeRoutes } from './routes.js';
 import { SYNC_DISABLED, type SyncView } from './sync-view.js';
+import { SyncEngine } from '../sync/engine.js';
+import { httpClient } from '../sync/transport.js';
 
 export interface RunningEdge {
   url: string;
@@ -21,6 +23,7 @@ export interface RunningEdge {
   buffer: TransactionBuffer;
   local: LocalStore;
   committer: GroupCommitter;
+  sync: SyncView;
   stop(): Promise<void>;
 }
 
@@ -40,7 +43,7 @@ async function catchUp(buffer: TransactionBuffer, local: LocalStore): Promise<nu
  * keep writes safe), returns in-flight work to pending, brings the local
  * view up to date, then opens the port.
  */
-export async function startEdge(config: Config, log: Logger, sync: SyncView = SYNC_DISABLED): Promise<RunningEdge> {
+export async function startEdge(config: Config, log: Logger): Promise<RunningEdge> {
   mkdirSync(config.dataDir, { recursive: true });
   const { buffer, redisStatus } = await openBuffer(config);
   const local = new LocalStore(join(config.dataDir, 'local.db'));
@@ -52,13 +55,37 @@ export async function startEdge(config: Config, log: Logger, sync: SyncView = SY
     log.info({ released_in_flight: released, replayed, pending: stats.pending, failed: stats.failed, backend: buffer.backend }, 'buffer opened');
 
     const accounts = new LocalAccounts(local.db);
-    const committer = new GroupCommitter(buffer, local, config, log);
+    const stopSync = new AbortController();
+    const engine = config.centralUrl
+      ? new SyncEngine({
+          site: config.siteName,
+          buffer,
+          client: httpClient(config.centralUrl, config.syncTimeoutMs, stopSync.signal),
+          replica: local,
+          token: () => local.getMeta('site_token') ?? config.siteToken ?? '',
+          log: log.child({ component: 'sync' }),
+          batchSize: config.syncBatchSize,
+          batchMaxBytes: config.syncBatchMaxBytes,
+          intervalMs: config.syncIntervalMs,
+          retryBaseMs: config.retryBaseMs,
+          retryMaxMs: config.retryMaxMs,
+        })
+      : null;
+    const sync: SyncView = engine ?? SYNC_DISABLED;
+    const committer = new GroupCommitter(buffer, local, config, log, () => engine?.nudge());
     const backend = new EdgeBackend({
       siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes, redis: redisStatus,
     });
     const app = createHttpApp({
       config, log, metrics: createMetrics(), backend,
-      extraRoutes: (api) => edgeRoutes(api, { buffer, sync, bufferMaxBytes: config.bufferMaxBytes }),
+      extraRoutes: (api) =>
+        edgeRoutes(api, {
+          buffer, sync, bufferMaxBytes: config.bufferMaxBytes,
+          setSiteToken: (token) => {
+            local.setMeta('site_token', token);
+            engine?.credentialsChanged();
+          },
+        }),
     });
     server = createServer(app.callback());
     server.keepAliveTimeout = 65_000;
@@ -68,16 +95,24 @@ export async function startEdge(config: Config, log: Logger, sync: SyncView = SY
     });
     const port = (server.address() as AddressInfo).port;
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-    log.info({ url, site: config.siteName, site_type: 'secondary', startup_ms: Math.round(performance.now()) }, 'edge listening');
+    engine?.start();
+    log.info(
+      { url, site: config.siteName, site_type: 'secondary', sync: engine ? config.centralUrl : 'disabled', startup_ms: Math.round(performance.now()) },
+      'edge listening',
+    );
     const srv = server;
     return {
-      url, port, buffer, local, committer,
+      url, port, buffer, local, committer, sync,
       async stop() {
         await new Promise<void>((resolve) => {
           srv.close(() => resolve());
           srv.closeIdleConnections();
         });
         await committer.idle();
+        // The batch in flight gets a few seconds to be answered; after that it is abandoned (sent again later, deduplicated).
+        const abandon = setTimeout(() => stopSync.abort(), 5000);
+        await engine?.stop();
+        clearTimeout(abandon);
         accounts.flush();
         log.info({ groups: committer.groups.count, transactions: committer.groups.transactions }, 'group commit totals');
         await buffer.close();

@@ -1,0 +1,67 @@
+/** Central-only routes: the sync protocol for edges and the sites register. */
+import type { Pool } from './db.js';
+import type { Logger } from '../lib/logger.js';
+import { route, type ApiContext } from '../lib/api/route.js';
+import { ForbiddenError } from '../lib/errors.js';
+import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
+import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, SiteInfo, SyncBatch, SyncBatchResult } from '../lib/api/sync-schemas.js';
+import { applyBatch, createSite, listSites, readChanges, touchSite } from './sync.js';
+
+/** A site token acts only for its own site. */
+function siteOf(principal: Principal, claimed?: string): string {
+  const site = principal.siteName;
+  if (!site) throw new ForbiddenError('This token is not a site token');
+  if (claimed !== undefined && claimed !== site) {
+    throw new ForbiddenError(`This site token belongs to site "${site}", not "${claimed}"`, { token_site: site, claimed });
+  }
+  return site;
+}
+
+function parseBacklogHeader(value: string): Backlog | null {
+  if (!value) return null;
+  try {
+    const r = Backlog.safeParse(JSON.parse(value));
+    return r.success ? r.data : null;
+  } catch {
+    return null;
+  }
+}
+
+export function centralRoutes(api: ApiContext, pool: Pool, log: Logger): void {
+  route(api, {
+    method: 'post', path: '/api/sync/transactions', tag: 'sync', roles: ['site'], body: SyncBatch, response: SyncBatchResult,
+    summary: "Apply a batch of an edge's transactions, each exactly once and in seq order",
+    handler: async ({ body, principal }) => {
+      const site = siteOf(principal, body.site);
+      const foreign = body.transactions.find((t) => t.site !== site);
+      if (foreign) throw new ForbiddenError(`Transaction ${foreign.transaction_id} is for site "${foreign.site}", not "${site}"`);
+      const out = await applyBatch(pool, body, principal.userId, log);
+      const counts = { applied: 0, duplicate: 0, rejected: 0 };
+      for (const r of out.results) counts[r.result] += 1;
+      log.info({ site, batch: body.transactions.length, ...counts, position: out.position }, 'sync batch applied');
+      return out;
+    },
+  });
+
+  route(api, {
+    method: 'get', path: '/api/sync/changes', tag: 'sync', roles: ['site'], query: ChangesQuery, response: ChangesPage,
+    summary: "The change feed for an edge's replica: reference data, accounts for offline auth, this site's rows",
+    handler: async ({ ctx, query, principal }) => {
+      const site = siteOf(principal);
+      await touchSite(pool, site, parseBacklogHeader(ctx.get('x-opsdb-backlog')));
+      return readChanges(pool, site, query.since, query.max_rows);
+    },
+  });
+
+  route(api, {
+    method: 'post', path: '/api/sites/', tag: 'sites', roles: ADMIN_ROLES, body: CreateSite, status: 201, response: CreatedSite,
+    summary: 'Register an edge site; its site token is shown once',
+    handler: ({ body }) => createSite(pool, body.name, body.description ?? null),
+  });
+
+  route(api, {
+    method: 'get', path: '/api/sites/', tag: 'sites', roles: ADMIN_ROLES, response: SiteInfo.array(),
+    summary: 'Sites with their sync health: last contact, last applied seq, the backlog each edge reports',
+    handler: () => listSites(pool),
+  });
+}

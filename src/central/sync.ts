@@ -1,0 +1,177 @@
+/**
+ * Central's half of sync: applying an edge's batch exactly once, the change
+ * feed back to the edge, and the sites register.
+ */
+import type { Pool, Client } from './db.js';
+import { withTransaction } from './db.js';
+import { applyTransaction, mapPgError } from './apply.js';
+import { AppError, ConflictError } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Backlog, Change, ChangesPage, SyncBatch, SyncBatchResult, SyncItemResult } from '../lib/api/sync-schemas.js';
+import { PgAccounts } from './accounts.js';
+
+/** The feed position this transaction's changes got, or the current one when it changed nothing. */
+async function commitPosition(c: Client): Promise<number> {
+  await c.query('SET CONSTRAINTS change_log_assign IMMEDIATE');
+  const { rows } = await c.query(
+    `SELECT coalesce(nullif(current_setting('opsdb.feed_pos', true), '')::bigint, (SELECT pos FROM feed_position WHERE id = 1)) AS pos`,
+  );
+  return Number(rows[0].pos);
+}
+
+/**
+ * One database transaction for the whole batch, one savepoint per
+ * transaction: a rejected one rolls back alone, the batch costs one commit.
+ * Anything that is not the transaction's own fault (lost connection,
+ * deadlock) aborts the batch, which the edge then resends whole.
+ */
+export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger): Promise<SyncBatchResult> {
+  const txs = [...batch.transactions].sort((a, b) => a.seq - b.seq);
+  return withTransaction(pool, async (c) => {
+    const results: SyncItemResult[] = [];
+    let maxApplied = 0;
+    for (const tx of txs) {
+      await c.query('SAVEPOINT tx');
+      try {
+        const { result } = await applyTransaction(c, tx, appliedBy);
+        await c.query('RELEASE SAVEPOINT tx');
+        results.push({ transaction_id: tx.transaction_id, seq: tx.seq, result });
+        maxApplied = Math.max(maxApplied, tx.seq);
+      } catch (thrown) {
+        await c.query('ROLLBACK TO SAVEPOINT tx');
+        const err = mapPgError(thrown);
+        if (!(err instanceof AppError) || err.retryable) throw thrown;
+        if (err instanceof ConflictError && err.message.includes('different payload')) {
+          log.error({ site: batch.site, transaction_id: tx.transaction_id, seq: tx.seq }, 'transaction id reused with a different payload: refused');
+        }
+        results.push({ transaction_id: tx.transaction_id, seq: tx.seq, result: 'rejected', code: err.code, reason: err.message, details: err.details ?? undefined });
+      }
+    }
+    await c.query(
+      `UPDATE site SET last_contact_at = now(), last_applied_seq = greatest(last_applied_seq, $2),
+              reported_backlog = coalesce($3, reported_backlog) WHERE name = $1`,
+      [batch.site, maxApplied, batch.backlog ? JSON.stringify(batch.backlog) : null],
+    );
+    return { results, position: await commitPosition(c) };
+  });
+}
+
+/** Records that a site was in touch (a pull), with the backlog it reported. */
+export async function touchSite(pool: Pool, site: string, backlog: Backlog | null): Promise<void> {
+  await pool.query(`UPDATE site SET last_contact_at = now(), reported_backlog = coalesce($2, reported_backlog) WHERE name = $1`, [
+    site,
+    backlog ? JSON.stringify(backlog) : null,
+  ]);
+}
+
+const ROW_SQL: Record<string, string> = {
+  instrument: 'SELECT id, name, description, is_active FROM instrument WHERE id = ANY($1::int[])',
+  instrument_module: 'SELECT id, instrument_id, name, description FROM instrument_module WHERE id = ANY($1::int[])',
+  instrument_module_configuration:
+    'SELECT id, instrument_module_id, name, description, parameters FROM instrument_module_configuration WHERE id = ANY($1::int[])',
+  observing_program: 'SELECT id, name, description, is_active FROM observing_program WHERE id = ANY($1::int[])',
+  obs_unit: 'SELECT id, name, observing_program_id, instrument_module_configuration_id, description, is_active FROM obs_unit WHERE id = ANY($1::int[])',
+  executed_obs_unit: `SELECT id, obs_unit_id, site, status, start_time, end_time, mean_pwv, mean_elevation,
+    instrument_module_configuration_id, created_at, updated_at FROM executed_obs_unit WHERE id = ANY($1::uuid[])`,
+  raw_data_package: 'SELECT id, name, executed_obs_unit_id, state, size, checksum, created_at, updated_at FROM raw_data_package WHERE id = ANY($1::uuid[])',
+  raw_data_file: `SELECT id, name, path, size, checksum, file_type, executed_obs_unit_id, raw_data_package_id, created_at
+    FROM raw_data_file WHERE id = ANY($1::uuid[])`,
+  user_preference: 'SELECT user_id, preferences, updated_at FROM user_preference WHERE user_id = ANY($1::int[])',
+  // A site sees human accounts and its own site account, never another site's.
+  user: `SELECT id, username, email, full_name, is_active, site_name, created_at FROM "user"
+    WHERE id = ANY($1::int[]) AND (site_name IS NULL OR site_name = $2)`,
+  user_role: `SELECT u.id AS user_id, coalesce(array_agg(r.name ORDER BY r.name) FILTER (WHERE r.name IS NOT NULL), '{}') AS roles
+    FROM "user" u LEFT JOIN user_role ur ON ur.user_id = u.id LEFT JOIN role r ON r.id = ur.role_id
+    WHERE u.id = ANY($1::int[]) AND (u.site_name IS NULL OR u.site_name = $2) GROUP BY u.id`,
+  api_token: `SELECT t.id, t.user_id, t.name, t.token_hash, t.prefix, t.scopes, t.expires_at, t.is_active, t.created_at
+    FROM api_token t JOIN "user" u ON u.id = t.user_id WHERE t.id = ANY($1::int[]) AND (u.site_name IS NULL OR u.site_name = $2)`,
+};
+const KEY_OF: Record<string, string> = { user_preference: 'user_id', user_role: 'user_id' };
+const wire = (r: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
+
+/** A page of the change feed after `since`: whole positions, about `maxRows` rows, at least one position. */
+export async function readChanges(pool: Pool, site: string, since: number, maxRows: number): Promise<ChangesPage> {
+  const { rows: counts } = await pool.query<{ pos: string; n: number }>(
+    `SELECT f.pos, count(*)::int AS n FROM feed_tx f JOIN change_log c ON c.xid = f.xid
+      WHERE f.pos > $1 AND (c.site IS NULL OR c.site = $2) GROUP BY f.pos ORDER BY f.pos LIMIT 1000`,
+    [since, site],
+  );
+  const { rows: cur } = await pool.query<{ pos: string }>('SELECT pos FROM feed_position WHERE id = 1');
+  const current = Number(cur[0]!.pos);
+  let upTo = since;
+  let total = 0;
+  for (const c of counts) {
+    if (total > 0 && total + c.n > maxRows) break;
+    total += c.n;
+    upTo = Number(c.pos);
+  }
+  // No visible change up to a committed position: the edge may still advance to it.
+  if (counts.length === 0) upTo = Math.max(since, current);
+  if (total === 0) return { changes: [], position: upTo, more: upTo < current };
+
+  const { rows: keys } = await pool.query<{ table_name: string; row_key: string }>(
+    `SELECT DISTINCT c.table_name, c.row_key FROM feed_tx f JOIN change_log c ON c.xid = f.xid
+      WHERE f.pos > $1 AND f.pos <= $2 AND (c.site IS NULL OR c.site = $3)`,
+    [since, upTo, site],
+  );
+  const byTable = new Map<string, string[]>();
+  for (const k of keys) byTable.set(k.table_name, [...(byTable.get(k.table_name) ?? []), k.row_key]);
+  const changes: Change[] = [];
+  // Parents before children, so an edge can apply in order.
+  for (const table of Object.keys(ROW_SQL)) {
+    const wanted = byTable.get(table);
+    if (!wanted) continue;
+    const { rows } = await pool.query(ROW_SQL[table]!, table === 'user' || table === 'user_role' || table === 'api_token' ? [wanted, site] : [wanted]);
+    const found = new Map(rows.map((r) => [String(r[KEY_OF[table] ?? 'id']), wire(r)]));
+    for (const key of wanted) {
+      const row = found.get(key) ?? null;
+      // Rows hidden from this site (another site's account) are simply not sent.
+      if (row === null && (table === 'user' || table === 'api_token' || table === 'user_role')) continue;
+      changes.push({ table, key, row });
+    }
+  }
+  return { changes, position: upTo, more: upTo < current };
+}
+
+export interface SiteRow {
+  name: string;
+  description: string | null;
+  created_at: Date;
+  last_contact_at: Date | null;
+  last_applied_seq: number;
+  reported_backlog: Backlog | null;
+}
+
+export function siteInfo(r: SiteRow) {
+  const b = r.reported_backlog;
+  return {
+    name: r.name,
+    description: r.description,
+    created_at: r.created_at.toISOString(),
+    last_contact_at: r.last_contact_at?.toISOString() ?? null,
+    last_applied_seq: Number(r.last_applied_seq),
+    seconds_since_contact: r.last_contact_at ? Math.round((Date.now() - r.last_contact_at.getTime()) / 100) / 10 : null,
+    reported_backlog: b,
+    lag_transactions: b ? b.pending + b.in_flight + b.blocked + b.failed : null,
+  };
+}
+
+export async function listSites(pool: Pool) {
+  const { rows } = await pool.query<SiteRow>('SELECT name, description, created_at, last_contact_at, last_applied_seq, reported_backlog FROM site ORDER BY name');
+  return rows.map(siteInfo);
+}
+
+/** Registers a site and its site account; returns the site token (shown once). */
+export async function createSite(pool: Pool, name: string, description: string | null) {
+  const inserted = await pool.query<SiteRow>(
+    `INSERT INTO site (name, description) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING
+     RETURNING name, description, created_at, last_contact_at, last_applied_seq, reported_backlog`,
+    [name, description],
+  );
+  if (!inserted.rows[0]) throw new ConflictError(`Site "${name}" already exists`);
+  const accounts = new PgAccounts(pool);
+  const userId = await accounts.ensureUser(`site-${name}`, ['site'], { full_name: `Edge daemon of site ${name}`, site_name: name });
+  const token = await accounts.createToken(userId, { name: `site ${name}`, scopes: [] });
+  return { ...siteInfo(inserted.rows[0]), token: token.token };
+}

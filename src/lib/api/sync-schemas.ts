@@ -1,0 +1,91 @@
+/** Wire schemas of the edge ↔ central sync protocol (SPEC §4, central only). */
+import { z } from './zod.js';
+import { TransactionSchema } from './transaction.js';
+
+export const Backlog = z
+  .object({
+    pending: z.number().int().nonnegative(),
+    in_flight: z.number().int().nonnegative(),
+    blocked: z.number().int().nonnegative(),
+    failed: z.number().int().nonnegative(),
+    oldest_pending_age_seconds: z.number().nonnegative(),
+    last_seq: z.number().int().nonnegative(),
+    pending_bytes: z.number().int().nonnegative(),
+  })
+  .openapi('SiteBacklog');
+export type Backlog = z.infer<typeof Backlog>;
+
+export const SyncBatch = z
+  .object({
+    site: z.string().min(1).max(63),
+    transactions: z.array(TransactionSchema.extend({ seq: z.number().int().positive() })).min(1).max(10_000),
+    backlog: Backlog.optional(),
+  })
+  .strict()
+  .openapi('SyncBatch');
+export type SyncBatch = z.infer<typeof SyncBatch>;
+
+export const SyncItemResult = z
+  .object({
+    transaction_id: z.uuid(),
+    seq: z.number().int(),
+    result: z.enum(['applied', 'duplicate', 'rejected']),
+    code: z.string().optional(),
+    reason: z.string().optional(),
+    details: z.unknown().optional(),
+  })
+  .openapi('SyncItemResult');
+export type SyncItemResult = z.infer<typeof SyncItemResult>;
+
+export const SyncBatchResult = z
+  .object({ results: z.array(SyncItemResult), position: z.number().int().nonnegative() })
+  .openapi('SyncBatchResult');
+export type SyncBatchResult = z.infer<typeof SyncBatchResult>;
+
+export const ChangesQuery = z
+  .object({
+    since: z.coerce.number().int().nonnegative().default(0),
+    max_rows: z.coerce.number().int().min(1).max(50_000).default(5000),
+  })
+  .strict();
+
+export const Change = z
+  .object({
+    table: z.string(),
+    key: z.string(),
+    /** The row as central has it now; null when it no longer exists. For user_role: `{user_id, roles}`. */
+    row: z.record(z.string(), z.unknown()).nullable(),
+  })
+  .openapi('Change');
+export type Change = z.infer<typeof Change>;
+
+export const ChangesPage = z
+  .object({
+    changes: z.array(Change),
+    /** Pass as `since` for the next page. */
+    position: z.number().int().nonnegative(),
+    /** True when positions beyond `position` exist already. */
+    more: z.boolean(),
+  })
+  .openapi('ChangesPage');
+export type ChangesPage = z.infer<typeof ChangesPage>;
+
+export const CreateSite = z
+  .object({ name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" and "_"'), description: z.string().max(500).optional() })
+  .strict()
+  .openapi('CreateSite');
+
+export const SiteInfo = z
+  .object({
+    name: z.string(),
+    description: z.string().nullable(),
+    created_at: z.string(),
+    last_contact_at: z.string().nullable(),
+    last_applied_seq: z.number().int(),
+    seconds_since_contact: z.number().nullable(),
+    reported_backlog: Backlog.nullable(),
+    /** Transactions the edge holds that central has not applied (from the edge's report). */
+    lag_transactions: z.number().int().nullable(),
+  })
+  .openapi('SiteInfo');
+export const CreatedSite = SiteInfo.extend({ token: z.string().openapi({ description: 'the site token, shown once' }) }).openapi('CreatedSite');

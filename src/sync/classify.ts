@@ -1,0 +1,52 @@
+/**
+ * What a failed exchange with central means (SPEC §2.4), decided by status
+ * code and transport kind, never by message text.
+ */
+import { TransportError, type Reply } from './transport.js';
+
+export type Failure =
+  /** Try again later: the link, central's load or a central fault. Never dead-letters. */
+  | { kind: 'transient'; code: string; message: string; retryAfterMs: number | null; unreachable: boolean; shrink: boolean }
+  /** Credentials are wrong: pause until they change. */
+  | { kind: 'auth'; code: string; message: string }
+  /** The batch was too big for central or for the link: send less at once. */
+  | { kind: 'too_large'; code: string; message: string };
+
+export function retryAfterMs(value: string | null, now = Date.now()): number | null {
+  if (!value) return null;
+  const secs = Number(value);
+  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
+}
+
+const message = (r: Reply) => {
+  const e = (r.body as { error?: { message?: string } } | null)?.error;
+  return e?.message ?? `HTTP ${r.status}`;
+};
+
+export function classifyError(err: unknown): Failure {
+  if (err instanceof TransportError) {
+    // A timeout may be a dead link or a batch too slow to apply: back off, and send less next time.
+    const timeout = err.kind === 'timeout';
+    return { kind: 'transient', code: err.kind, message: err.message, retryAfterMs: null, unreachable: true, shrink: timeout };
+  }
+  return { kind: 'transient', code: 'internal', message: String((err as Error)?.message ?? err), retryAfterMs: null, unreachable: false, shrink: false };
+}
+
+export function classifyReply(r: Reply): Failure {
+  const msg = message(r);
+  if (r.status === 401 || r.status === 403) return { kind: 'auth', code: `http_${r.status}`, message: msg };
+  if (r.status === 413) return { kind: 'too_large', code: 'http_413', message: msg };
+  // 5xx, 429, 503, 408 and anything unexpected: nothing here is the data's fault.
+  return {
+    kind: 'transient', code: `http_${r.status}`, message: msg, retryAfterMs: retryAfterMs(r.headers.get('retry-after')),
+    unreachable: false, shrink: false,
+  };
+}
+
+/** Capped exponential backoff with full jitter: uniform in [0, min(max, base·2^(n−1))]. */
+export function backoffMs(failures: number, baseMs: number, maxMs: number, random = Math.random): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(failures - 1, 0), 30));
+  return Math.round(random() * ceiling);
+}

@@ -1,0 +1,326 @@
+/**
+ * The sync engine (SPEC §2–§4): pushes buffered transactions to central in
+ * seq order and records central's per-item answers; pulls the change feed
+ * into the replica; compacts what the replica has caught up with.
+ * Storage- and framework-neutral: a buffer interface, a client, a sink.
+ */
+import type { Outcome, TransactionBuffer, TxError, BufferedTransaction } from '../edge/buffer/buffer.js';
+import type { SyncView } from '../edge/sync-view.js';
+import type { Backlog, ChangesPage, SyncBatchResult } from '../lib/api/sync-schemas.js';
+import type { Logger } from '../lib/logger.js';
+import type { CentralClient, Reply } from './transport.js';
+import type { ReplicaSink } from './replica.js';
+import { backoffMs, classifyError, classifyReply, type Failure } from './classify.js';
+
+export interface EngineOptions {
+  site: string;
+  buffer: TransactionBuffer;
+  client: CentralClient;
+  replica: ReplicaSink;
+  /** Read before every request, so a new token takes effect at once. */
+  token: () => string;
+  log: Logger;
+  batchSize: number;
+  batchMaxBytes: number;
+  intervalMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** How often to probe central's /health while backing off from an unreachable central. */
+  probeMs?: number;
+  random?: () => number;
+}
+
+export interface EngineEvents {
+  applied(n: number): void;
+  error(kind: string): void;
+  batch(info: { count: number; bytes: number; duration_ms: number; result: string }): void;
+}
+
+const RATE_WINDOW_MS = 60_000;
+const MAX_PULL_PAGES = 20;
+
+export class SyncEngine implements SyncView {
+  private status: 'running' | 'paused' | 'stopped' = 'stopped';
+  private pausedReason: TxError | null = null;
+  private failures = 0;
+  private error: TxError | null = null;
+  private lastOk: string | null = null;
+  private reachable: boolean | null = null;
+  private batchSize: number;
+  private lastPull = 0;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private stopping = false;
+  private applied: { at: number; n: number }[] = [];
+  readonly totals = { applied: 0, batches: 0 };
+  private listeners: Partial<EngineEvents>[] = [];
+
+  constructor(private readonly o: EngineOptions) {
+    this.batchSize = o.batchSize;
+  }
+
+  on(listener: Partial<EngineEvents>): void {
+    this.listeners.push(listener);
+  }
+
+  private emit<K extends keyof EngineEvents>(k: K, ...args: Parameters<EngineEvents[K]>): void {
+    for (const l of this.listeners) (l[k] as ((...a: unknown[]) => void) | undefined)?.(...args);
+  }
+
+  // ---- SyncView ------------------------------------------------------------
+  state() {
+    return this.status;
+  }
+  lastSyncAt() {
+    return this.lastOk;
+  }
+  lastError() {
+    return this.pausedReason ?? this.error;
+  }
+  consecutiveFailures() {
+    return this.failures;
+  }
+  centralReachable() {
+    return this.reachable;
+  }
+  processingRate() {
+    const since = Date.now() - RATE_WINDOW_MS;
+    this.applied = this.applied.filter((a) => a.at >= since);
+    return this.applied.reduce((s, a) => s + a.n, 0) / (RATE_WINDOW_MS / 1000);
+  }
+
+  // ---- lifecycle -----------------------------------------------------------
+  start(): void {
+    if (this.loop) return;
+    this.stopping = false;
+    this.status = 'running';
+    this.loop = this.run().finally(() => {
+      this.status = 'stopped';
+      this.loop = null;
+    });
+  }
+
+  /** Finishes the batch in flight (its answer is recorded), then stops. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.nudge();
+    await this.loop;
+  }
+
+  /** New work, or new credentials: stop waiting. */
+  nudge(): void {
+    this.wake?.();
+  }
+
+  /** Credentials changed: leave the paused state and try at once. */
+  credentialsChanged(): void {
+    if (this.status === 'paused') {
+      this.status = 'running';
+      this.pausedReason = null;
+    }
+    this.nudge();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = null;
+        done();
+      };
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      try {
+        if (this.status === 'paused') {
+          await this.sleep(Math.max(this.o.intervalMs, 5000));
+          if (!this.stopping && this.status === 'paused') await this.pull(true);
+          continue;
+        }
+        const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes);
+        let failure: Failure | null = null;
+        if (batch.length > 0) failure = await this.push(batch);
+        if (!failure && this.status === 'running' && (batch.length === 0 || Date.now() - this.lastPull >= this.o.intervalMs)) {
+          failure = await this.pull(false);
+        }
+        if (failure?.kind === 'transient') await this.backoff(failure);
+        else if (batch.length === 0 && !failure) await this.sleep(this.o.intervalMs);
+      } catch (err) {
+        // A local fault (the buffer itself): report it and try again later, never spin.
+        this.o.log.error({ err }, 'sync engine step failed');
+        this.fail({ kind: 'transient', code: 'local', message: (err as Error).message, retryAfterMs: null, unreachable: false, shrink: false });
+        await this.sleep(this.o.retryMaxMs > 5000 ? 5000 : this.o.retryMaxMs);
+      }
+    }
+  }
+
+  private fail(f: Failure): void {
+    this.failures += 1;
+    this.error = { code: f.code, message: f.message, at: new Date().toISOString() };
+    if (f.kind === 'transient' && f.unreachable) this.reachable = false;
+    this.emit('error', f.code);
+  }
+
+  private succeed(): void {
+    this.failures = 0;
+    this.error = null;
+    this.reachable = true;
+    this.lastOk = new Date().toISOString();
+  }
+
+  /** Waits out the backoff; while central is unreachable, a cheap /health probe ends the wait as soon as it answers. */
+  private async backoff(f: Extract<Failure, { kind: 'transient' }>): Promise<void> {
+    const delay = Math.max(backoffMs(this.failures, this.o.retryBaseMs, this.o.retryMaxMs, this.o.random), f.retryAfterMs ?? 0);
+    const until = Date.now() + delay;
+    const probe = this.o.probeMs ?? 1000;
+    while (!this.stopping && Date.now() < until) {
+      await this.sleep(Math.min(probe, until - Date.now()));
+      if (f.unreachable && !f.retryAfterMs && Date.now() < until && (await this.probe())) return;
+    }
+  }
+
+  private async probe(): Promise<boolean> {
+    try {
+      const r = await this.o.client.get('/health', null);
+      return r.status === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  private async backlog(): Promise<Backlog> {
+    const s = await this.o.buffer.stats();
+    const oldest = s.oldest_pending_created_at ? Date.parse(s.oldest_pending_created_at) : null;
+    return {
+      pending: s.pending, in_flight: s.in_flight, blocked: s.blocked, failed: s.failed,
+      oldest_pending_age_seconds: oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000),
+      last_seq: s.last_seq, pending_bytes: s.pending_bytes,
+    };
+  }
+
+  private pause(f: Failure): void {
+    this.status = 'paused';
+    this.pausedReason = { code: f.code, message: `central refused the site token: ${f.message}`, at: new Date().toISOString() };
+    this.o.log.error({ code: f.code, message: f.message }, 'sync paused: central refused the site token; set a valid SITE_TOKEN');
+  }
+
+  /** Sends one batch and records every answer. Returns the failure, or null. */
+  private async push(batch: BufferedTransaction[]): Promise<Failure | null> {
+    const started = performance.now();
+    const bytes = batch.reduce((s, t) => s + t.bytes, 0);
+    const transactions = batch.map((t) => ({
+      transaction_id: t.transaction_id, site: t.site, seq: t.seq, created_at: t.created_at, endpoint: t.endpoint, steps: t.steps,
+    }));
+    let reply: Reply;
+    try {
+      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog: await this.backlog() }, this.o.token());
+    } catch (err) {
+      return this.pushFailed(batch, classifyError(err), started, bytes);
+    }
+    if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply), started, bytes);
+
+    const body = reply.body as SyncBatchResult;
+    const byId = new Map(body.results.map((r) => [r.transaction_id, r]));
+    const now = new Date().toISOString();
+    let applied = 0;
+    const outcomes: Outcome[] = batch.map((t) => {
+      const r = byId.get(t.transaction_id);
+      if (!r) return { seq: t.seq, outcome: 'retry', error: { code: 'no_result', message: 'central sent no result for it', at: now } };
+      if (r.result === 'rejected') {
+        return { seq: t.seq, outcome: 'rejected', error: { code: r.code ?? 'rejected', message: r.reason ?? 'rejected by central', details: r.details, at: now }, central_result: r };
+      }
+      applied += 1;
+      return { seq: t.seq, outcome: r.result, central_result: { result: r.result, position: body.position, at: now } };
+    });
+    await this.o.buffer.settle(outcomes);
+    this.succeed();
+    this.batchSize = Math.min(this.o.batchSize, this.batchSize * 2);
+    this.applied.push({ at: Date.now(), n: applied });
+    this.totals.applied += applied;
+    this.totals.batches += 1;
+    const rejected = batch.length - applied;
+    this.emit('applied', applied);
+    const duration_ms = Math.round(performance.now() - started);
+    this.emit('batch', { count: batch.length, bytes, duration_ms, result: rejected ? `applied ${applied}, rejected ${rejected}` : 'applied' });
+    this.o.log.info({ count: batch.length, bytes, duration_ms, applied, rejected, position: body.position }, 'sync batch');
+    return null;
+  }
+
+  private async pushFailed(batch: BufferedTransaction[], f: Failure, started: number, bytes: number): Promise<Failure> {
+    const error: TxError = { code: f.code, message: f.message, at: new Date().toISOString() };
+    const alone = f.kind === 'too_large' && batch.length === 1;
+    // One transaction central will never take in one piece is that transaction's fault alone.
+    await this.o.buffer.settle(batch.map((t) => (alone ? { seq: t.seq, outcome: 'rejected' as const, error } : { seq: t.seq, outcome: 'retry' as const, error })));
+    if (f.kind === 'too_large' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
+    if (f.kind === 'auth') this.pause(f);
+    else if (f.kind === 'transient') this.fail(f);
+    const duration_ms = Math.round(performance.now() - started);
+    this.emit('batch', { count: batch.length, bytes, duration_ms, result: f.code });
+    this.o.log.warn({ count: batch.length, bytes, duration_ms, code: f.code, message: f.message, next_batch_size: this.batchSize }, 'sync batch not applied');
+    return f;
+  }
+
+  /** Pulls the change feed into the replica, then compacts what it now covers. */
+  private async pull(probing: boolean): Promise<Failure | null> {
+    for (let page = 0; page < MAX_PULL_PAGES && !this.stopping; page++) {
+      let reply: Reply;
+      try {
+        reply = await this.o.client.get(`/api/sync/changes?since=${this.o.replica.position()}`, this.o.token(), {
+          'x-opsdb-backlog': JSON.stringify(await this.backlog()),
+        });
+      } catch (err) {
+        const f = classifyError(err);
+        if (!probing) this.fail(f);
+        return f;
+      }
+      if (reply.status !== 200) {
+        const f = classifyReply(reply);
+        if (f.kind === 'auth') {
+          if (!probing) this.pause(f);
+          return f;
+        }
+        if (!probing) this.fail(f);
+        return f;
+      }
+      if (probing) this.credentialsChanged();
+      const body = reply.body as ChangesPage;
+      const origins = this.o.replica.originSeqs(body.changes);
+      const states = origins.size ? await this.o.buffer.states([...origins.values()]) : new Map();
+      const keep = new Set([...origins].filter(([, seq]) => states.has(seq) && states.get(seq) !== 'synced').map(([k]) => k));
+      this.o.replica.apply(body.changes, body.position, keep);
+      if (!body.more) break;
+    }
+    this.lastPull = Date.now();
+    this.succeed();
+    await this.compact();
+    return null;
+  }
+
+  /** Drops synced transactions whose results the replica has caught up with (seq order, stop at the first it has not). */
+  private async compact(): Promise<void> {
+    const pos = this.o.replica.position();
+    let upTo = 0;
+    let after = 0;
+    for (;;) {
+      const synced = await this.o.buffer.list({ state: 'synced', after_seq: after, limit: 1000 });
+      for (const t of synced) {
+        const p = (t.central_result as { position?: number } | null)?.position ?? Infinity;
+        if (p > pos) {
+          if (upTo) await this.o.buffer.compact(upTo);
+          return;
+        }
+        upTo = t.seq;
+      }
+      if (synced.length < 1000) break;
+      after = synced.at(-1)!.seq;
+    }
+    if (upTo) await this.o.buffer.compact(upTo);
+  }
+}

@@ -1,0 +1,14 @@
+import type { Change } from '../lib/api/sync-schemas.js';
+
+/** Where the change feed lands: the edge's local store. */
+export interface ReplicaSink {
+  /** The feed position applied so far (0: never synced). */
+  position(): number;
+  /** For the rows these changes touch that a local write still owns: `table:key` → origin seq. */
+  originSeqs(changes: Change[]): Map<string, number>;
+  /**
+   * Applies the changes and records `position`, atomically. Rows named in
+   * `keep` have newer local writes not yet at central and stay as they are.
+   */
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>): void;
+}

@@ -292,7 +292,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       let rnd = 42;
       const rand = (n: number) => {
         rnd = (rnd * 1103515245 + 12345) % 2 ** 31;
-        return rnd % n;
+        return Math.floor((rnd / 2 ** 31) * n); // high bits: an LCG's low bits cycle fast
       };
       const held: number[] = [];
       for (let round = 0; round < 40; round++) {

@@ -570,7 +570,9 @@ async function runTests(files, nodeFlags, env, concurrency) {
 }
 
 async function main() {
-  const { files, nodeFlags } = selectFiles(process.argv.slice(2));
+  // `node scripts/test.mjs --with-services CMD ARGS…`: the same throwaway servers, for a benchmark.
+  const withServices = process.argv[2] === '--with-services' ? process.argv.slice(3) : null;
+  const { files, nodeFlags } = withServices ? { files: ['(none)'], nodeFlags: [] } : selectFiles(process.argv.slice(2));
   if (files.length === 0) {
     log('no test files found (looked for test/**/*.test.ts outside test/support)');
     process.exit(1);
@@ -615,6 +617,11 @@ async function main() {
     const r = await startRedis(tools.redis, state.tmp);
     env.OPSDB_TEST_REDIS_URL = `redis://127.0.0.1:${r.port}`;
     log(`Redis on 127.0.0.1:${r.port}`);
+  }
+  if (withServices) {
+    const res = await run(withServices[0], withServices.slice(1), { env, cwd: ROOT, stdio: 'inherit', capture: false });
+    cleanup();
+    process.exit(res.code ?? 1);
   }
   log(`running ${files.length} test file(s), concurrency ${concurrency}`);
 

@@ -1,7 +1,9 @@
 /**
- * Applies one transaction to PostgreSQL inside the caller's database
- * transaction: inbox row first (the unique key makes a repeat a no-op), then
- * every step. Any error leaves the caller to roll back — all steps or none.
+ * Applies transactions to PostgreSQL inside the caller's database
+ * transaction. Steps are validated here against the table whitelist, then a
+ * whole batch goes to `opsdb_apply_batch` (migration 003) in one call: inbox
+ * row first (its unique key makes a repeat a no-op), then every step, each
+ * transaction all or nothing.
  */
 import type { Client } from './db.js';
 import { TABLES } from '../lib/api/tables.js';
@@ -11,20 +13,43 @@ import { canonicalJson, sha256Hex } from '../lib/canonical.js';
 
 export type ApplyOutcome = { result: 'applied' | 'duplicate' };
 
+/** What the database function returns for one transaction. */
+export type RawResult =
+  | { result: 'applied' | 'duplicate' }
+  | { result: 'rejected'; sqlstate: string; message: string; detail?: string; constraint?: string; table?: string };
+
+interface PreparedStep {
+  op: Step['op'];
+  table: string;
+  key: string;
+  cols: string[];
+  /** Set updated_at = now() as well. */
+  stamp: boolean;
+  rows: Record<string, unknown>[];
+}
+
+export interface PreparedTransaction {
+  transaction_id: string;
+  seq: number | null;
+  endpoint: string;
+  created_at: string;
+  hash: string;
+  steps: PreparedStep[];
+}
+
 const HAS_UPDATED_AT = new Set(['executed_obs_unit', 'raw_data_package', 'user_preference']);
-const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
 export const payloadHash = (tx: Pick<Transaction, 'endpoint' | 'steps'>): string =>
   sha256Hex(canonicalJson({ endpoint: tx.endpoint, steps: tx.steps }));
 
-/** Validates a step's data against the table's column schema; returns the cleaned rows. */
-function validateStep(step: Step, site: string, index: number): Record<string, unknown>[] {
+/** Validates one step's data against its table's columns; returns the step ready for the database. */
+function prepareStep(step: Step, site: string, index: number): PreparedStep {
   const spec = TABLES[step.table];
   const where = `steps[${index}] (${step.op} ${step.table})`;
-  const rows =
+  const input =
     step.op === 'bulk_create' ? step.rows : step.op === 'update' ? [step.data] : [{ ...step.data, [spec.key]: step.id }];
   const schema = step.op === 'update' ? spec.update : spec.create;
-  return rows.map((row, i) => {
+  const rows = input.map((row, i) => {
     const r = schema.safeParse(row);
     if (!r.success) {
       const first = r.error.issues[0]!;
@@ -37,40 +62,38 @@ function validateStep(step: Step, site: string, index: number): Record<string, u
     if (spec.siteColumn && data[spec.siteColumn] !== undefined && data[spec.siteColumn] !== site) {
       throw new AppError(403, 'forbidden', `${where}: ${spec.siteColumn} must be "${site}", the site that sends it`);
     }
-    if (step.op === 'update' && Object.keys(data).length === 0) throw new ValidationError(`${where}: nothing to update`);
     return data;
   });
-}
-
-async function applyStep(c: Client, step: Step, rows: Record<string, unknown>[]): Promise<void> {
-  const spec = TABLES[step.table];
-  const table = ident(step.table);
   if (step.op === 'update') {
     const cols = Object.keys(rows[0]!);
-    const sets = cols.map((col) => `${ident(col)} = r.${ident(col)}`);
-    if (HAS_UPDATED_AT.has(step.table)) sets.push('updated_at = now()');
-    const res = await c.query(
-      `UPDATE ${table} t SET ${sets.join(', ')} FROM jsonb_populate_record(NULL::${table}, $1) r WHERE t.${ident(spec.key)} = $2`,
-      [rows[0], step.id],
-    );
-    if (res.rowCount === 0) throw new NotFoundError(`${step.table} ${step.id} not found`, { step: step.step_id, table: step.table, id: step.id });
-    return;
+    if (cols.length === 0) throw new ValidationError(`${where}: nothing to update`);
+    return { op: 'update', table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: [{ ...rows[0], [spec.key]: step.id }] };
   }
-  // Columns are those any row names; jsonb_populate_recordset takes the whole batch as one parameter.
   const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const list = cols.map(ident).join(', ');
-  let sql = `INSERT INTO ${table} (${list}) SELECT ${list} FROM jsonb_populate_recordset(NULL::${table}, $1)`;
-  if (step.op === 'upsert') {
-    const sets = cols.filter((x) => x !== spec.key).map((x) => `${ident(x)} = EXCLUDED.${ident(x)}`);
-    if (HAS_UPDATED_AT.has(step.table)) sets.push('updated_at = now()');
-    sql += ` ON CONFLICT (${ident(spec.key)}) DO UPDATE SET ${sets.join(', ')}`;
-  }
-  await c.query(sql, [JSON.stringify(rows)]);
+  return { op: step.op, table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows };
 }
 
-/** Maps PostgreSQL constraint errors to 4xx; anything else stays a 500. */
+/** Throws ValidationError (or 403) for a transaction central will not even try. */
+export function prepareTransaction(tx: Transaction): PreparedTransaction {
+  return {
+    transaction_id: tx.transaction_id,
+    seq: tx.seq,
+    endpoint: tx.endpoint,
+    created_at: tx.created_at,
+    hash: payloadHash(tx),
+    steps: tx.steps.map((s, i) => prepareStep(s, tx.site, i)),
+  };
+}
+
+export async function applyPrepared(c: Client, site: string, appliedBy: number | null, txs: PreparedTransaction[]): Promise<RawResult[]> {
+  if (txs.length === 0) return [];
+  const { rows } = await c.query('SELECT opsdb_apply_batch($1, $2, $3::jsonb) AS r', [site, appliedBy, JSON.stringify(txs)]);
+  return rows[0].r as RawResult[];
+}
+
+/** Maps PostgreSQL data and constraint errors to 4xx; anything else stays as it is (a 500). */
 export function mapPgError(err: unknown, step?: Step): unknown {
-  const e = err as { code?: string; constraint?: string; detail?: string; table?: string; column?: string };
+  const e = err as { code?: string; constraint?: string; detail?: string; table?: string; column?: string; message?: string };
   if (!e || typeof e.code !== 'string' || err instanceof AppError) return err;
   const details = { step: step?.step_id ?? null, table: e.table ?? step?.table ?? null, constraint: e.constraint ?? null, detail: e.detail ?? null };
   switch (e.code) {
@@ -81,38 +104,25 @@ export function mapPgError(err: unknown, step?: Step): unknown {
     case '23514':
     case '23502':
       return new ValidationError(`Value violates a rule of ${e.table ?? 'the table'} (${e.constraint ?? e.column ?? e.code})`, details);
+    case 'P0002':
+      return new NotFoundError(e.message ?? 'Row not found', details);
     default:
-      if (e.code.startsWith('22')) return new ValidationError(`Invalid value: ${(err as Error).message}`, details);
+      if (e.code.startsWith('22')) return new ValidationError(`Invalid value: ${e.message}`, details);
       return err;
   }
 }
 
+/** The AppError a rejected transaction stands for. */
+export function rejection(r: Extract<RawResult, { result: 'rejected' }>): AppError {
+  if (r.sqlstate === 'OPSDB') return new ConflictError(`Transaction was already applied with a different payload`);
+  const mapped = mapPgError({ code: r.sqlstate, message: r.message, detail: r.detail, constraint: r.constraint, table: r.table });
+  return mapped instanceof AppError ? mapped : new AppError(422, 'rejected', r.message);
+}
+
+/** One transaction, applied or thrown as the AppError that explains why not (central's direct writes). */
 export async function applyTransaction(c: Client, tx: Transaction, appliedBy: number | null): Promise<ApplyOutcome> {
-  const validated = tx.steps.map((s, i) => validateStep(s, tx.site, i));
-  const hash = payloadHash(tx);
-  const ins = await c.query(
-    `INSERT INTO applied_transaction (site, transaction_id, seq, endpoint, payload_hash, created_at, applied_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (site, transaction_id) DO NOTHING`,
-    [tx.site, tx.transaction_id, tx.seq, tx.endpoint, hash, tx.created_at, appliedBy],
-  );
-  if (ins.rowCount === 0) {
-    const { rows } = await c.query('SELECT payload_hash FROM applied_transaction WHERE site = $1 AND transaction_id = $2', [
-      tx.site,
-      tx.transaction_id,
-    ]);
-    if (rows[0]?.payload_hash !== hash) {
-      throw new ConflictError(`Transaction ${tx.transaction_id} was already applied with a different payload`, {
-        transaction_id: tx.transaction_id,
-      });
-    }
-    return { result: 'duplicate' };
-  }
-  for (const [i, step] of tx.steps.entries()) {
-    try {
-      await applyStep(c, step, validated[i]!);
-    } catch (err) {
-      throw mapPgError(err, step);
-    }
-  }
-  return { result: 'applied' };
+  const [r] = await applyPrepared(c, tx.site, appliedBy, [prepareTransaction(tx)]);
+  if (!r) throw new Error('opsdb_apply_batch returned no result');
+  if (r.result === 'rejected') throw rejection(r);
+  return { result: r.result };
 }

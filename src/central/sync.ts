@@ -4,7 +4,7 @@
  */
 import type { Pool, Client } from './db.js';
 import { withTransaction } from './db.js';
-import { applyTransaction, mapPgError } from './apply.js';
+import { applyPrepared, prepareTransaction, rejection, type PreparedTransaction, type RawResult } from './apply.js';
 import { AppError, ConflictError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Backlog, Change, ChangesPage, SyncBatch, SyncBatchResult, SyncItemResult } from '../lib/api/sync-schemas.js';
@@ -27,26 +27,33 @@ async function commitPosition(c: Client): Promise<number> {
  */
 export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger): Promise<SyncBatchResult> {
   const txs = [...batch.transactions].sort((a, b) => a.seq - b.seq);
+  // Transactions central will not even try are answered without touching the database.
+  const prepared = txs.map((tx) => {
+    try {
+      return prepareTransaction(tx);
+    } catch (err) {
+      if (err instanceof AppError) return err;
+      throw err;
+    }
+  });
   return withTransaction(pool, async (c) => {
-    const results: SyncItemResult[] = [];
+    const raw = await applyPrepared(c, batch.site, appliedBy, prepared.filter((p): p is PreparedTransaction => !(p instanceof AppError)));
+    let next = 0;
     let maxApplied = 0;
-    for (const tx of txs) {
-      await c.query('SAVEPOINT tx');
-      try {
-        const { result } = await applyTransaction(c, tx, appliedBy);
-        await c.query('RELEASE SAVEPOINT tx');
-        results.push({ transaction_id: tx.transaction_id, seq: tx.seq, result });
-        maxApplied = Math.max(maxApplied, tx.seq);
-      } catch (thrown) {
-        await c.query('ROLLBACK TO SAVEPOINT tx');
-        const err = mapPgError(thrown);
-        if (!(err instanceof AppError) || err.retryable) throw thrown;
-        if (err instanceof ConflictError && err.message.includes('different payload')) {
+    const results: SyncItemResult[] = txs.map((tx, i) => {
+      const p = prepared[i]!;
+      const r: RawResult | AppError = p instanceof AppError ? p : raw[next++]!;
+      const base = { transaction_id: tx.transaction_id, seq: tx.seq };
+      if (r instanceof AppError || r.result === 'rejected') {
+        const err = r instanceof AppError ? r : rejection(r);
+        if (!(r instanceof AppError) && r.sqlstate === 'OPSDB') {
           log.error({ site: batch.site, transaction_id: tx.transaction_id, seq: tx.seq }, 'transaction id reused with a different payload: refused');
         }
-        results.push({ transaction_id: tx.transaction_id, seq: tx.seq, result: 'rejected', code: err.code, reason: err.message, details: err.details ?? undefined });
+        return { ...base, result: 'rejected', code: err.code, reason: err.message, details: err.details ?? undefined };
       }
-    }
+      if (r.result === 'applied') maxApplied = Math.max(maxApplied, tx.seq);
+      return { ...base, result: r.result };
+    });
     await c.query(
       `UPDATE site SET last_contact_at = now(), last_applied_seq = greatest(last_applied_seq, $2),
               reported_backlog = coalesce($3, reported_backlog) WHERE name = $1`,

@@ -38,6 +38,7 @@ export interface EngineEvents {
 
 const RATE_WINDOW_MS = 60_000;
 const MAX_PULL_PAGES = 20;
+const BUSY_PULL_MS = 5000;
 
 export class SyncEngine implements SyncView {
   private status: 'running' | 'paused' | 'stopped' = 'stopped';
@@ -147,7 +148,9 @@ export class SyncEngine implements SyncView {
         const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes);
         let failure: Failure | null = null;
         if (batch.length > 0) failure = await this.push(batch);
-        if (!failure && this.status === 'running' && (batch.length === 0 || Date.now() - this.lastPull >= this.o.intervalMs)) {
+        // While draining a backlog, pull now and then (the feed then brings whole batches back at once); when idle, every interval.
+        const pullEveryMs = batch.length === 0 ? this.o.intervalMs : Math.max(this.o.intervalMs, BUSY_PULL_MS);
+        if (!failure && this.status === 'running' && Date.now() - this.lastPull >= pullEveryMs) {
           failure = await this.pull(false);
         }
         if (failure?.kind === 'transient') await this.backoff(failure);

@@ -1,6 +1,8 @@
 /** Central-only routes: the sync protocol for edges and the sites register. */
 import type { Pool } from './db.js';
 import type { Logger } from '../lib/logger.js';
+import type { AppMetrics } from '../lib/metrics.js';
+import { Counter } from 'prom-client';
 import { route, type ApiContext } from '../lib/api/route.js';
 import { ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
@@ -27,7 +29,13 @@ function parseBacklogHeader(value: string): Backlog | null {
   }
 }
 
-export function centralRoutes(api: ApiContext, pool: Pool, log: Logger): void {
+export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics: AppMetrics): void {
+  const results = new Counter({
+    name: 'opsdb_central_sync_transactions_total',
+    help: "Transactions received from edges, by site and central's answer",
+    labelNames: ['site', 'result'] as const,
+    registers: [metrics.registry],
+  });
   route(api, {
     method: 'post', path: '/api/sync/transactions', tag: 'sync', roles: ['site'], body: SyncBatch, response: SyncBatchResult,
     summary: "Apply a batch of an edge's transactions, each exactly once and in seq order",
@@ -38,6 +46,7 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger): void {
       const out = await applyBatch(pool, body, principal.userId, log);
       const counts = { applied: 0, duplicate: 0, rejected: 0 };
       for (const r of out.results) counts[r.result] += 1;
+      for (const [result, n] of Object.entries(counts)) if (n) results.inc({ site, result }, n);
       log.info({ site, batch: body.transactions.length, ...counts, position: out.position }, 'sync batch applied');
       return out;
     },

@@ -35,10 +35,11 @@ export async function startCentral(config: Config, log: Logger): Promise<Running
     throw err;
   }
   const backend = new CentralBackend(pool, config.siteName);
+  const metrics = createMetrics();
   const app = createHttpApp({
-    config, log, metrics: createMetrics(), backend,
+    config, log, metrics, backend,
     mapError: (err) => mapPgError(err),
-    extraRoutes: (api) => centralRoutes(api, pool, log),
+    extraRoutes: (api) => centralRoutes(api, pool, log, metrics),
   });
   const server: Server = createServer(app.callback());
   server.keepAliveTimeout = 65_000;

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { createMetrics } from '../lib/metrics.js';
+import { registerEdgeMetrics } from './metrics.js';
 import { createHttpApp } from '../lib/http/app.js';
 import type { TransactionBuffer } from './buffer/buffer.js';
 import { openBuffer } from './buffer/open.js';
@@ -76,8 +77,10 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
     const backend = new EdgeBackend({
       siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes, redis: redisStatus,
     });
+    const metrics = createMetrics();
+    registerEdgeMetrics(metrics, buffer, engine);
     const app = createHttpApp({
-      config, log, metrics: createMetrics(), backend,
+      config, log, metrics, backend,
       extraRoutes: (api) =>
         edgeRoutes(api, {
           buffer, sync, bufferMaxBytes: config.bufferMaxBytes,

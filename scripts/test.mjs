@@ -275,6 +275,9 @@ function findTools() {
     pgBin: findPgBinDir(),
     redis: findRedisServer(),
     chromium: existsSync(CHROMIUM) ? CHROMIUM : null,
+    // The systemd tests use systemd-notify and systemd-analyze (no running systemd needed).
+    systemd: existsSync('/usr/bin/systemd-notify') && existsSync('/usr/bin/systemd-analyze'),
+    python: existsSync('/usr/bin/python3'),
   };
 }
 
@@ -283,6 +286,8 @@ function missingPackages(t) {
   if (!t.pgBin) pkgs.push('postgresql');
   if (!t.redis) pkgs.push('redis-server');
   if (!t.chromium) pkgs.push('chromium');
+  if (!t.systemd) pkgs.push('systemd');
+  if (!t.python) pkgs.push('python3');
   return pkgs;
 }
 

@@ -15,6 +15,8 @@ export interface RunningCentral {
   port: number;
   pool: Pool;
   backend: CentralBackend;
+  status(): Promise<string>;
+  healthy(): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -55,6 +57,14 @@ export async function startCentral(config: Config, log: Logger): Promise<Running
     port,
     pool,
     backend,
+    async status() {
+      const h = await backend.health();
+      return `database ${h.database}`;
+    },
+    // Central is stateless: a lost database shows in STATUS and /health, but restarting would not bring it back.
+    async healthy() {
+      return true;
+    },
     async stop() {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

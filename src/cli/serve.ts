@@ -2,6 +2,8 @@ import { createLogger } from '../lib/logger.js';
 import { startCentral } from '../central/server.js';
 import { startEdge } from '../edge/server.js';
 import type { Command } from './command.js';
+import { SdNotify } from '../lib/sd-notify.js';
+import { systemdEnv } from '../lib/config.js';
 
 /** Resolves when SIGTERM or SIGINT arrives. */
 export const untilSignal = () =>
@@ -20,8 +22,11 @@ export const serveCommand: Command = {
       log.fatal({ err: { message: err.message } }, `${config.siteType === 'main' ? 'central' : 'edge'} failed to start`);
       throw err;
     });
+    const sd = new SdNotify(systemdEnv(), log);
+    await sd.ready(running.status, running.healthy);
     const signal = await untilSignal();
     log.info({ signal }, 'stopping');
+    await sd.stopping();
     await running.stop();
     log.info('stopped');
   },

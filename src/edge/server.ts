@@ -25,6 +25,10 @@ export interface RunningEdge {
   local: LocalStore;
   committer: GroupCommitter;
   sync: SyncView;
+  /** One line for systemd's STATUS=: the backlog and the engine's state. */
+  status(): Promise<string>;
+  /** The buffer answers and the event loop runs: what the watchdog pings stand for. */
+  healthy(): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -106,6 +110,15 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
     const srv = server;
     return {
       url, port, buffer, local, committer, sync,
+      async status() {
+        const st = await buffer.stats();
+        return `${st.pending} pending, ${st.in_flight} in flight, ${st.blocked} blocked, ${st.failed} failed; sync ${sync.state()}` +
+          (sync.lastError() ? ` (${sync.lastError()!.code})` : '');
+      },
+      async healthy() {
+        await buffer.stats();
+        return true;
+      },
       async stop() {
         await new Promise<void>((resolve) => {
           srv.close(() => resolve());

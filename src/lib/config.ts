@@ -122,6 +122,22 @@ function readFile(file: string, problems: string[]): Record<string, unknown> {
   }
 }
 
+/** What systemd tells a service in its environment (not settings: the service manager sets them). */
+export interface SystemdEnv {
+  notifySocket: string | null;
+  /** Watchdog interval in microseconds, when the unit has WatchdogSec= and it is meant for this process. */
+  watchdogUsec: number | null;
+}
+
+export function systemdEnv(env: NodeJS.ProcessEnv = process.env, pid = process.pid): SystemdEnv {
+  const usec = Number(env.WATCHDOG_USEC);
+  const forUs = !env.WATCHDOG_PID || Number(env.WATCHDOG_PID) === pid;
+  return {
+    notifySocket: env.NOTIFY_SOCKET || null,
+    watchdogUsec: Number.isFinite(usec) && usec > 0 && forUs ? usec : null,
+  };
+}
+
 export function loadConfig(opts: LoadOptions = {}): Config {
   const env = opts.env ?? process.env;
   const problems: string[] = [];

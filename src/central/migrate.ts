@@ -65,9 +65,11 @@ export async function migrate(pool: Pool): Promise<MigrationResult> {
 
 /** Versions not yet applied; central refuses to serve a database that is behind. */
 export async function pendingMigrations(pool: Pool): Promise<string[]> {
-  const { rows } = await pool.query<{ version: string }>(
-    `SELECT version FROM schema_migration`,
-  ).catch(() => ({ rows: [] as { version: string }[] }));
+  const { rows } = await pool.query<{ version: string }>('SELECT version FROM schema_migration').catch((err: { code?: string }) => {
+    // No migrations table yet: nothing applied. Anything else (unreachable, auth) is reported as it is.
+    if (err.code === '42P01') return { rows: [] as { version: string }[] };
+    throw err;
+  });
   const done = new Set(rows.map((r) => r.version));
   return migrationFiles().map((m) => m.version).filter((v) => !done.has(v));
 }

@@ -25,15 +25,17 @@ export interface RunningCentral {
  * opening the port, so a misconfigured process fails at start, not at the
  * first request.
  */
-export async function startCentral(config: Config, log: Logger): Promise<RunningCentral> {
-  const pool = createPool(config.databaseUrl!, config.databasePoolMax);
+export async function startCentral(config: Config, log: Logger, given?: Pool): Promise<RunningCentral> {
+  // A given pool (the demo's single PGlite connection) stays open when central stops; its owner ends it.
+  const pool = given ?? createPool(config.databaseUrl!, config.databasePoolMax);
+  const endPool = () => (given ? Promise.resolve() : pool.end());
   try {
     const pending = await pendingMigrations(pool);
     if (pending.length > 0) {
       throw new Error(`Database schema is behind (${pending.join(', ')} not applied); run "opsdb migrate" first`);
     }
   } catch (err) {
-    await pool.end();
+    await endPool();
     throw err;
   }
   const backend = new CentralBackend(pool, config.siteName);
@@ -70,7 +72,7 @@ export async function startCentral(config: Config, log: Logger): Promise<Running
         server.close(() => resolve());
         server.closeIdleConnections();
       });
-      await pool.end();
+      await endPool();
     },
   };
 }

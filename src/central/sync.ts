@@ -55,7 +55,8 @@ export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number
       return { ...base, result: r.result };
     });
     await c.query(
-      `UPDATE site SET last_contact_at = now(), last_applied_seq = greatest(last_applied_seq, $2),
+      // The seq of this batch's last applied transaction (a rebuilt edge counts again from 1).
+      `UPDATE site SET last_contact_at = now(), last_applied_seq = CASE WHEN $2 > 0 THEN $2 ELSE last_applied_seq END,
               reported_backlog = coalesce($3, reported_backlog) WHERE name = $1`,
       [batch.site, maxApplied, batch.backlog ? JSON.stringify(batch.backlog) : null],
     );

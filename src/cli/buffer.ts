@@ -110,6 +110,7 @@ export const bufferVerifyCommand: Command = {
   usage: 'opsdb buffer verify [--json]',
   options: { json: { type: 'boolean' } },
   async run({ config, options }) {
+    console.error('checking storage integrity and recounting every transaction…');
     const report = await withBuffer(config, (b) => b.verify());
     if (options.json) json(report);
     else {
@@ -122,5 +123,52 @@ export const bufferVerifyCommand: Command = {
       console.log(report.ok ? 'ok' : `${report.problems.length} problem(s)`);
     }
     return report.ok ? 0 : 1;
+  },
+};
+
+export const bufferWaitEmptyCommand: Command = {
+  summary: 'wait until nothing is left to send (pending and in-flight both 0); exit 1 if failed/blocked remain or on --timeout',
+  usage: 'opsdb buffer wait-empty [--timeout SECONDS] [--interval MS]',
+  options: { timeout: { type: 'string' }, interval: { type: 'string' } },
+  async run({ config, options }) {
+    const timeoutS = options.timeout === undefined ? Infinity : Number(options.timeout);
+    const intervalMs = Number(options.interval ?? 500);
+    if (!(timeoutS > 0) || !(intervalMs >= 10)) throw new UsageError('--timeout takes seconds (> 0), --interval milliseconds (>= 10)');
+    const tty = process.stdout.isTTY === true;
+    const started = Date.now();
+    let lastLine = '';
+    let lastPrinted = 0;
+    return withBuffer(config, async (b) => {
+      const first = await b.stats();
+      const total = Math.max(1, first.pending + first.in_flight);
+      for (;;) {
+        const s = await b.stats();
+        const left = s.pending + s.in_flight;
+        const line = `${left} to send (${s.pending} pending, ${s.in_flight} in flight), ${s.failed} failed, ${s.blocked} blocked, ${s.applied_total} applied`;
+        if (tty) {
+          const done = Math.round(((total - Math.min(left, total)) / total) * 30);
+          process.stdout.write(`\r[${'#'.repeat(done)}${'.'.repeat(30 - done)}] ${line}\x1b[K`);
+        } else if (line !== lastLine && Date.now() - lastPrinted >= 5000) {
+          console.log(line);
+          lastPrinted = Date.now();
+        }
+        lastLine = line;
+        if (left === 0) {
+          if (tty) process.stdout.write('\n');
+          if (s.failed + s.blocked > 0) {
+            console.log(`drained, but ${s.failed} failed and ${s.blocked} blocked transaction(s) need an operator: opsdb buffer ls --state failed`);
+            return 1;
+          }
+          console.log('empty: everything accepted has been applied at central');
+          return 0;
+        }
+        if (Date.now() - started > timeoutS * 1000) {
+          if (tty) process.stdout.write('\n');
+          console.log(`timed out after ${timeoutS} s: ${line}`);
+          return 1;
+        }
+        await new Promise((r) => setTimeout(r, intervalMs));
+      }
+    });
   },
 };

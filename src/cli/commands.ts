@@ -19,4 +19,5 @@ export const COMMANDS: Record<string, Command> = {
   'buffer retry-failed': buffer.bufferRetryFailedCommand,
   'buffer discard': buffer.bufferDiscardCommand,
   'buffer verify': buffer.bufferVerifyCommand,
+  'buffer wait-empty': buffer.bufferWaitEmptyCommand,
 };

@@ -13,7 +13,7 @@ import { LocalStore } from '../src/edge/local-store.js';
 import { LocalAccounts } from '../src/edge/local-accounts.js';
 import { SqliteBuffer } from '../src/edge/buffer/sqlite.js';
 import { uuidv7 } from '../src/lib/uuid.js';
-import { OPSDB, ROOT, load, machine, rssMb, spawnServer, writeSection } from './support.js';
+import { OPSDB, ROOT, load, machine, recordFigures, rssMb, spawnServer, writeSection } from './support.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
@@ -136,6 +136,12 @@ Buffer and local store filled directly (${b.fillS.toFixed(1)} s), then \`opsdb s
 `;
   console.log(md);
   writeSection('ingest', md);
+  recordFigures('ingest', [
+    { what: 'durable create-observation (3 files), 64 connections', value: i.edge.requests_per_s, unit: 'req/s', baseline_what: 'bare koa JSON echo', baseline: i.base.requests_per_s, target: 'ratio ≥ 0.5' },
+    { what: 'durable create-observation p99', value: i.edge.p99_ms, unit: 'ms', baseline_what: 'bare koa JSON echo p99', baseline: i.base.p99_ms, target: '≤ 20 ms' },
+    { what: `start-up with ${BACKLOG.toLocaleString('en')} pending`, value: b.readyMs, unit: 'ms', baseline_what: null, baseline: null, target: '≤ 1000 ms' },
+    { what: `RSS with ${BACKLOG.toLocaleString('en')} pending, after load`, value: b.rssAfter, unit: 'MB', baseline_what: null, baseline: null, target: '≤ 150 MB' },
+  ]);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

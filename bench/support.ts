@@ -94,3 +94,24 @@ export function machine(): string {
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
   return `${cpu}, ${(readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores, Node ${process.version}`;
 }
+
+export interface Figure {
+  bench: string;
+  what: string;
+  value: number;
+  unit: string;
+  baseline_what: string | null;
+  baseline: number | null;
+  /** value / baseline, when there is one. */
+  ratio: number | null;
+  target: string;
+}
+
+/** Keeps each benchmark's headline figures for `npm run bench`'s summary table. */
+export function recordFigures(bench: string, figures: Omit<Figure, 'bench' | 'ratio'>[]): void {
+  const path = `${ROOT}docs/performance.json`;
+  const all: Figure[] = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : [];
+  const rest = all.filter((f) => f.bench !== bench);
+  const mine = figures.map((f) => ({ bench, ...f, ratio: f.baseline ? Math.round((f.value / f.baseline) * 100) / 100 : null }));
+  writeFileSync(path, `${JSON.stringify([...rest, ...mine], null, 2)}\n`);
+}

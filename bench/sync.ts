@@ -20,7 +20,7 @@ import { SqliteBuffer } from '../src/edge/buffer/sqlite.js';
 import { LocalStore } from '../src/edge/local-store.js';
 import type { NewTransaction } from '../src/edge/buffer/buffer.js';
 import { uuidv7 } from '../src/lib/uuid.js';
-import { OPSDB, machine, rssMb, spawnServer, writeSection } from './support.js';
+import { OPSDB, machine, recordFigures, rssMb, spawnServer, writeSection } from './support.js';
 
 const N = Number(process.env.BENCH_TRANSACTIONS ?? 100_000);
 const ROWS_PER_TX = 5;
@@ -165,6 +165,10 @@ central RSS ${Math.min(...centralRss)}–${Math.max(...centralRss)} MB.
 `;
   console.log(md);
   writeSection('sync', md);
+  recordFigures('sync', [
+    { what: `sync drain of ${N.toLocaleString('en')} create-observation transactions`, value: Math.round(syncRows), unit: 'rows/s', baseline_what: 'plain multi-row INSERT', baseline: Math.round(plainRows), target: 'ratio ≥ 0.5' },
+    { what: 'edge RSS growth during the drain', value: Math.max(...rss) - rss[0]!, unit: 'MB', baseline_what: null, baseline: null, target: 'flat' },
+  ]);
 } finally {
   if (!process.env.BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   else console.log(`kept ${work}`);

@@ -1,0 +1,28 @@
+/**
+ * npm run bench — every benchmark, then one table of figures and ratios
+ * against their baselines, printed and written to docs/performance.md.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { ROOT, machine, writeSection, type Figure } from './support.js';
+
+for (const script of ['bench:ingest', 'bench:sync']) {
+  const r = spawnSync('npm', ['run', '--silent', script], { cwd: ROOT, stdio: 'inherit', env: process.env });
+  if (r.status !== 0) {
+    console.error(`${script} failed (exit ${r.status})`);
+    process.exit(1);
+  }
+}
+const figures = JSON.parse(readFileSync(`${ROOT}docs/performance.json`, 'utf8')) as Figure[];
+const md = `## Summary (\`npm run bench\`)
+
+${new Date().toISOString().slice(0, 10)}, ${machine()}. Each figure is measured in the same run as its baseline.
+
+| benchmark | figure | value | baseline | ratio | target |
+|---|---|---:|---:|---:|---|
+${figures
+  .map((f) => `| ${f.bench} | ${f.what} | ${f.value} ${f.unit} | ${f.baseline === null ? '—' : `${f.baseline} ${f.unit} (${f.baseline_what})`} | ${f.ratio ?? '—'} | ${f.target} |`)
+  .join('\n')}
+`;
+console.log(md);
+writeSection('summary', md);

@@ -11,7 +11,6 @@ import type { LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
 import { InsufficientStorageError, UnavailableError } from '../lib/errors.js';
 
-const MAX_GROUP = 2000;
 const DISK_CHECK_MS = 1000;
 
 interface Item {
@@ -21,6 +20,8 @@ interface Item {
 }
 
 export interface CommitLimits {
+  /** Most writes per commit. */
+  groupCommitMax: number;
   bufferMaxBytes: number;
   minFreeDiskBytes: number;
   dataDir: string;
@@ -58,7 +59,7 @@ export class GroupCommitter {
     // Let every request already readable on a socket join the first group.
     await new Promise<void>((r) => setImmediate(r));
     try {
-      while (this.queue.length > 0) await this.commit(this.queue.splice(0, MAX_GROUP));
+      while (this.queue.length > 0) await this.commit(this.queue.splice(0, this.limits.groupCommitMax));
     } finally {
       this.running = null;
     }

@@ -39,6 +39,7 @@ const schema = z
     BUFFER_MAX_BYTES: int(1024).default(1024 ** 3),
     MIN_FREE_DISK_BYTES: int(0).default(256 * 1024 ** 2),
     MAX_BODY_BYTES: int(1024, 512 * 1024 ** 2).default(8 * 1024 ** 2),
+    GROUP_COMMIT_MAX: int(1, 100_000).default(2000),
     DEMO_MODE: bool.default(false),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     METRICS_PUBLIC: bool.default(false),
@@ -81,6 +82,8 @@ export interface Config {
   readonly bufferMaxBytes: number;
   readonly minFreeDiskBytes: number;
   readonly maxBodyBytes: number;
+  /** Most writes made durable by one commit (1: a commit, and an fsync, per write). */
+  readonly groupCommitMax: number;
   readonly demoMode: boolean;
   readonly logLevel: Parsed['LOG_LEVEL'];
   readonly metricsPublic: boolean;
@@ -186,6 +189,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     bufferMaxBytes: c.BUFFER_MAX_BYTES,
     minFreeDiskBytes: c.MIN_FREE_DISK_BYTES,
     maxBodyBytes: c.MAX_BODY_BYTES,
+    groupCommitMax: c.GROUP_COMMIT_MAX,
     demoMode: c.DEMO_MODE,
     logLevel: c.LOG_LEVEL,
     metricsPublic: c.METRICS_PUBLIC,

@@ -158,4 +158,46 @@ describe('RedisBuffer under a Redis crash', () => {
       await dir.cleanup();
     }
   });
+
+  it('rejects a call within seconds when Redis stops answering (SIGSTOP), and recovers after', async () => {
+    const dir = await tempDir('redis-buffer-hung');
+    const server = await startRedisServer(dir.path);
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix: redisKeyPrefix('hung') });
+    try {
+      const [t] = await b.append([tx()]);
+      process.kill(server.pid, 'SIGSTOP');
+      const started = Date.now();
+      await assert.rejects(b.stats(), BufferUnavailableError);
+      assert.ok(Date.now() - started < 7000, `rejected after ${Date.now() - started} ms`);
+      process.kill(server.pid, 'SIGCONT');
+      assert.equal((await b.get(t!.transaction_id))?.state, 'pending');
+    } finally {
+      process.kill(server.pid, 'SIGCONT');
+      await b.close();
+      await server.stop();
+      await dir.cleanup();
+    }
+  });
+});
+
+describe('RedisBuffer.verify', () => {
+  it('reports a record missing from its state set and a broken id index', async () => {
+    const keyPrefix = redisKeyPrefix('verify');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      const [a, c] = await b.append([tx(), tx()]);
+      assert.equal((await b.verify()).ok, true);
+      await withClient(redisUrl(), async (r) => {
+        await r.zrem(`${keyPrefix}state:pending`, String(a!.seq));
+        await r.hdel(`${keyPrefix}ids`, c!.transaction_id);
+      });
+      const v = await b.verify();
+      assert.equal(v.ok, false);
+      assert.ok(v.problems.some((p) => p.includes(`seq ${a!.seq} has a record but is in no state set`)), v.problems.join('\n'));
+      assert.ok(v.problems.some((p) => p.includes(`${c!.transaction_id} (seq ${c!.seq}) is missing from the id index`)), v.problems.join('\n'));
+      assert.equal(v.counted.pending, 1);
+    } finally {
+      await b.close();
+    }
+  });
 });

@@ -19,6 +19,7 @@ import {
   BufferUnavailableError,
   DuplicateTransactionError,
   TX_STATES,
+  transactionBytes,
   type AuditRecord,
   type BufferStats,
   type BufferedTransaction,
@@ -477,8 +478,7 @@ export class RedisBuffer implements TransactionBuffer {
     const now = new Date().toISOString();
     const rows = txs.map((t) => {
       const steps = JSON.stringify(t.steps);
-      // The same measure as the SQLite buffer, so BUFFER_MAX_BYTES means the same on both.
-      return { t, steps, bytes: Buffer.byteLength(steps) + t.endpoint.length + 128 };
+      return { t, steps, bytes: transactionBytes(t, steps) };
     });
     const args = rows.flatMap(({ t, steps, bytes }) => [
       t.transaction_id, t.site, t.endpoint, t.created_at, steps, JSON.stringify(t.depends_on), bytes,

@@ -30,6 +30,7 @@ export interface EdgeBackendDeps {
   committer: GroupCommitter;
   sync: SyncView;
   bufferMaxBytes: number;
+  minFreeDiskBytes: number;
   redis: () => string;
 }
 
@@ -65,13 +66,14 @@ export class EdgeBackend implements OpsBackend {
     const stats = await this.d.buffer.stats().catch(() => null);
     const sync = this.d.sync.state();
     const full = stats ? stats.held_bytes / this.d.bufferMaxBytes : 1;
-    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0;
+    const diskLow = (await this.d.committer.freeDisk()) < this.d.minFreeDiskBytes;
+    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow;
     const status = !stats ? 'unhealthy' : full >= 0.9 || trouble ? 'degraded' : 'healthy';
     return {
       status: status as 'healthy' | 'degraded' | 'unhealthy',
       site: { name: this.siteName, type: this.siteType },
       database: 'connected',
-      redis: this.d.redis(),
+      redis: this.d.buffer.backend === 'redis' && !stats ? 'unreachable' : this.d.redis(),
       transaction_buffer: {
         size: stats ? stats.pending + stats.in_flight + stats.blocked : 0,
         failed: stats?.failed ?? 0,
@@ -105,8 +107,8 @@ export class EdgeBackend implements OpsBackend {
 
   async listObsUnits(q: { observing_program_id?: number | undefined; limit: number }) {
     const rows = q.observing_program_id === undefined
-      ? this.d.local.listReference('obs_unit', 'LIMIT ?', [q.limit])
-      : this.d.local.listReference('obs_unit', 'WHERE observing_program_id = ? LIMIT ?', [q.observing_program_id, q.limit]);
+      ? this.d.local.listReference('obs_unit', '', [], q.limit)
+      : this.d.local.listReference('obs_unit', 'WHERE observing_program_id = ?', [q.observing_program_id], q.limit);
     return rows as never[];
   }
 

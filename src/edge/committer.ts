@@ -65,13 +65,34 @@ export class GroupCommitter {
     }
   }
 
-  private async freeDisk(): Promise<number> {
+  /** Free bytes under DATA_DIR (checked at most once a second). */
+  async freeDisk(): Promise<number> {
     const now = Date.now();
     if (now - this.disk.at > DISK_CHECK_MS) {
       const s = await statfs(this.limits.dataDir).catch(() => null);
       this.disk = { at: now, free: s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY };
     }
     return this.disk.free;
+  }
+
+  /**
+   * After a failed append: did it land anyway (the connection dropped after
+   * Redis ran the script)? Appends are all-or-nothing, so the first id tells.
+   * If it landed, the writes are answered as stored.
+   */
+  private async landed(items: Item[]): Promise<boolean> {
+    try {
+      const first = await this.buffer.get(items[0]!.tx.transaction_id);
+      if (!first) return false;
+      const stored = await Promise.all(items.map((i) => this.buffer.get(i.tx.transaction_id)));
+      if (stored.some((t) => !t)) return false;
+      this.local.applyBuffered(stored as BufferedTransaction[]);
+      items.forEach((item, i) => item.resolve(stored[i]!));
+      this.onCommit();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async commit(group: Item[]): Promise<void> {
@@ -110,6 +131,7 @@ export class GroupCommitter {
       accepted.forEach((item, i) => item.resolve(stored[i]!));
       this.onCommit();
     } catch (err) {
+      if (accepted.length > 0 && (await this.landed(accepted))) return;
       this.log.error({ err }, 'buffer append failed');
       const unavailable = new UnavailableError('The write buffer is unavailable; nothing was stored, retry later');
       for (const item of accepted.length ? accepted : group) item.reject(unavailable);

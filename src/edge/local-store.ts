@@ -135,8 +135,8 @@ export class LocalStore implements ReplicaSink {
 
   // ---- reads ---------------------------------------------------------------
 
-  listReference(table: ReferenceTable, where = '', params: unknown[] = []): Row[] {
-    return (this.sql(`SELECT * FROM ${table} ${where} ORDER BY id`).all(...params) as Row[]).map(wire);
+  listReference(table: ReferenceTable, where = '', params: unknown[] = [], limit = -1): Row[] {
+    return (this.sql(`SELECT * FROM ${table} ${where} ORDER BY id LIMIT ?`).all(...params, limit) as Row[]).map(wire);
   }
 
   listExecutedObsUnits(q: ExecutedObsUnitFilter): { items: Row[]; nextCursor: string | null } {

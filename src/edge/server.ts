@@ -7,7 +7,8 @@ import type { Logger } from '../lib/logger.js';
 import { createMetrics } from '../lib/metrics.js';
 import { registerEdgeMetrics } from './metrics.js';
 import { createHttpApp } from '../lib/http/app.js';
-import type { TransactionBuffer } from './buffer/buffer.js';
+import { isBufferUnavailable, type TransactionBuffer } from './buffer/buffer.js';
+import { UnavailableError } from '../lib/errors.js';
 import { openBuffer } from './buffer/open.js';
 import { LocalStore } from './local-store.js';
 import { LocalAccounts } from './local-accounts.js';
@@ -79,12 +80,15 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
     const sync: SyncView = engine ?? SYNC_DISABLED;
     const committer = new GroupCommitter(buffer, local, config, log, () => engine?.nudge());
     const backend = new EdgeBackend({
-      siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes, redis: redisStatus,
+      siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes,
+      minFreeDiskBytes: config.minFreeDiskBytes, redis: redisStatus,
     });
     const metrics = createMetrics();
     registerEdgeMetrics(metrics, buffer, engine);
     const app = createHttpApp({
       config, log, metrics, backend,
+      mapError: (err) =>
+        isBufferUnavailable(err) ? new UnavailableError('The write buffer is not answering; nothing was stored, retry later', { backend: buffer.backend }) : err,
       extraRoutes: (api) =>
         edgeRoutes(api, {
           buffer, sync, bufferMaxBytes: config.bufferMaxBytes,

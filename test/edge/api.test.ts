@@ -98,6 +98,27 @@ describe('edge HTTP API (SITE_TYPE=secondary, SQLite buffer)', () => {
     assert.equal((await e.anonymous.get('/buffer-stats')).body.accepted_total, before);
   });
 
+  it('serves reference data from its replica, filtered and limited like central', async () => {
+    const units = await observer.get('/obs_units/?observing_program_id=1&limit=2');
+    assert.equal(units.status, 200, units.text);
+    assert.deepEqual(units.body.map((u: { id: number }) => u.id), [1, 2]);
+    assert.equal((await observer.get('/obs_units/')).body.length, 5);
+    assert.equal((await observer.get('/observing_programs/')).body[0].id, 1);
+    const inst = await observer.get('/instruments/1');
+    assert.equal(inst.body.modules[0].configurations[0].id, 1);
+  });
+
+  it('an edge-made token (negative id) can be revoked over HTTP, at once', async () => {
+    const made = await observer.post('/api/tokens/', { body: { name: 'temporary' } });
+    assert.equal(made.status, 201);
+    assert.ok(made.body.id < 0, 'edge-made ids are negative');
+    const temp = (await import('../support/http.js')).client(e.url, made.body.token);
+    assert.equal((await temp.get('/auth/me')).status, 200);
+    assert.equal((await observer.del(`/api/tokens/${made.body.id}`)).status, 200);
+    assert.equal((await temp.get('/auth/me')).status, 401);
+    assert.equal((await observer.del('/api/tokens/0')).status, 422);
+  });
+
   it('/buffer-stats has every field of the contract and keeps the ledger', async () => {
     const r = await e.anonymous.get('/buffer-stats');
     assert.equal(r.status, 200);

@@ -173,3 +173,12 @@ export class DuplicateTransactionError extends Error {
 
 /** A buffer that cannot be opened or fails its integrity check: the daemon must not accept writes. */
 export class BufferUnavailableError extends Error {}
+
+const UNAVAILABLE_CODES = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|CORRUPT|NOTADB|READONLY)|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT)/;
+
+/** True for errors that mean the storage under the buffer is not answering (not a bug, not bad input). */
+export function isBufferUnavailable(err: unknown): boolean {
+  if (err instanceof BufferUnavailableError) return true;
+  const e = err as { code?: unknown; name?: unknown };
+  return (typeof e?.code === 'string' && UNAVAILABLE_CODES.test(e.code)) || e?.name === 'MaxRetriesPerRequestError';
+}

@@ -130,7 +130,9 @@ export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, 
     path: def.path,
     summary: def.summary,
     tags: [def.tag],
-    ...(def.roles ? { security: [{ bearerAuth: [] }], description: `Roles: ${def.roles.join(', ')} (admin always).` } : {}),
+    ...(def.roles
+      ? { security: [{ bearerAuth: [] }], description: `Roles: ${def.roles.join(', ')}${def.roles.some((r) => r !== 'site' && r !== 'admin') ? ' (and admin)' : ''}.` }
+      : {}),
     request: {
       ...(def.params ? { params: def.params as never } : {}),
       ...(def.query ? { query: def.query as never } : {}),

@@ -28,6 +28,10 @@ const text = (max: number) => z.string().trim().min(1).max(max);
 
 export const UuidParams = z.object({ id: uuid });
 export const IntIdParams = z.object({ id: intId });
+/** Token ids: central's are positive, those made at an edge negative. */
+export const TokenIdParams = z.object({
+  id: z.coerce.number().int().min(-2_147_483_648).max(2_147_483_647).refine((n) => n !== 0, 'must not be 0'),
+});
 
 export const ErrorBody = z
   .object({ error: z.object({ code: z.string(), message: z.string(), details: z.unknown() }) })

@@ -68,7 +68,7 @@ export function systemRoutes(api: ApiContext, opts: { demoMode: boolean }): void
   });
 
   route(api, {
-    method: 'delete', path: '/api/tokens/{id}', tag: 'auth', roles: READ_ROLES, params: S.IntIdParams,
+    method: 'delete', path: '/api/tokens/{id}', tag: 'auth', roles: READ_ROLES, params: S.TokenIdParams,
     response: S.TokenInfo, summary: 'Revoke a token (your own; admin: any). Takes effect at once.',
     handler: async ({ params, principal }) => {
       const t = await backend.auth.getToken(params.id);

@@ -172,3 +172,17 @@ export const bufferWaitEmptyCommand: Command = {
     });
   },
 };
+
+export const bufferAuditCommand: Command = {
+  summary: 'operator actions on the buffer (retries, discards with their reasons), newest first',
+  usage: 'opsdb buffer audit [--limit N] [--json]',
+  options: { limit: { type: 'string' }, json: { type: 'boolean' } },
+  async run({ config, options }) {
+    const limit = Number(options.limit ?? 50);
+    if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit takes a whole number');
+    const rows = await withBuffer(config, (b) => b.audit(limit));
+    if (options.json) return json(rows);
+    for (const a of rows) console.log(`${a.at}  ${a.action.padEnd(7)}  ${a.transaction_id}  by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`);
+    if (rows.length === 0) console.error('no operator actions recorded');
+  },
+};

@@ -19,5 +19,6 @@ export const COMMANDS: Record<string, Command> = {
   'buffer retry-failed': buffer.bufferRetryFailedCommand,
   'buffer discard': buffer.bufferDiscardCommand,
   'buffer verify': buffer.bufferVerifyCommand,
+  'buffer audit': buffer.bufferAuditCommand,
   'buffer wait-empty': buffer.bufferWaitEmptyCommand,
 };

@@ -65,6 +65,10 @@ const FailedQuery = z
     limit: z.coerce.number().int().min(1).max(1000).default(100),
   })
   .strict();
+const AuditQuery = z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(100) }).strict();
+const AuditRecord = z
+  .object({ at: z.string(), transaction_id: z.string(), seq: z.number().int(), action: z.enum(['discard', 'retry']), actor: z.string(), reason: z.string().nullable() })
+  .openapi('AuditRecord');
 const Discard = z.object({ reason: z.string().trim().min(1).max(1000) }).strict().openapi('DiscardRequest');
 const Released = z.object({ released: z.array(z.string()), count: z.number().int() }).openapi('ReleasedTransactions');
 
@@ -108,6 +112,12 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
       if (rows.length === query.limit) ctx.set('X-Next-Cursor', String(rows.at(-1)!.seq));
       return rows.map((t) => ({ ...transactionState(t), steps: t.steps }));
     },
+  });
+
+  route(api, {
+    method: 'get', path: '/api/buffer/audit', tag: 'buffer', roles: ADMIN_ROLES, query: AuditQuery, response: AuditRecord.array(),
+    summary: 'Operator actions on the buffer (retries, discards with their reasons), newest first',
+    handler: ({ query }) => buffer.audit(query.limit),
   });
 
   route(api, {

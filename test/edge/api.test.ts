@@ -167,6 +167,11 @@ describe('edge HTTP API (SITE_TYPE=secondary, SQLite buffer)', () => {
     assert.equal(d.body.state, 'discarded');
     const s = (await e.anonymous.get('/buffer-stats')).body;
     assert.ok(s.discarded_total >= 1);
+    const audit = await e.admin.get('/api/buffer/audit');
+    assert.equal(audit.status, 200);
+    assert.ok(audit.body.some((a: { action: string; reason: string | null; transaction_id: string }) =>
+      a.action === 'discard' && a.reason === 'test run' && a.transaction_id === parent.transaction_id));
+    assert.equal((await observer.get('/api/buffer/audit')).status, 403);
     const all = await e.admin.post('/api/buffer/retry-failed');
     assert.equal(all.status, 200);
     assert.equal((await e.admin.post('/api/buffer/failed/00000000-0000-4000-8000-000000000000/retry')).status, 404);

@@ -62,6 +62,9 @@ describe('opsdb buffer … on a stopped edge (SQLite)', () => {
     const rf = await runCli(['buffer', 'retry-failed'], env);
     assert.equal(rf.code, 0);
     assert.match(rf.stdout, /released 0/);
+    const audit = await runCli(['buffer', 'audit'], env);
+    assert.equal(audit.code, 0, audit.stderr);
+    assert.match(audit.stdout, new RegExp(`retry\\s+${ids.parent}\\s+by cli:`));
   });
 
   it('verify passes on a sound buffer and fails, naming the problem, on a broken ledger', async () => {

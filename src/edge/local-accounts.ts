@@ -26,6 +26,8 @@ interface TokenRow {
 const tokenInfo = (r: TokenRow) => ({ ...r, scopes: JSON.parse(r.scopes) as Role[], is_active: r.is_active === 1 });
 const TOKEN_COLUMNS = 'id, user_id, name, prefix, scopes, expires_at, last_used_at, usage_count, is_active, created_at';
 
+const TOKEN_CACHE_MS = 1000;
+
 export class LocalAccounts implements TokenAdmin {
   private readonly sql: (text: string) => Database.Statement;
   /** Token uses not yet written: counted in memory, written once a second (usage stats, not data). */
@@ -54,7 +56,23 @@ export class LocalAccounts implements TokenAdmin {
     return Math.min(m ?? 0, 0) - 1;
   }
 
+  /**
+   * Token look-ups are cached for TOKEN_CACHE_MS: every request checks one.
+   * A revocation made here clears the cache at once; one pulled from central
+   * takes effect within that time after the pull.
+   */
   async findToken(hash: string): Promise<TokenRecord | null> {
+    const hit = this.tokenCache.get(hash);
+    if (hit && Date.now() - hit.at < TOKEN_CACHE_MS) return hit.rec;
+    if (this.tokenCache.size > 10_000) this.tokenCache.clear();
+    const rec = this.lookupToken(hash);
+    this.tokenCache.set(hash, { at: Date.now(), rec });
+    return rec;
+  }
+
+  private tokenCache = new Map<string, { at: number; rec: TokenRecord | null }>();
+
+  private lookupToken(hash: string): TokenRecord | null {
     const r = this.sql(
         `SELECT t.id, t.user_id, u.username, u.is_active AS user_active, t.is_active, t.expires_at, t.scopes, u.site_name,
                 (SELECT json_group_array(role) FROM user_role WHERE user_id = u.id) AS roles
@@ -115,6 +133,7 @@ export class LocalAccounts implements TokenAdmin {
 
   async revokeToken(tokenId: number): Promise<void> {
     this.sql('UPDATE api_token SET is_active = 0 WHERE id = ?').run(tokenId);
+    this.tokenCache.clear();
   }
 
   /** Demo mode: a token for `admin` (central's, once pulled; else a local one). */

@@ -60,8 +60,11 @@ export class LocalStore implements ReplicaSink {
 
   /** True once the replica has received anything from central (or was seeded). */
   hasReferenceData(): boolean {
-    return this.sql('SELECT 1 FROM obs_unit LIMIT 1').get() !== undefined;
+    // Once the replica has reference data it keeps it; ask SQLite only until then.
+    this.referenceSeen ||= this.sql('SELECT 1 FROM obs_unit LIMIT 1').get() !== undefined;
+    return this.referenceSeen;
   }
+  private referenceSeen = false;
 
   /** Applies buffered transactions' steps in seq order; skips those already applied. */
   applyBuffered(txs: BufferedTransaction[]): void {

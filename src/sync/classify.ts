@@ -38,10 +38,11 @@ export function classifyReply(r: Reply): Failure {
   const msg = message(r);
   if (r.status === 401 || r.status === 403) return { kind: 'auth', code: `http_${r.status}`, message: msg };
   if (r.status === 413) return { kind: 'too_large', code: 'http_413', message: msg };
-  // 5xx, 429, 503, 408 and anything unexpected: nothing here is the data's fault.
+  // 5xx, 429, 503, 408 and anything unexpected: nothing here is the data's fault. A gateway's 502/503/504
+  // usually means central itself is not there: probe /health so its return ends the backoff at once.
   return {
     kind: 'transient', code: `http_${r.status}`, message: msg, retryAfterMs: retryAfterMs(r.headers.get('retry-after')),
-    unreachable: false, shrink: false,
+    unreachable: r.status === 502 || r.status === 503 || r.status === 504, shrink: false,
   };
 }
 

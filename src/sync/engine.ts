@@ -6,7 +6,7 @@
  */
 import type { Outcome, TransactionBuffer, TxError, BufferedTransaction } from '../edge/buffer/buffer.js';
 import type { SyncView } from '../edge/sync-view.js';
-import type { Backlog, ChangesPage, SyncBatchResult } from '../lib/api/sync-schemas.js';
+import { ChangesPage, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
 import type { Logger } from '../lib/logger.js';
 import type { CentralClient, Reply } from './transport.js';
 import type { ReplicaSink } from './replica.js';
@@ -37,6 +37,11 @@ export interface EngineEvents {
 }
 
 const RATE_WINDOW_MS = 60_000;
+
+const notAnAnswer = (r: Reply): Failure => ({
+  kind: 'transient', code: 'bad_reply', message: `HTTP ${r.status} with a body that is not central's answer`,
+  retryAfterMs: null, unreachable: true, shrink: false,
+});
 const MAX_PULL_PAGES = 20;
 const BUSY_PULL_MS = 5000;
 
@@ -156,8 +161,10 @@ export class SyncEngine implements SyncView {
         if (failure?.kind === 'transient') await this.backoff(failure);
         else if (batch.length === 0 && !failure) await this.sleep(this.o.intervalMs);
       } catch (err) {
-        // A local fault (the buffer itself): report it and try again later, never spin.
+        // A local fault (the buffer itself): report it and try again later, never spin. Whatever this
+        // engine had claimed goes back to pending, so nothing is stranded in flight or overtaken.
         this.o.log.error({ err }, 'sync engine step failed');
+        await this.o.buffer.releaseInFlight().catch(() => {});
         this.fail({ kind: 'transient', code: 'local', message: (err as Error).message, retryAfterMs: null, unreachable: false, shrink: false });
         await this.sleep(this.o.retryMaxMs > 5000 ? 5000 : this.o.retryMaxMs);
       }
@@ -228,8 +235,10 @@ export class SyncEngine implements SyncView {
       return this.pushFailed(batch, classifyError(err), started, bytes);
     }
     if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply), started, bytes);
-
-    const body = reply.body as SyncBatchResult;
+    // A 200 from something that is not central (a captive portal, a misrouted proxy) is not an answer.
+    const parsed = SyncBatchResult.safeParse(reply.body);
+    if (!parsed.success) return this.pushFailed(batch, notAnAnswer(reply), started, bytes);
+    const body = parsed.data;
     const byId = new Map(body.results.map((r) => [r.transaction_id, r]));
     const now = new Date().toISOString();
     let applied = 0;
@@ -292,8 +301,14 @@ export class SyncEngine implements SyncView {
         if (!probing) this.fail(f);
         return f;
       }
+      const parsed = ChangesPage.safeParse(reply.body);
+      if (!parsed.success) {
+        const f = notAnAnswer(reply);
+        if (!probing) this.fail(f);
+        return f;
+      }
       if (probing) this.credentialsChanged();
-      const body = reply.body as ChangesPage;
+      const body = parsed.data;
       const origins = this.o.replica.originSeqs(body.changes);
       const states = origins.size ? await this.o.buffer.states([...origins.values()]) : new Map();
       const keep = new Set([...origins].filter(([, seq]) => states.has(seq) && states.get(seq) !== 'synced').map(([k]) => k));

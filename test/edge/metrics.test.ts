@@ -93,7 +93,8 @@ describe('GET /metrics', () => {
         return (values.get('opsdb_sync_errors_total{kind="network"}') ?? 0) >= 2;
       });
       const { values } = parse((await lone.anonymous.get('/metrics')).text);
-      assert.equal(values.get('opsdb_buffer_pending_transactions'), 1);
+      // Between attempts it is pending; during one, in flight.
+      assert.equal(values.get('opsdb_buffer_pending_transactions')! + values.get('opsdb_buffer_in_flight_transactions')!, 1);
       assert.ok(values.get('opsdb_buffer_pending_bytes')! > 0);
       assert.equal(values.get('opsdb_sync_last_success_timestamp_seconds'), 0);
       const s = (await lone.anonymous.get('/buffer-stats')).body;

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { startTestCentral, type TestCentral } from '../support/central.js';
 import { startTestEdge, type TestEdge } from '../support/edge.js';
 import { freePort } from '../support/ports.js';
+import { until } from '../support/daemon.js';
 
 /** Parses Prometheus text: `name{labels}` → value, plus each family's TYPE and HELP. */
 function parse(text: string) {
@@ -20,13 +21,6 @@ function parse(text: string) {
   return { values, types, helps };
 }
 
-async function until(what: string, fn: () => Promise<boolean>, ms = 10_000) {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) assert.fail(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('GET /metrics', () => {
   let central: TestCentral;

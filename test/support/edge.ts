@@ -2,11 +2,9 @@
  * Edges for tests: in-process (startTestEdge) for HTTP behaviour, and as a
  * real child process (spawnEdge) for crash tests.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { loadConfig, type Config, type LoadOptions } from '../../src/lib/config.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { startEdge, type RunningEdge } from '../../src/edge/server.js';
@@ -14,7 +12,7 @@ import { LocalStore } from '../../src/edge/local-store.js';
 import { LocalAccounts } from '../../src/edge/local-accounts.js';
 import type { Role } from '../../src/lib/api/schemas.js';
 import { client, type Client } from './http.js';
-import { OPSDB_BIN } from './cli.js';
+import { spawnDaemon, type DaemonProcess } from './daemon.js';
 
 export const edgeDataDir = (label: string): string => mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), `opsdb-edge-${label}-`));
 
@@ -78,46 +76,7 @@ export async function startTestEdge(
   };
 }
 
-export interface EdgeProcess {
-  url: string;
-  child: ChildProcess;
-  /** Lines the daemon logged (JSON). */
-  lines: string[];
-  exited: Promise<number | null>;
-  kill(signal?: NodeJS.Signals): Promise<number | null>;
-}
+export type EdgeProcess = DaemonProcess;
 
-/** Starts `opsdb serve` as a real process and waits until it listens. */
-export function spawnEdge(env: Record<string, string>, timeoutMs = 20_000): Promise<EdgeProcess> {
-  const child = spawn(process.execPath, [OPSDB_BIN, 'serve'], {
-    env: { PATH: process.env.PATH ?? '', SITE_TYPE: 'secondary', PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = [];
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : null))));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`edge did not start in ${timeoutMs} ms:\n${lines.join('\n')}\n${stderr}`));
-    }, timeoutMs);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`edge exited with ${code} before listening:\n${lines.join('\n')}\n${stderr}`));
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      lines.push(line);
-      if (!line.includes('"edge listening"')) return;
-      clearTimeout(timer);
-      const url = (JSON.parse(line) as { url: string }).url;
-      resolve({
-        url, child, lines, exited,
-        kill: (signal = 'SIGKILL') => {
-          child.kill(signal);
-          return exited;
-        },
-      });
-    });
-  });
-}
+/** Starts `opsdb serve` as an edge (a real process) and waits until it listens. */
+export const spawnEdge = (env: Record<string, string>, timeoutMs = 20_000): Promise<EdgeProcess> => spawnDaemon('secondary', env, timeoutMs);

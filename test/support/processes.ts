@@ -6,28 +6,19 @@
  * copy at central of every acknowledged transaction).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './services.js';
-import { OPSDB_BIN, runCli } from './cli.js';
+import { runCli } from './cli.js';
 import { edgeDataDir, localClient, spawnEdge, type EdgeProcess } from './edge.js';
+import { spawnDaemon, type DaemonProcess } from './daemon.js';
 import { client, type Client } from './http.js';
 import { FaultProxy, type FaultMode } from './fault-proxy.js';
 
 // ----------------------------------------------------------------- processes
 
-export interface DaemonProcess {
-  url: string;
-  port: number;
-  pid: number;
-  child: ChildProcess;
-  /** JSON lines it logged. */
-  lines: string[];
-  exited: Promise<number | null>;
-  kill(signal?: NodeJS.Signals): Promise<number | null>;
-}
+export type { DaemonProcess };
 
 const live = new Set<ChildProcess>();
 let exitHook = false;
@@ -56,40 +47,11 @@ export async function killAllProcesses(): Promise<void> {
   );
 }
 
-/** Starts `opsdb serve` as central (SITE_TYPE=main) and waits for its "central listening" line. */
-export function spawnCentral(env: Record<string, string>, timeoutMs = 20_000): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, [OPSDB_BIN, 'serve'], {
-    env: { PATH: process.env.PATH ?? '', SITE_TYPE: 'main', SITE_NAME: 'main', PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  register(child);
-  const lines: string[] = [];
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : null))));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`central did not start in ${timeoutMs} ms:\n${lines.join('\n')}\n${stderr}`));
-    }, timeoutMs);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`central exited with ${code} before listening:\n${lines.join('\n')}\n${stderr}`));
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      lines.push(line);
-      if (!line.includes('"central listening"')) return;
-      clearTimeout(timer);
-      const url = (JSON.parse(line) as { url: string }).url;
-      resolve({
-        url, port: Number(new URL(url).port), pid: child.pid!, child, lines, exited,
-        kill: (signal = 'SIGKILL') => {
-          if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-          return exited;
-        },
-      });
-    });
-  });
+/** Starts `opsdb serve` as central (SITE_TYPE=main), registered for killAllProcesses. */
+export async function spawnCentral(env: Record<string, string>, timeoutMs = 20_000): Promise<DaemonProcess> {
+  const central = await spawnDaemon('main', env, timeoutMs);
+  register(central.child);
+  return central;
 }
 
 /** spawnEdge, registered for killAllProcesses. */

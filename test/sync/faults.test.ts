@@ -7,7 +7,7 @@
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Acked, assertExactlyOnce, assertSeqOrder, centralDatabase, centralLogSum, createCentralToken, createObservation, killAllProcesses,
+  Acked, assertSeqOrder, centralDatabase, centralLogSum, createCentralToken, createObservation, killAllProcesses,
   startAndFinish, startScenario, waitDrained, waitFor, type CentralDatabase, type Scenario,
 } from '../support/processes.js';
 

@@ -6,16 +6,8 @@ import assert from 'node:assert/strict';
 import { startTestCentral, type TestCentral } from '../support/central.js';
 import { startTestEdge, type TestEdge } from '../support/edge.js';
 import { client } from '../support/http.js';
+import { until } from '../support/daemon.js';
 
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('edge replica fed by the change feed', () => {
   let central: TestCentral;

@@ -1,12 +1,14 @@
 /**
  * npm run bench — every benchmark, then one table of figures and ratios
  * against their baselines, printed and written to docs/performance.md.
+ * `npm run bench -- --summary` rebuilds the table from the last runs' figures.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { ROOT, machine, writeSection, type Figure } from './support.js';
 
-for (const script of ['bench:ingest', 'bench:sync']) {
+// `--summary`: only rebuild the table from the figures of the last runs.
+for (const script of process.argv.includes('--summary') ? [] : ['bench:ingest', 'bench:sync']) {
   const r = spawnSync('npm', ['run', '--silent', script], { cwd: ROOT, stdio: 'inherit', env: process.env });
   if (r.status !== 0) {
     console.error(`${script} failed (exit ${r.status})`);

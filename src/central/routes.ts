@@ -7,7 +7,7 @@ import { route, type ApiContext } from '../lib/api/route.js';
 import { ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
 import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, SiteInfo, SyncBatch, SyncBatchResult } from '../lib/api/sync-schemas.js';
-import { applyBatch, createSite, listSites, readChanges, touchSite } from './sync.js';
+import { applyBatch, centralBufferStats, createSite, listSites, readChanges, touchSite } from './sync.js';
 
 /** A site token acts only for its own site. */
 function siteOf(principal: Principal, claimed?: string): string {
@@ -60,6 +60,12 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
       await touchSite(pool, site, parseBacklogHeader(ctx.get('x-opsdb-backlog')));
       return readChanges(pool, site, query.since, query.max_rows);
     },
+  });
+
+  route(api, {
+    method: 'get', path: '/buffer-stats', tag: 'sites', roles: ADMIN_ROLES,
+    summary: "Central has no buffer: the edges' last reported backlogs added up, and central's apply rate",
+    handler: () => centralBufferStats(pool),
   });
 
   route(api, {

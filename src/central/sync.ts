@@ -165,6 +165,30 @@ export function siteInfo(r: SiteRow) {
   };
 }
 
+/**
+ * Central has no buffer of its own; its /buffer-stats (admin) adds up what
+ * the edges last reported, and its own apply rate over the last minute.
+ */
+export async function centralBufferStats(pool: Pool) {
+  const sites = await listSites(pool);
+  const sum = (k: keyof Backlog) => sites.reduce((n, s) => n + (s.reported_backlog ? Number(s.reported_backlog[k]) : 0), 0);
+  const { rows } = await pool.query(
+    `SELECT count(*)::int AS n, max(applied_at) AS last FROM applied_transaction WHERE applied_at > now() - interval '60 seconds'`,
+  );
+  return {
+    pending_transactions: sum('pending'),
+    failed_transactions: sum('failed'),
+    processing_rate: Math.round((rows[0].n / 60) * 1000) / 1000,
+    in_flight_transactions: sum('in_flight'),
+    blocked_transactions: sum('blocked'),
+    oldest_pending_age_seconds: Math.max(0, ...sites.map((s) => s.reported_backlog?.oldest_pending_age_seconds ?? 0)),
+    pending_bytes: sum('pending_bytes'),
+    last_sync_at: sites.map((s) => s.last_contact_at).filter((x): x is string => !!x).sort().at(-1) ?? null,
+    backend: 'postgresql' as const,
+    sites: sites.map((s) => ({ name: s.name, last_contact_at: s.last_contact_at, last_applied_seq: s.last_applied_seq, reported_backlog: s.reported_backlog })),
+  };
+}
+
 export async function listSites(pool: Pool) {
   const { rows } = await pool.query<SiteRow>('SELECT name, description, created_at, last_contact_at, last_applied_seq, reported_backlog FROM site ORDER BY name');
   return rows.map(siteInfo);

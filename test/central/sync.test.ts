@@ -170,6 +170,18 @@ describe('central sync endpoints', () => {
     assert.equal(s2.reported_backlog.pending, 0);
   });
 
+  it('GET /buffer-stats at central (admin) adds up what the edges reported', async () => {
+    assert.equal((await c.anonymous.get('/buffer-stats')).status, 401);
+    assert.equal((await (await c.as(['viewer'])).get('/buffer-stats')).status, 403);
+    const r = await c.admin.get('/buffer-stats');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.backend, 'postgresql');
+    assert.equal(r.body.pending_transactions, 0, 'north last reported 0 pending');
+    assert.equal(r.body.failed_transactions, 1);
+    assert.ok(r.body.processing_rate > 0, 'applied in the last minute');
+    assert.deepEqual(r.body.sites.map((s: { name: string }) => s.name).sort(), ['east', 'north', 'south']);
+  });
+
   it('refuses a malformed batch with 422 and writes nothing', async () => {
     const before = await count('SELECT count(*)::int AS n FROM applied_transaction');
     for (const body of [{}, { site: 'north', transactions: [] }, { site: 'north', transactions: [{ ...startTx('north', 11), seq: 0 }] },

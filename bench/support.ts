@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
-export const OPSDB = `${ROOT}bin/opsdb.js`;
+/** The production form of the CLI (npm run build), as the systemd units run it. */
+export const OPSDB = `${ROOT}dist/cli/main.js`;
 
 export interface Proc {
   child: ChildProcess;

@@ -82,7 +82,7 @@ describe('systemd integration', () => {
       assert.equal(which.status, 0, 'systemd-analyze is installed (Debian: systemd); the harness runs on such machines');
       // Point ExecStart at this checkout, as an install into /opt/opsdb would.
       const copy = join(dir, unit);
-      writeFileSync(copy, text.replace('/opt/opsdb/bin/opsdb.js', OPSDB_BIN));
+      writeFileSync(copy, text.replace('/opt/opsdb/dist/cli/main.js', OPSDB_BIN));
       const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
       const complaints = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.trim() && !/User=opsdb|opsdb.*does not exist|Unknown user/i.test(l));
       assert.equal(r.status, 0, r.stderr);

@@ -75,14 +75,9 @@ function prepareStep(step: Step, site: string, index: number): PreparedStep {
 
 /** Throws ValidationError (or 403) for a transaction central will not even try. */
 export function prepareTransaction(tx: Transaction): PreparedTransaction {
-  return {
-    transaction_id: tx.transaction_id,
-    seq: tx.seq,
-    endpoint: tx.endpoint,
-    created_at: tx.created_at,
-    hash: payloadHash(tx),
-    steps: tx.steps.map((s, i) => prepareStep(s, tx.site, i)),
-  };
+  // Steps first: the hash walks the whole payload, which must have passed the column schemas.
+  const steps = tx.steps.map((s, i) => prepareStep(s, tx.site, i));
+  return { transaction_id: tx.transaction_id, seq: tx.seq, endpoint: tx.endpoint, created_at: tx.created_at, hash: payloadHash(tx), steps };
 }
 
 export async function applyPrepared(c: Client, site: string, appliedBy: number | null, txs: PreparedTransaction[]): Promise<RawResult[]> {

@@ -5,7 +5,7 @@
 import type { Pool, Client } from './db.js';
 import { withTransaction } from './db.js';
 import { applyPrepared, prepareTransaction, rejection, type PreparedTransaction, type RawResult } from './apply.js';
-import { AppError, ConflictError } from '../lib/errors.js';
+import { AppError, ConflictError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Backlog, Change, ChangesPage, SyncBatch, SyncBatchResult, SyncItemResult } from '../lib/api/sync-schemas.js';
 import { PgAccounts } from './accounts.js';
@@ -28,12 +28,14 @@ async function commitPosition(c: Client): Promise<number> {
 export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger): Promise<SyncBatchResult> {
   const txs = [...batch.transactions].sort((a, b) => a.seq - b.seq);
   // Transactions central will not even try are answered without touching the database.
+  // Whatever goes wrong preparing one transaction is that transaction's rejection, never the batch's 500.
   const prepared = txs.map((tx) => {
     try {
       return prepareTransaction(tx);
     } catch (err) {
       if (err instanceof AppError) return err;
-      throw err;
+      log.error({ err, site: batch.site, transaction_id: tx.transaction_id }, 'transaction could not be prepared');
+      return new ValidationError(`Transaction cannot be applied: ${(err as Error).message}`);
     }
   });
   return withTransaction(pool, async (c) => {
@@ -100,13 +102,15 @@ const wire = (r: Record<string, unknown>) =>
 
 /** A page of the change feed after `since`: whole positions, about `maxRows` rows, at least one position. */
 export async function readChanges(pool: Pool, site: string, since: number, maxRows: number): Promise<ChangesPage> {
+  // The head first: every position up to it is committed, so everything up to it is visible to the
+  // query below. Read after, a commit landing in between could be skipped by an empty page.
+  const { rows: cur } = await pool.query<{ pos: string }>('SELECT pos FROM feed_position WHERE id = 1');
+  const current = Number(cur[0]!.pos);
   const { rows: counts } = await pool.query<{ pos: string; n: number }>(
     `SELECT f.pos, count(*)::int AS n FROM feed_tx f JOIN change_log c ON c.xid = f.xid
       WHERE f.pos > $1 AND (c.site IS NULL OR c.site = $2) GROUP BY f.pos ORDER BY f.pos LIMIT 1000`,
     [since, site],
   );
-  const { rows: cur } = await pool.query<{ pos: string }>('SELECT pos FROM feed_position WHERE id = 1');
-  const current = Number(cur[0]!.pos);
   let upTo = since;
   let total = 0;
   for (const c of counts) {

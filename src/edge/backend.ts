@@ -13,6 +13,8 @@ import type { LocalAccounts } from './local-accounts.js';
 import type { GroupCommitter } from './committer.js';
 import type { SyncView } from './sync-view.js';
 import { checkSteps } from './references.js';
+import { transactionBytes } from './buffer/buffer.js';
+import { AppError } from '../lib/errors.js';
 
 type Row = Record<string, unknown>;
 type SyncStatus = 'pending' | 'in_flight' | 'blocked' | 'failed' | 'synced';
@@ -31,6 +33,8 @@ export interface EdgeBackendDeps {
   sync: SyncView;
   bufferMaxBytes: number;
   minFreeDiskBytes: number;
+  /** Largest transaction accepted: what fits in one sync request to central. */
+  maxTransactionBytes: number;
   redis: () => string;
 }
 
@@ -45,6 +49,13 @@ export class EdgeBackend implements OpsBackend {
   }
 
   async submit(draft: TransactionDraft, _principal: Principal): Promise<WriteOutcome> {
+    // The transaction is bigger than the request (ids are added to every row); it must still fit in
+    // one sync request to central, or it could never leave this buffer.
+    const bytes = transactionBytes(draft);
+    const limit = this.d.maxTransactionBytes;
+    if (bytes > limit) {
+      throw new AppError(413, 'payload_too_large', `This write would become a ${bytes}-byte transaction; one transaction may hold at most ${limit} bytes (MAX_BODY_BYTES less room for the sync envelope). Send it in smaller parts, e.g. fewer files per bulk call.`, { transaction_bytes: bytes, limit_bytes: limit });
+    }
     const candidates = checkSteps(this.d.local, draft.steps);
     const states = candidates.length ? await this.d.buffer.states(candidates) : new Map<number, TxState>();
     const depends_on = candidates.filter((s) => states.has(s) && states.get(s) !== 'synced').sort((a, b) => a - b);

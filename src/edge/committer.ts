@@ -7,7 +7,7 @@
 import { statfs } from 'node:fs/promises';
 import type { BufferedTransaction, NewTransaction, TransactionBuffer } from './buffer/buffer.js';
 import { transactionBytes } from './buffer/buffer.js';
-import type { LocalStore } from './local-store.js';
+import { LocalGapError, catchUp, type LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
 import { InsufficientStorageError, UnavailableError } from '../lib/errors.js';
 
@@ -76,6 +76,26 @@ export class GroupCommitter {
   }
 
   /**
+   * Read-your-writes: the local view shows what was just committed. If an
+   * earlier apply failed (a gap), the view catches up from the buffer first;
+   * if even that fails, the writes are still durable and the next commit or
+   * start tries again.
+   */
+  private async applyLocally(stored: BufferedTransaction[]): Promise<void> {
+    try {
+      this.local.applyBuffered(stored);
+      return;
+    } catch (err) {
+      if (!(err instanceof LocalGapError)) this.log.error({ err, first_seq: stored[0]?.seq }, 'applying buffered writes to the local store failed; catching up from the buffer');
+    }
+    try {
+      await catchUp(this.buffer, this.local);
+    } catch (err) {
+      this.log.error({ err }, 'the local store could not catch up with the buffer; it will try again with the next write');
+    }
+  }
+
+  /**
    * After a failed append: did it land anyway (the connection dropped after
    * Redis ran the script)? Appends are all-or-nothing, so the first id tells.
    * If it landed, the writes are answered as stored.
@@ -86,7 +106,7 @@ export class GroupCommitter {
       if (!first) return false;
       const stored = await Promise.all(items.map((i) => this.buffer.get(i.tx.transaction_id)));
       if (stored.some((t) => !t)) return false;
-      this.local.applyBuffered(stored as BufferedTransaction[]);
+      await this.applyLocally(stored as BufferedTransaction[]);
       items.forEach((item, i) => item.resolve(stored[i]!));
       this.onCommit();
       return true;
@@ -122,12 +142,7 @@ export class GroupCommitter {
       const stored = await this.buffer.append(accepted.map((i) => i.tx));
       this.groups.count += 1;
       this.groups.transactions += stored.length;
-      try {
-        this.local.applyBuffered(stored);
-      } catch (err) {
-        // Durable already; the local view catches up from the buffer at the next start.
-        this.log.error({ err, first_seq: stored[0]?.seq }, 'applying buffered writes to the local store failed');
-      }
+      await this.applyLocally(stored);
       accepted.forEach((item, i) => item.resolve(stored[i]!));
       this.onCommit();
     } catch (err) {

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import type { BufferedTransaction } from './buffer/buffer.js';
+import type { BufferedTransaction, TransactionBuffer } from './buffer/buffer.js';
 import type { Step } from '../lib/api/transaction.js';
 import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
 import type { Change } from '../lib/api/sync-schemas.js';
@@ -26,6 +26,21 @@ function wire(r: Row): Row {
 }
 
 const toSql = (v: unknown): unknown => (v !== null && typeof v === 'object' ? JSON.stringify(v) : typeof v === 'boolean' ? Number(v) : v);
+
+export class LocalGapError extends Error {}
+
+/** Brings the local store up to the buffer: applies every held transaction after the last applied one. */
+export async function catchUp(buffer: TransactionBuffer, local: LocalStore): Promise<number> {
+  let n = 0;
+  for (;;) {
+    const batch = await buffer.list({ after_seq: local.appliedSeq(), limit: 1000 });
+    if (batch.length === 0) return n;
+    // Synced transactions compacted away leave gaps the replica already covers; step over them.
+    if (batch[0]!.seq > local.appliedSeq() + 1) local.setMeta('applied_seq', String(batch[0]!.seq - 1));
+    local.applyBuffered(batch);
+    n += batch.length;
+  }
+}
 
 /**
  * The edge's local view of the data: replica rows from central plus buffered
@@ -66,8 +81,17 @@ export class LocalStore implements ReplicaSink {
   }
   private referenceSeen = false;
 
-  /** Applies buffered transactions' steps in seq order; skips those already applied. */
+  /**
+   * Applies buffered transactions' steps in seq order; skips those already
+   * applied. Refuses to leave a gap (a transaction between the last applied
+   * and these that was never applied): the caller then catches up from the
+   * buffer with `catchUp`.
+   */
   applyBuffered(txs: BufferedTransaction[]): void {
+    const first = txs[0]?.seq;
+    if (first !== undefined && first > this.appliedSeq() + 1) {
+      throw new LocalGapError(`local store applied up to seq ${this.appliedSeq()}, asked to apply from ${first}`);
+    }
     const run = this.db.transaction(() => {
       let applied = this.appliedSeq();
       for (const tx of txs) {
@@ -202,10 +226,16 @@ export class LocalStore implements ReplicaSink {
   }
 
   /** Applies a page of the change feed and its position in one transaction. */
-  apply(changes: Change[], position: number, keep: ReadonlySet<string>): void {
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>): void {
     this.db.transaction(() => {
       for (const c of changes) {
-        if (keep.has(`${c.table}:${c.key}`)) continue;
+        const k = `${c.table}:${c.key}`;
+        if (keep.has(k)) continue;
+        const key = ENTITY_KEY[c.table];
+        if (key) {
+          const now = (this.sql(`SELECT origin_seq FROM ${c.table} WHERE ${key} = ?`).get(c.key) as { origin_seq: number | null } | undefined)?.origin_seq ?? null;
+          if (now !== null && now !== origins.get(k)) continue;
+        }
         this.applyChange(c);
       }
       this.setMeta('replica_position', String(position));

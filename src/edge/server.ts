@@ -10,7 +10,7 @@ import { createHttpApp } from '../lib/http/app.js';
 import { isBufferUnavailable, type TransactionBuffer } from './buffer/buffer.js';
 import { UnavailableError } from '../lib/errors.js';
 import { openBuffer } from './buffer/open.js';
-import { LocalStore } from './local-store.js';
+import { LocalStore, catchUp } from './local-store.js';
 import { LocalAccounts } from './local-accounts.js';
 import { GroupCommitter } from './committer.js';
 import { EdgeBackend } from './backend.js';
@@ -33,16 +33,6 @@ export interface RunningEdge {
   stop(): Promise<void>;
 }
 
-/** Brings the local store up to the buffer: replays what a crash left unapplied. */
-async function catchUp(buffer: TransactionBuffer, local: LocalStore): Promise<number> {
-  let n = 0;
-  for (;;) {
-    const batch = await buffer.list({ after_seq: local.appliedSeq(), limit: 1000 });
-    if (batch.length === 0) return n;
-    local.applyBuffered(batch);
-    n += batch.length;
-  }
-}
 
 /**
  * Starts the edge daemon: opens the buffer (refusing to start if it cannot
@@ -82,6 +72,8 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
     const backend = new EdgeBackend({
       siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes,
       minFreeDiskBytes: config.minFreeDiskBytes, redis: redisStatus,
+      // Central takes at most MAX_BODY_BYTES per request (the same setting there); keep 64 KiB for the envelope.
+      maxTransactionBytes: Math.max(1024, config.maxBodyBytes - 64 * 1024),
     });
     const metrics = createMetrics();
     registerEdgeMetrics(metrics, buffer, engine);

@@ -312,7 +312,7 @@ export class SyncEngine implements SyncView {
       const origins = this.o.replica.originSeqs(body.changes);
       const states = origins.size ? await this.o.buffer.states([...origins.values()]) : new Map();
       const keep = new Set([...origins].filter(([, seq]) => states.has(seq) && states.get(seq) !== 'synced').map(([k]) => k));
-      this.o.replica.apply(body.changes, body.position, keep);
+      this.o.replica.apply(body.changes, body.position, keep, origins);
       if (!body.more) break;
     }
     this.lastPull = Date.now();

@@ -8,7 +8,9 @@ export interface ReplicaSink {
   originSeqs(changes: Change[]): Map<string, number>;
   /**
    * Applies the changes and records `position`, atomically. Rows named in
-   * `keep` have newer local writes not yet at central and stay as they are.
+   * `keep` have newer local writes not yet at central and stay as they are;
+   * so does any row whose origin seq is no longer the one `origins` saw (a
+   * local write landed while the engine looked up states).
    */
-  apply(changes: Change[], position: number, keep: ReadonlySet<string>): void;
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>): void;
 }

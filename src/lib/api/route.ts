@@ -52,12 +52,18 @@ function issues(err: z.ZodError, where: string) {
 }
 
 /** PostgreSQL text cannot hold NUL; refuse it at the edge of the API rather than fail later at central. */
-function findNul(v: unknown, path: string[] = []): string | null {
-  if (typeof v === 'string') return v.includes('\u0000') ? path.join('.') || '(value)' : null;
-  if (v && typeof v === 'object') {
-    for (const [k, x] of Object.entries(v)) {
-      const hit = k.includes('\u0000') ? [...path, k].join('.') : findNul(x, [...path, k]);
-      if (hit) return hit;
+function findNul(value: unknown): string | null {
+  const stack: [unknown, string][] = [[value, '']];
+  while (stack.length) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (v.includes('\u0000')) return path || '(value)';
+    } else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        const at = path ? `${path}.${k}` : k;
+        if (k.includes('\u0000')) return at;
+        stack.push([x, at]);
+      }
     }
   }
   return null;

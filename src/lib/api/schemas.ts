@@ -3,6 +3,7 @@
  * OpenAPI document and the TypeScript types come from.
  */
 import { z } from './zod.js';
+import { jsonDepth } from '../http/body.js';
 
 export const ROLES = ['admin', 'observer', 'viewer', 'service', 'site'] as const;
 export type Role = (typeof ROLES)[number];
@@ -209,8 +210,13 @@ export const TransferOverview = z
   .openapi('TransferOverview');
 
 // ---- the seed tutorial's demo endpoints -------------------------------------
+/** Free-form JSON a user may store: an object, at most 16 levels deep. */
+export const Preferences = z
+  .record(z.string(), z.unknown())
+  .refine((v) => jsonDepth(v) <= 16, 'preferences may nest at most 16 levels deep');
+
 export const UpdatePreferences = z
-  .object({ user_id: intRef, preferences: z.record(z.string(), z.unknown()) })
+  .object({ user_id: intRef, preferences: Preferences })
   .strict()
   .openapi('UpdateUserPreferences');
 export const UpdatePreferencesResult = z

@@ -4,7 +4,7 @@
  * from an edge can never name a column or table outside this list.
  */
 import { z } from './zod.js';
-import { OBS_STATUSES, PACKAGE_STATES } from './schemas.js';
+import { OBS_STATUSES, PACKAGE_STATES, Preferences } from './schemas.js';
 
 const uuid = z.uuid();
 const time = z.iso.datetime({ offset: true });
@@ -64,7 +64,7 @@ const rawDataFile = z
   .strict();
 
 const userPreference = z
-  .object({ user_id: z.number().int().positive(), preferences: z.record(z.string(), z.unknown()) })
+  .object({ user_id: z.number().int().positive(), preferences: Preferences })
   .strict();
 
 export const TABLES: Record<WritableTable, TableSpec> = {

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { BadRequestError, PayloadTooLargeError, AppError } from '../errors.js';
+import { BadRequestError, PayloadTooLargeError, AppError, ValidationError } from '../errors.js';
 
 /**
  * Reads a JSON request body with a hard size limit. Oversized bodies are
@@ -25,9 +25,31 @@ export async function readJsonBody(ctx: Context, limitBytes: number): Promise<un
   }
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') throw new BadRequestError('Request body is empty; a JSON object is required', null, 'empty_body');
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new BadRequestError(`Request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
   }
+  const depth = jsonDepth(value);
+  if (depth > MAX_JSON_DEPTH) {
+    throw new ValidationError(`Request body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted`, { max_depth: MAX_JSON_DEPTH });
+  }
+  return value;
+}
+
+/** Deep enough for any request of this API with room to spare; deeper input only serves to exhaust stacks. */
+export const MAX_JSON_DEPTH = 64;
+
+/** Nesting depth of a parsed JSON value, without recursion. */
+export function jsonDepth(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    max = Math.max(max, d);
+    for (const x of Object.values(v as object)) stack.push([x, d + 1]);
+  }
+  return max;
 }

@@ -11,7 +11,7 @@ import { startTestCentral, type TestCentral } from '../support/central.js';
 import { readChanges } from '../../src/central/sync.js';
 import type { Pool } from '../../src/central/db.js';
 
-describe('review: change feed page race', () => {
+describe('change feed page race', () => {
   let c: TestCentral;
   before(async () => {
     c = await startTestCentral('review-feed');

@@ -10,7 +10,7 @@ import { startTestCentral, type TestCentral } from '../support/central.js';
 import { startTestEdge, type TestEdge } from '../support/edge.js';
 import { until } from '../support/daemon.js';
 
-describe('review: a write the edge takes but central never will', () => {
+describe('a write the edge takes but central never will', () => {
   let central: TestCentral;
   let edge: TestEdge;
   before(async () => {

@@ -11,7 +11,7 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestEdge, type TestEdge } from '../support/edge.js';
 
-describe('review: a local-store apply failure in group commit', () => {
+describe('a local-store apply failure in group commit', () => {
   let edge: TestEdge | undefined;
   after(async () => {
     await edge?.stop();

@@ -11,7 +11,7 @@ import { startTestEdge, type TestEdge } from '../support/edge.js';
 import { client } from '../support/http.js';
 import { until } from '../support/daemon.js';
 
-describe('review: deeply nested preferences', () => {
+describe('deeply nested preferences', () => {
   let central: TestCentral;
   let edge: TestEdge;
   before(async () => {
@@ -27,7 +27,7 @@ describe('review: deeply nested preferences', () => {
     await central?.stop();
   });
 
-  it('a too-deep body is a 4xx, never a 500 (route.ts findNul recurses per level)', async () => {
+  it('a too-deep body is a 4xx, never a 500', async () => {
     const depth = 20_000;
     const raw = `{"user_id":1,"preferences":{"x":${'['.repeat(depth)}${']'.repeat(depth)}}}`;
     const r = await edge.admin.post('/api/demo/update-user-preferences', { raw });

@@ -490,3 +490,18 @@ export function writeLoop(url: () => string, token: string, acked: Acked, client
     },
   };
 }
+
+/** Polls the scenario's /buffer-stats (ledger checked each time) until `pred` holds; fails showing the last stats. */
+export async function untilStats(s: Scenario, pred: (st: Awaited<ReturnType<Scenario['stats']>>) => boolean, ms: number, what: string) {
+  let last: unknown = null;
+  return waitFor(
+    async () => {
+      const st = await s.stats();
+      last = st;
+      return pred(st) ? st : null;
+    },
+    ms,
+    what,
+    () => last,
+  );
+}

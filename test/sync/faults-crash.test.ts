@@ -9,6 +9,7 @@ import { delay } from '../support/fault-proxy.js';
 import {
   assertSeqOrder, centralDatabase, centralLogSum, createObservation, killAllProcesses, spawnCentral, startScenario, waitFor, writeLoop,
   type CentralDatabase, type DaemonProcess, type Scenario,
+  untilStats as until,
 } from '../support/processes.js';
 
 let db: CentralDatabase;
@@ -25,19 +26,6 @@ async function scenario(t: TestContext, label: string, opts: Parameters<typeof s
   return s;
 }
 
-async function until(s: Scenario, pred: (st: Awaited<ReturnType<Scenario['stats']>>) => boolean, ms: number, what: string) {
-  let last: unknown = null;
-  return waitFor(
-    async () => {
-      const st = await s.stats();
-      last = st;
-      return pred(st) ? st : null;
-    },
-    ms,
-    what,
-    () => last,
-  );
-}
 
 /** Waits until a batch is on its way (the engine has transactions in flight). */
 const batchInFlight = (s: Scenario) => until(s, (st) => st.in_flight_transactions > 0, 8_000, 'a batch in flight');

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import {
   Acked, assertSeqOrder, centralDatabase, centralLogSum, createCentralToken, createObservation, killAllProcesses,
   startAndFinish, startScenario, waitDrained, waitFor, type CentralDatabase, type Scenario,
+  untilStats as until,
 } from '../support/processes.js';
 
 let db: CentralDatabase;
@@ -19,20 +20,6 @@ async function scenario(t: TestContext, label: string, opts: Parameters<typeof s
   return s;
 }
 
-/** Polls /buffer-stats (ledger checked each time) until `pred` holds; fails showing the last stats. */
-async function until(s: Scenario, pred: (st: Awaited<ReturnType<Scenario['stats']>>) => boolean, ms: number, what: string) {
-  let last: unknown = null;
-  return waitFor(
-    async () => {
-      const st = await s.stats();
-      last = st;
-      return pred(st) ? st : null;
-    },
-    ms,
-    what,
-    () => last,
-  );
-}
 
 const txState = async (s: Scenario, id: string) => {
   const r = await s.admin().get(`/api/transactions/${id}`);

@@ -138,9 +138,11 @@ describe('sync under faults: crashes, timeouts, resets (real processes)', { time
 
     await s.proxy.setMode('reset-mid-body');
     for (let i = 0; i < 10; i++) assert.equal((await createObservation(admin, s.acked)).status, 201);
-    const broken = await until(s, (st) => st.consecutive_failures >= 2 && st.last_error?.code === 'network', 8_000, 'failed sends');
+    // Every whole request is cut in this mode; the first failures may be a pull or a /health probe, so wait for a cut batch.
+    const cutBatch = () => s.proxy.seen.some((r) => r.complete && r.mode === 'reset-mid-body' && r.method === 'POST' && r.path.startsWith('/api/sync/transactions'));
+    const broken = await until(s, (st) => st.consecutive_failures >= 2 && st.last_error?.code === 'network' && cutBatch(), 8_000, 'a batch cut mid-body');
     assert.equal(broken.failed_transactions, 0);
-    assert.ok(s.proxy.cutRequests >= 2 && s.proxy.count('/api/sync/transactions', 'POST') >= 1, 'batches were cut mid-body');
+    assert.ok(s.proxy.cutRequests >= 1, 'the proxy cut requests');
     await sleep(200);
     assert.equal(await s.centralApplied(), 3, 'a half-received batch applies nothing');
 

@@ -10,7 +10,6 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { createPool, withTransaction } from '../src/central/db.js';
 import { migrate } from '../src/central/migrate.js';
@@ -29,13 +28,13 @@ const admin = process.env.OPSDB_TEST_PG_URL;
 if (!admin) throw new Error('run through `npm run bench:sync` (it starts PostgreSQL), or set OPSDB_TEST_PG_URL');
 
 function observation(i: number) {
-  const obs = randomUUID();
-  const pkg = randomUUID();
+  const obs = uuidv7();
+  const pkg = uuidv7();
   const start = new Date(1.7e12 + i * 1000).toISOString();
   return {
     obs: { id: obs, obs_unit_id: 1 + (i % 5), site: SITE, status: 'success', start_time: start, end_time: start, mean_pwv: 1.2, mean_elevation: 50, instrument_module_configuration_id: 1 },
     pkg: { id: pkg, name: `pkg-${i}`, executed_obs_unit_id: obs, state: 'open' },
-    files: ['a', 'b', 'c'].map((n) => ({ id: randomUUID(), name: `${n}-${i}.fits`, path: `/data/${i}/${n}.fits`, size: 1_000_000, checksum: `sha:${i}${n}`, file_type: 'fits', executed_obs_unit_id: obs, raw_data_package_id: pkg })),
+    files: ['a', 'b', 'c'].map((n) => ({ id: uuidv7(), name: `${n}-${i}.fits`, path: `/data/${i}/${n}.fits`, size: 1_000_000, checksum: `sha:${i}${n}`, file_type: 'fits', executed_obs_unit_id: obs, raw_data_package_id: pkg })),
   };
 }
 

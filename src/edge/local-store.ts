@@ -75,11 +75,16 @@ export class LocalStore implements ReplicaSink {
 
   /** True once the replica has received anything from central (or was seeded). */
   hasReferenceData(): boolean {
-    // Once the replica has reference data it keeps it; ask SQLite only until then.
-    this.referenceSeen ||= this.sql('SELECT 1 FROM obs_unit LIMIT 1').get() !== undefined;
+    // Once the replica has reference data it keeps it. Until then, SQLite is asked again only after
+    // something wrote reference rows (a pull or a seed), not on every write.
+    if (!this.referenceSeen && this.referenceStale) {
+      this.referenceSeen = this.sql('SELECT 1 FROM obs_unit LIMIT 1').get() !== undefined;
+      this.referenceStale = false;
+    }
     return this.referenceSeen;
   }
   private referenceSeen = false;
+  private referenceStale = true;
 
   /**
    * Applies buffered transactions' steps in seq order; skips those already
@@ -150,6 +155,7 @@ export class LocalStore implements ReplicaSink {
   /** Replaces or inserts reference rows (from central's change feed, or a seed file). */
   upsertReference(table: ReferenceTable, rows: Row[]): void {
     if (rows.length === 0) return;
+    this.referenceStale = true;
     const run = this.db.transaction(() => {
       for (const r of rows) {
         const cols = Object.keys(r);
@@ -227,6 +233,7 @@ export class LocalStore implements ReplicaSink {
 
   /** Applies a page of the change feed and its position in one transaction. */
   apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>): void {
+    this.referenceStale = true;
     this.db.transaction(() => {
       for (const c of changes) {
         const k = `${c.table}:${c.key}`;

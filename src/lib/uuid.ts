@@ -1,7 +1,20 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 let lastMs = 0;
 let counter = 0;
+
+// Random bits are drawn 4 KiB at a time: one call into OpenSSL per 256 ids, not one per id.
+const pool = Buffer.alloc(4096);
+let poolAt = pool.length;
+function random16(): Buffer {
+  if (poolAt + 16 > pool.length) {
+    randomFillSync(pool);
+    poolAt = 0;
+  }
+  const out = Buffer.from(pool.subarray(poolAt, poolAt + 16));
+  poolAt += 16;
+  return out;
+}
 
 /**
  * UUID version 7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter
@@ -20,7 +33,7 @@ export function uuidv7(): string {
     lastMs = ms;
     counter = 0;
   }
-  const b = randomBytes(16);
+  const b = random16();
   b.writeUIntBE(ms, 0, 6);
   b[6] = 0x70 | (counter >> 8);
   b[7] = counter & 0xff;

@@ -161,8 +161,24 @@ export interface TransactionBuffer {
 }
 
 /** What a transaction counts against BUFFER_MAX_BYTES: its stored payload plus a fixed row overhead. */
-export function transactionBytes(tx: Pick<NewTransaction, 'steps' | 'endpoint'>, stepsJson = JSON.stringify(tx.steps)): number {
-  return Buffer.byteLength(stepsJson) + tx.endpoint.length + 128;
+const stepsJsonCache = new WeakMap<Step[], string>();
+
+/**
+ * The JSON text of a transaction's steps, made once per steps array: the
+ * size check, the group committer and the buffer's row all need it, and it is
+ * the largest string a write makes. Steps are never changed once drafted.
+ */
+export function stepsJson(steps: Step[]): string {
+  let json = stepsJsonCache.get(steps);
+  if (json === undefined) {
+    json = JSON.stringify(steps);
+    stepsJsonCache.set(steps, json);
+  }
+  return json;
+}
+
+export function transactionBytes(tx: Pick<NewTransaction, 'steps' | 'endpoint'>, json = stepsJson(tx.steps)): number {
+  return Buffer.byteLength(json) + tx.endpoint.length + 128;
 }
 
 export class DuplicateTransactionError extends Error {

@@ -19,6 +19,7 @@ import {
   BufferUnavailableError,
   DuplicateTransactionError,
   TX_STATES,
+  stepsJson,
   transactionBytes,
   type AuditRecord,
   type BufferStats,
@@ -477,7 +478,7 @@ export class RedisBuffer implements TransactionBuffer {
     if (txs.length === 0) return [];
     const now = new Date().toISOString();
     const rows = txs.map((t) => {
-      const steps = JSON.stringify(t.steps);
+      const steps = stepsJson(t.steps);
       return { t, steps, bytes: transactionBytes(t, steps) };
     });
     const args = rows.flatMap(({ t, steps, bytes }) => [

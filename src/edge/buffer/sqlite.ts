@@ -9,6 +9,7 @@ import {
   BufferUnavailableError,
   DuplicateTransactionError,
   TX_STATES,
+  stepsJson,
   transactionBytes,
   type AuditRecord,
   type BufferStats,
@@ -156,7 +157,7 @@ export class SqliteBuffer implements TransactionBuffer {
       const out: BufferedTransaction[] = [];
       for (const t of txs) {
         seq += 1;
-        const steps = JSON.stringify(t.steps);
+        const steps = stepsJson(t.steps);
         const bytes = transactionBytes(t, steps);
         try {
           this.stmt.insert.run({ ...t, seq, steps, depends_on: JSON.stringify(t.depends_on), bytes, updated_at: now });

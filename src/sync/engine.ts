@@ -42,7 +42,11 @@ const notAnAnswer = (r: Reply): Failure => ({
   kind: 'transient', code: 'bad_reply', message: `HTTP ${r.status} with a body that is not central's answer`,
   retryAfterMs: null, unreachable: true, shrink: false,
 });
-const MAX_PULL_PAGES = 20;
+// A pull reads pages of about PULL_PAGE_ROWS changes (whole feed positions), at most MAX_PULL_PAGES of
+// them before the engine pushes again. Small pages keep the edge's memory flat while it drains: a page
+// is parsed, checked and applied, then dropped, before the next one is asked for.
+const PULL_PAGE_ROWS = 1000;
+const MAX_PULL_PAGES = 100;
 const BUSY_PULL_MS = 5000;
 
 export class SyncEngine implements SyncView {
@@ -284,7 +288,7 @@ export class SyncEngine implements SyncView {
     for (let page = 0; page < MAX_PULL_PAGES && !this.stopping; page++) {
       let reply: Reply;
       try {
-        reply = await this.o.client.get(`/api/sync/changes?since=${this.o.replica.position()}`, this.o.token(), {
+        reply = await this.o.client.get(`/api/sync/changes?since=${this.o.replica.position()}&max_rows=${PULL_PAGE_ROWS}`, this.o.token(), {
           'x-opsdb-backlog': JSON.stringify(await this.backlog()),
         });
       } catch (err) {

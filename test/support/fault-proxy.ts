@@ -195,13 +195,23 @@ export class FaultProxy {
 
   static async start(targetPort: number, mode: FaultMode = 'pass'): Promise<FaultProxy> {
     const server = net.createServer({ noDelay: true });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    // A port below the kernel's ephemeral range (32768–60999 by default): in `refuse` mode the proxy closes
+    // its port, and a port from that range is soon taken by some parallel test's outgoing connection,
+    // so the proxy could not open again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(20_000 + Math.floor(Math.random() * 12_000), '127.0.0.1', () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 100) throw err;
+      }
+    }
     const proxy = new FaultProxy(server, (server.address() as net.AddressInfo).port, targetPort);
     proxy.listening = true;
     server.on('connection', (s) => proxy.accept(s));

@@ -142,11 +142,26 @@ export class SqliteBuffer implements TransactionBuffer {
     this.shift(from, to, bytes);
   }
 
+  /** Counter changes of the running `atomic` call, written once at its end (not four UPDATEs a row). */
+  private readonly deltas = new Map<string, number>();
+
   private shift(from: TxState, to: TxState, bytes: number, n = 1): void {
-    this.stmt.bump.run(-n, `n_${from}`);
-    this.stmt.bump.run(n, `n_${to}`);
-    this.stmt.bump.run(-bytes, `bytes_${from}`);
-    this.stmt.bump.run(bytes, `bytes_${to}`);
+    for (const [name, d] of [[`n_${from}`, -n], [`n_${to}`, n], [`bytes_${from}`, -bytes], [`bytes_${to}`, bytes]] as const) {
+      this.deltas.set(name, (this.deltas.get(name) ?? 0) + d);
+    }
+  }
+
+  /** Runs `fn` in one SQLite transaction, with the counter changes it made by `shift`. */
+  private atomic<T>(fn: () => T): T {
+    return this.db.transaction(() => {
+      try {
+        const out = fn();
+        for (const [name, d] of this.deltas) if (d !== 0) this.stmt.bump.run(d, name);
+        return out;
+      } finally {
+        this.deltas.clear();
+      }
+    })();
   }
 
   async append(txs: NewTransaction[]): Promise<BufferedTransaction[]> {
@@ -179,7 +194,7 @@ export class SqliteBuffer implements TransactionBuffer {
 
   async claim(maxCount: number, maxBytes: number): Promise<BufferedTransaction[]> {
     const now = new Date().toISOString();
-    return this.db.transaction(() => {
+    return this.atomic(() => {
       const out: BufferedTransaction[] = [];
       let bytes = 0;
       let after = 0;
@@ -203,13 +218,13 @@ export class SqliteBuffer implements TransactionBuffer {
         }
       }
       return out;
-    })();
+    });
   }
 
   async settle(outcomes: Outcome[]): Promise<void> {
     const now = new Date().toISOString();
     const sorted = [...outcomes].sort((a, b) => a.seq - b.seq);
-    this.db.transaction(() => {
+    this.atomic(() => {
       const failedNow = new Set<number>();
       for (const o of sorted) {
         const row = this.stmt.bySeq.get(o.seq) as Row | undefined;
@@ -235,7 +250,7 @@ export class SqliteBuffer implements TransactionBuffer {
           this.blockDependents(o.seq, failedNow, now);
         }
       }
-    })();
+    });
   }
 
   /** Marks every not-yet-sent transaction depending (transitively) on `seq` as blocked. */
@@ -250,16 +265,16 @@ export class SqliteBuffer implements TransactionBuffer {
 
   async releaseInFlight(): Promise<number> {
     const now = new Date().toISOString();
-    return this.db.transaction(() => {
+    return this.atomic(() => {
       const rows = this.stmt.inState.all('in_flight') as { seq: number; bytes: number }[];
       for (const r of rows) this.move(r.seq, 'in_flight', 'pending', r.bytes, now);
       return rows.length;
-    })();
+    });
   }
 
   async retry(transactionId: string, actor: string): Promise<number[]> {
     const now = new Date().toISOString();
-    return this.db.transaction(() => {
+    return this.atomic(() => {
       const row = this.stmt.byId.get(transactionId) as Row | undefined;
       if (!row || (row.state !== 'failed' && row.state !== 'blocked')) return [];
       const released = [row.seq];
@@ -273,12 +288,12 @@ export class SqliteBuffer implements TransactionBuffer {
         this.move(d.seq, 'blocked', 'pending', d.bytes, now);
       }
       return released;
-    })();
+    });
   }
 
   async retryAll(actor: string): Promise<number[]> {
     const now = new Date().toISOString();
-    return this.db.transaction(() => {
+    return this.atomic(() => {
       const released: number[] = [];
       for (const state of ['failed', 'blocked'] as const) {
         for (const r of this.stmt.inState.all(state) as { seq: number; bytes: number }[]) {
@@ -288,19 +303,19 @@ export class SqliteBuffer implements TransactionBuffer {
       }
       if (released.length > 0) this.stmt.audit.run(now, '*', 0, 'retry', actor, `retry-all: ${released.length}`);
       return released.sort((a, b) => a - b);
-    })();
+    });
   }
 
   async discard(transactionId: string, actor: string, reason: string): Promise<boolean> {
     const now = new Date().toISOString();
-    return this.db.transaction(() => {
+    return this.atomic(() => {
       const row = this.stmt.byId.get(transactionId) as Row | undefined;
       if (!row || (row.state !== 'failed' && row.state !== 'blocked')) return false;
       this.move(row.seq, row.state, 'discarded', row.bytes, now);
       this.stmt.bump.run(1, 'discarded_total');
       this.stmt.audit.run(now, row.transaction_id, row.seq, 'discard', actor, reason);
       return true;
-    })();
+    });
   }
 
   async get(transactionId: string): Promise<BufferedTransaction | null> {
@@ -343,14 +358,14 @@ export class SqliteBuffer implements TransactionBuffer {
   }
 
   async compact(upToSeq: number): Promise<number> {
-    return this.db.transaction(() => {
+    return this.atomic(() => {
       const { n, b } = this.stmt.compactable.get(upToSeq) as { n: number; b: number };
       if (n === 0) return 0;
       this.stmt.compact.run(upToSeq);
       this.stmt.bump.run(-n, 'n_synced');
       this.stmt.bump.run(-b, 'bytes_synced');
       return n;
-    })();
+    });
   }
 
   async verify(): Promise<VerifyReport> {

@@ -19,20 +19,24 @@ import { SqliteBuffer } from '../src/edge/buffer/sqlite.js';
 import { LocalStore } from '../src/edge/local-store.js';
 import type { NewTransaction } from '../src/edge/buffer/buffer.js';
 import { uuidv7 } from '../src/lib/uuid.js';
+import { FaultProxy } from '../test/support/fault-proxy.js';
 import { OPSDB, machine, recordFigures, rssMb, spawnServer, writeSection } from './support.js';
 
 const N = Number(process.env.BENCH_TRANSACTIONS ?? 100_000);
 const ROWS_PER_TX = 5;
 const SITE = 'bench';
+/** The long-link comparison: fewer transactions, LINK_DELAY_MS added each way by a proxy. */
+const LINK_N = Number(process.env.BENCH_LINK_TRANSACTIONS ?? Math.min(N, 10_000));
+const LINK_DELAY_MS = Number(process.env.BENCH_LINK_DELAY_MS ?? 50);
 const admin = process.env.OPSDB_TEST_PG_URL;
 if (!admin) throw new Error('run through `npm run bench:sync` (it starts PostgreSQL), or set OPSDB_TEST_PG_URL');
 
-function observation(i: number) {
+function observation(i: number, site = SITE) {
   const obs = uuidv7();
   const pkg = uuidv7();
   const start = new Date(1.7e12 + i * 1000).toISOString();
   return {
-    obs: { id: obs, obs_unit_id: 1 + (i % 5), site: SITE, status: 'success', start_time: start, end_time: start, mean_pwv: 1.2, mean_elevation: 50, instrument_module_configuration_id: 1 },
+    obs: { id: obs, obs_unit_id: 1 + (i % 5), site, status: 'success', start_time: start, end_time: start, mean_pwv: 1.2, mean_elevation: 50, instrument_module_configuration_id: 1 },
     pkg: { id: pkg, name: `pkg-${i}`, executed_obs_unit_id: obs, state: 'open' },
     files: ['a', 'b', 'c'].map((n) => ({ id: uuidv7(), name: `${n}-${i}.fits`, path: `/data/${i}/${n}.fits`, size: 1_000_000, checksum: `sha:${i}${n}`, file_type: 'fits', executed_obs_unit_id: obs, raw_data_package_id: pkg })),
   };
@@ -76,15 +80,15 @@ async function plainInsert(url: string): Promise<number> {
 }
 
 /** An edge's buffer and local store as if N create-observation writes had been accepted while central was unreachable. */
-async function fillEdge(dataDir: string): Promise<void> {
+async function fillEdge(dataDir: string, n: number, site: string): Promise<void> {
   mkdirSync(dataDir, { recursive: true });
   const buffer = new SqliteBuffer(join(dataDir, 'buffer.db'));
   const local = new LocalStore(join(dataDir, 'local.db'));
-  for (let done = 0; done < N; done += 2000) {
-    const txs: NewTransaction[] = Array.from({ length: Math.min(2000, N - done) }, (_, i) => {
-      const o = observation(done + i);
+  for (let done = 0; done < n; done += 2000) {
+    const txs: NewTransaction[] = Array.from({ length: Math.min(2000, n - done) }, (_, i) => {
+      const o = observation(done + i, site);
       return {
-        transaction_id: uuidv7(), site: SITE, created_at: new Date().toISOString(), endpoint: 'POST /api/demo/create-observation', depends_on: [],
+        transaction_id: uuidv7(), site, created_at: new Date().toISOString(), endpoint: 'POST /api/demo/create-observation', depends_on: [],
         steps: [
           { step_id: 'obs', op: 'create', table: 'executed_obs_unit', id: o.obs.id, data: o.obs },
           { step_id: 'pkg', op: 'create', table: 'raw_data_package', id: o.pkg.id, data: o.pkg },
@@ -98,25 +102,24 @@ async function fillEdge(dataDir: string): Promise<void> {
   local.close();
 }
 
-const work = mkdtempSync(join(tmpdir(), 'opsdb-bench-sync-'));
-try {
-  const plainUrl = await database('bench_plain');
-  const syncUrl = await database('bench_sync');
-  const plainS = await plainInsert(plainUrl);
-
-  const pool = createPool(syncUrl, 1);
-  const token = (await createSite(pool, SITE, null)).token;
+/** A drain: a fresh edge holding `n` transactions and a central on `url`, optionally over a link with `delayMs` each way. */
+async function drain(name: string, url: string, n: number, env: Record<string, string>, delayMs = 0) {
+  const pool = createPool(url, 1);
+  const token = (await createSite(pool, `${SITE}-${name}`.slice(0, 63), null)).token;
   await pool.end();
-  const dataDir = join(work, 'edge');
-  await fillEdge(dataDir);
+  const site = `${SITE}-${name}`.slice(0, 63);
+  const dataDir = join(work, name);
+  await fillEdge(dataDir, n, site);
 
-  const central = await spawnServer([...(process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}/central`] : []), OPSDB, 'serve'], { SITE_TYPE: 'main', DATABASE_URL: syncUrl, PORT: '0', LOG_LEVEL: 'info' }, /central listening/, join(work, 'central.log'));
+  const centralProf = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}/central`] : [];
+  const central = await spawnServer([...centralProf, OPSDB, 'serve'], { SITE_TYPE: 'main', DATABASE_URL: url, PORT: '0', LOG_LEVEL: 'info' }, /central listening/, join(work, `${name}-central.log`));
+  const proxy = delayMs ? await FaultProxy.start(Number(new URL(central.url).port), { delay: delayMs }) : null;
   const prof = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
   const edge = await spawnServer(
     [...prof, OPSDB, 'serve'],
-    { SITE_TYPE: 'secondary', SITE_NAME: SITE, DATA_DIR: dataDir, PORT: '0', CENTRAL_URL: central.url, SITE_TOKEN: token, LOG_LEVEL: 'info', ...(process.env.SYNC_BATCH_SIZE ? { SYNC_BATCH_SIZE: process.env.SYNC_BATCH_SIZE } : {}) },
+    { SITE_TYPE: 'secondary', SITE_NAME: site, DATA_DIR: dataDir, PORT: '0', CENTRAL_URL: proxy?.url ?? central.url, SITE_TOKEN: token, LOG_LEVEL: 'info', ...env },
     /edge listening/,
-    join(work, 'edge.log'),
+    join(work, `${name}-edge.log`),
   );
   // The link opens when the edge's engine starts, right as it listens.
   const t0 = performance.now();
@@ -128,17 +131,41 @@ try {
     applied = s.applied_total;
     rss.push(rssMb(edge.child.pid!));
     centralRss.push(rssMb(central.child.pid!));
-    if (applied >= N || s.failed_transactions > 0) break;
+    if (applied >= n || s.failed_transactions > 0) break;
     await new Promise((r) => setTimeout(r, 250));
   }
-  const drainS = (performance.now() - t0) / 1000;
+  const seconds = (performance.now() - t0) / 1000;
+  // Then the pull brings central's copy of every row back and the buffer is compacted.
+  for (;;) {
+    const s = (await (await fetch(`${edge.url}/buffer-stats`)).json()) as { synced_awaiting_replica: number };
+    if (s.synced_awaiting_replica === 0 || applied < n) break;
+    rss.push(rssMb(edge.child.pid!));
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const caughtUp = (performance.now() - t0) / 1000 - seconds;
   await edge.stop();
   await central.stop();
-  if (applied < N) throw new Error(`drain stopped at ${applied} of ${N}: failed transactions, see ${work}`);
+  await proxy?.close();
+  if (applied < n) throw new Error(`drain stopped at ${applied} of ${n}: failed transactions, see ${work}`);
+  return { seconds, caughtUp, rss, centralRss };
+}
+
+const work = mkdtempSync(join(tmpdir(), 'opsdb-bench-sync-'));
+try {
+  const plainUrl = await database('bench_plain');
+  const syncUrl = await database('bench_sync');
+  const plainS = await plainInsert(plainUrl);
+  const batchEnv: Record<string, string> = process.env.SYNC_BATCH_SIZE ? { SYNC_BATCH_SIZE: process.env.SYNC_BATCH_SIZE } : {};
+  const { seconds: drainS, caughtUp, rss, centralRss } = await drain('loopback', syncUrl, N, batchEnv);
+
+  // Over a long link (LINK_DELAY_MS each way), with the next batch sent early (SYNC_PIPELINE=2) and without.
+  const linkUrl = await database('bench_link');
+  const serial = await drain('link-serial', linkUrl, LINK_N, { ...batchEnv, SYNC_PIPELINE: '1' }, LINK_DELAY_MS);
+  const piped = await drain('link-pipelined', linkUrl, LINK_N, { ...batchEnv, SYNC_PIPELINE: '2' }, LINK_DELAY_MS);
 
   const check = new pg.Client({ connectionString: syncUrl });
   await check.connect();
-  const { rows } = await check.query(`SELECT (SELECT count(*) FROM raw_data_file)::int AS files, (SELECT count(*) FROM applied_transaction WHERE site = $1)::int AS txs`, [SITE]);
+  const { rows } = await check.query(`SELECT (SELECT count(*) FROM raw_data_file)::int AS files, (SELECT count(*) FROM applied_transaction WHERE site = $1)::int AS txs`, [`${SITE}-loopback`]);
   await check.end();
 
   const plainRows = (N * ROWS_PER_TX) / plainS;
@@ -148,7 +175,7 @@ try {
 Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}; PostgreSQL 15 (throwaway, fsync on) on the same machine.
 ${N.toLocaleString('en')} create-observation transactions (1 observation, 1 package, 3 files = ${ROWS_PER_TX} rows each) were
 buffered at an edge while central was unreachable, then an edge process and a central process were started and the
-edge drained its buffer over loopback HTTP (batches of SYNC_BATCH_SIZE=200, one database transaction per batch with a
+edge drained its buffer over loopback HTTP (batches of SYNC_BATCH_SIZE=200, two at central at once, one database transaction per batch with a
 savepoint per transaction, inbox row and change-feed triggers included). The baseline inserts the same rows
 into an identical, migrated database with plain multi-row INSERTs, 200 observations per commit, in the same run.
 
@@ -158,15 +185,28 @@ into an identical, migrated database with plain multi-row INSERTs, 200 observati
 | edge → central sync drain | ${drainS.toFixed(1)} | ${Math.round(N / drainS)} | ${Math.round(syncRows)} |
 
 **Ratio sync / plain insert: ${(syncRows / plainRows).toFixed(2)}** (target ≥ 0.5).
+The replica had central's copy of every row, and the buffer was compacted, ${caughtUp.toFixed(1)} s after the drain ended
+(while a backlog drains, the edge pulls only a few pages now and then).
 Central holds ${rows[0].txs} applied transactions and ${rows[0].files} raw data files (expected ${N} and ${N * 3}).
-Edge RSS during the drain: ${Math.min(...rss)}–${Math.max(...rss)} MB over ${rss.length} samples (first ${rss[0]}, last ${rss.at(-1)});
+Edge RSS during the drain and the catch-up: ${Math.min(...rss)}–${Math.max(...rss)} MB over ${rss.length} samples (first ${rss[0]}, last ${rss.at(-1)});
 central RSS ${Math.min(...centralRss)}–${Math.max(...centralRss)} MB.
+
+Over a long link: the same drain of ${LINK_N.toLocaleString('en')} transactions through a proxy that adds ${LINK_DELAY_MS} ms each way
+(a ${2 * LINK_DELAY_MS} ms round trip; the site's real link is longer), into a fresh database, in the same run:
+
+| run | seconds | transactions/s | rows/s |
+|---|---:|---:|---:|
+| one batch at central at a time (SYNC_PIPELINE=1) | ${serial.seconds.toFixed(1)} | ${Math.round(LINK_N / serial.seconds)} | ${Math.round((LINK_N * ROWS_PER_TX) / serial.seconds)} |
+| next batch sent while the last is applied (SYNC_PIPELINE=2, the default) | ${piped.seconds.toFixed(1)} | ${Math.round(LINK_N / piped.seconds)} | ${Math.round((LINK_N * ROWS_PER_TX) / piped.seconds)} |
+
+**Pipelined / one at a time: ${(serial.seconds / piped.seconds).toFixed(2)}×** the drain rate over a ${2 * LINK_DELAY_MS} ms round trip.
 `;
   console.log(md);
   writeSection('sync', md);
   recordFigures('sync', [
     { what: `sync drain of ${N.toLocaleString('en')} create-observation transactions`, value: Math.round(syncRows), unit: 'rows/s', baseline_what: 'plain multi-row INSERT', baseline: Math.round(plainRows), target: 'ratio ≥ 0.5' },
     { what: 'edge RSS growth during the drain', value: Math.max(...rss) - rss[0]!, unit: 'MB', baseline_what: null, baseline: null, target: 'flat' },
+    { what: `sync drain over a ${2 * LINK_DELAY_MS} ms round trip, next batch sent early`, value: Math.round((LINK_N * ROWS_PER_TX) / piped.seconds), unit: 'rows/s', baseline_what: 'one batch at a time (SYNC_PIPELINE=1)', baseline: Math.round((LINK_N * ROWS_PER_TX) / serial.seconds), target: 'ratio > 1' },
   ]);
 } finally {
   if (!process.env.BENCH_KEEP) rmSync(work, { recursive: true, force: true });

@@ -19,13 +19,16 @@ async function commitPosition(c: Client): Promise<number> {
   return Number(rows[0].pos);
 }
 
+/** How long a batch sent early waits for the batch it follows before central answers 409 out_of_order. */
+const ORDER_WAIT_MS = 10_000;
+
 /**
  * One database transaction for the whole batch, one savepoint per
  * transaction: a rejected one rolls back alone, the batch costs one commit.
  * Anything that is not the transaction's own fault (lost connection,
  * deadlock) aborts the batch, which the edge then resends whole.
  */
-export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger): Promise<SyncBatchResult> {
+export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger, orderWaitMs = ORDER_WAIT_MS): Promise<SyncBatchResult> {
   const txs = [...batch.transactions].sort((a, b) => a.seq - b.seq);
   // Transactions central will not even try are answered without touching the database.
   // Whatever goes wrong preparing one transaction is that transaction's rejection, never the batch's 500.
@@ -38,7 +41,34 @@ export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number
       return new ValidationError(`Transaction cannot be applied: ${(err as Error).message}`);
     }
   });
+  const deadline = Date.now() + orderWaitMs;
+  for (let waitMs = 5; ; waitMs = Math.min(waitMs * 2, 100)) {
+    const out = await applyInOrder(pool, batch, appliedBy, log, txs, prepared);
+    if (out) return out;
+    if (Date.now() >= deadline) {
+      throw new AppError(409, 'out_of_order',
+        `This batch follows batch ${batch.after_batch}, which central has not applied; send that one first`,
+        { batch_id: batch.batch_id ?? null, after_batch: batch.after_batch });
+    }
+    // Its predecessor is still on its way or being applied; wait without holding a connection.
+    await new Promise((r) => setTimeout(r, waitMs));
+  }
+}
+
+/**
+ * The batch in one database transaction, holding the site's row from the
+ * start: a site's batches apply one at a time, and a batch sent early
+ * (`after_batch`) only once the batch before it has committed. Returns null,
+ * having written nothing, when that one has not.
+ */
+async function applyInOrder(
+  pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger,
+  txs: SyncBatch['transactions'], prepared: (PreparedTransaction | AppError)[],
+): Promise<SyncBatchResult | null> {
   return withTransaction(pool, async (c) => {
+    // NO KEY UPDATE: rows referencing the site (a KEY SHARE lock) are not held up by it.
+    const { rows: siteRows } = await c.query<{ last_batch_id: string | null }>('SELECT last_batch_id FROM site WHERE name = $1 FOR NO KEY UPDATE', [batch.site]);
+    if (batch.after_batch && siteRows[0]?.last_batch_id !== batch.after_batch.toLowerCase()) return null;
     const raw = await applyPrepared(c, batch.site, appliedBy, prepared.filter((p): p is PreparedTransaction => !(p instanceof AppError)));
     let next = 0;
     let maxApplied = 0;
@@ -59,8 +89,8 @@ export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number
     await c.query(
       // The seq of this batch's last applied transaction (a rebuilt edge counts again from 1).
       `UPDATE site SET last_contact_at = now(), last_applied_seq = CASE WHEN $2 > 0 THEN $2 ELSE last_applied_seq END,
-              reported_backlog = coalesce($3, reported_backlog) WHERE name = $1`,
-      [batch.site, maxApplied, batch.backlog ? JSON.stringify(batch.backlog) : null],
+              reported_backlog = coalesce($3, reported_backlog), last_batch_id = $4 WHERE name = $1`,
+      [batch.site, maxApplied, batch.backlog ? JSON.stringify(batch.backlog) : null, batch.batch_id?.toLowerCase() ?? null],
     );
     return { results, position: await commitPosition(c) };
   });

@@ -62,6 +62,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
           log: log.child({ component: 'sync' }),
           batchSize: config.syncBatchSize,
           batchMaxBytes: config.syncBatchMaxBytes,
+          pipeline: config.syncPipeline,
           intervalMs: config.syncIntervalMs,
           retryBaseMs: config.retryBaseMs,
           retryMaxMs: config.retryMaxMs,

@@ -32,6 +32,7 @@ const schema = z
     SITE_TOKEN: z.string().min(1).optional(),
     SYNC_BATCH_SIZE: int(1, 10_000).default(200),
     SYNC_BATCH_MAX_BYTES: int(1024).default(4 * 1024 * 1024),
+    SYNC_PIPELINE: int(1, 2).default(2),
     SYNC_INTERVAL_MS: int(10).default(1000),
     SYNC_TIMEOUT_MS: int(100).default(30_000),
     RETRY_BASE_MS: int(1).default(500),
@@ -75,6 +76,8 @@ export interface Config {
   readonly siteToken: string | undefined;
   readonly syncBatchSize: number;
   readonly syncBatchMaxBytes: number;
+  /** Batches at central at once (SYNC_PIPELINE): 2 sends the next while the last is applied. */
+  readonly syncPipeline: number;
   readonly syncIntervalMs: number;
   readonly syncTimeoutMs: number;
   readonly retryBaseMs: number;
@@ -182,6 +185,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     siteToken: c.SITE_TOKEN,
     syncBatchSize: c.SYNC_BATCH_SIZE,
     syncBatchMaxBytes: c.SYNC_BATCH_MAX_BYTES,
+    syncPipeline: c.SYNC_PIPELINE,
     syncIntervalMs: c.SYNC_INTERVAL_MS,
     syncTimeoutMs: c.SYNC_TIMEOUT_MS,
     retryBaseMs: c.RETRY_BASE_MS,

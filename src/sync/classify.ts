@@ -38,6 +38,10 @@ export function classifyReply(r: Reply): Failure {
   const msg = message(r);
   if (r.status === 401 || r.status === 403) return { kind: 'auth', code: `http_${r.status}`, message: msg };
   if (r.status === 413) return { kind: 'too_large', code: 'http_413', message: msg };
+  // A batch sent early whose predecessor never committed: resend both, in order.
+  if (r.status === 409 && (r.body as { error?: { code?: string } } | null)?.error?.code === 'out_of_order') {
+    return { kind: 'transient', code: 'out_of_order', message: msg, retryAfterMs: null, unreachable: false, shrink: false };
+  }
   // 5xx, 429, 503, 408 and anything unexpected: nothing here is the data's fault. A gateway's 502/503/504
   // usually means central itself is not there: probe /health so its return ends the backoff at once.
   return {

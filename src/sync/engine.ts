@@ -11,6 +11,7 @@ import type { Logger } from '../lib/logger.js';
 import type { CentralClient, Reply } from './transport.js';
 import type { ReplicaSink } from './replica.js';
 import { backoffMs, classifyError, classifyReply, type Failure } from './classify.js';
+import { uuidv7 } from '../lib/uuid.js';
 
 export interface EngineOptions {
   site: string;
@@ -22,6 +23,8 @@ export interface EngineOptions {
   log: Logger;
   batchSize: number;
   batchMaxBytes: number;
+  /** Batches at central at once: 2 sends the next while the last is applied (SYNC_PIPELINE); default 2. */
+  pipeline?: number;
   intervalMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
@@ -46,7 +49,13 @@ const notAnAnswer = (r: Reply): Failure => ({
 // them before the engine pushes again. Small pages keep the edge's memory flat while it drains: a page
 // is parsed, checked and applied, then dropped, before the next one is asked for.
 const PULL_PAGE_ROWS = 1000;
+/** A batch sent early, given up on because the batch it follows failed: not a failure of its own. */
+const NOT_AFTER_FAILURE: Failure = {
+  kind: 'transient', code: 'out_of_order', message: 'the batch sent before it failed; both are sent again, in order',
+  retryAfterMs: null, unreachable: false, shrink: false,
+};
 const MAX_PULL_PAGES = 100;
+const BUSY_PULL_PAGES = 5;
 const BUSY_PULL_MS = 5000;
 
 export class SyncEngine implements SyncView {
@@ -156,11 +165,13 @@ export class SyncEngine implements SyncView {
         }
         const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes);
         let failure: Failure | null = null;
-        if (batch.length > 0) failure = await this.push(batch);
+        if (batch.length > 0) failure = await this.pushPipelined(batch);
         // While draining a backlog, pull now and then (the feed then brings whole batches back at once); when idle, every interval.
         const pullEveryMs = batch.length === 0 ? this.o.intervalMs : Math.max(this.o.intervalMs, BUSY_PULL_MS);
         if (!failure && this.status === 'running' && Date.now() - this.lastPull >= pullEveryMs) {
-          failure = await this.pull(false);
+          // While a backlog drains, a pull takes a few pages and lets the pushes go on: getting the data
+          // to central comes first, and the replica catches up once the backlog is gone.
+          failure = await this.pull(false, batch.length > 0 ? BUSY_PULL_PAGES : MAX_PULL_PAGES);
         }
         if (failure?.kind === 'transient') await this.backoff(failure);
         else if (batch.length === 0 && !failure) await this.sleep(this.o.intervalMs);
@@ -225,8 +236,56 @@ export class SyncEngine implements SyncView {
     this.o.log.error({ code: f.code, message: f.message }, 'sync paused: central refused the site token; set a valid SITE_TOKEN');
   }
 
-  /** Sends one batch and records every answer. Returns the failure, or null. */
-  private async push(batch: BufferedTransaction[]): Promise<Failure | null> {
+  /**
+   * Sends `first`; while a batch is at central, claims the next one and sends
+   * it too, naming the batch it must follow (central applies it only after
+   * that one has committed). At most two batches are in flight, and the next
+   * never holds a transaction whose parent is in flight. Stops when a pull is
+   * due, on stop, or on a failure (after the other batch's answer is in).
+   * Returns the first batch's failure that ended it, or null.
+   */
+  private async pushPipelined(first: BufferedTransaction[]): Promise<Failure | null> {
+    const send = (batch: BufferedTransaction[], after: string | null) => {
+      const id = uuidv7();
+      const cancel = new AbortController();
+      return { id, cancel, done: this.push(batch, id, after, cancel.signal) };
+    };
+    let current = send(first, null);
+    for (;;) {
+      let next: ReturnType<typeof send> | null = null;
+      try {
+        const pullDue = Date.now() - this.lastPull >= Math.max(this.o.intervalMs, BUSY_PULL_MS);
+        if ((this.o.pipeline ?? 2) > 1 && !this.stopping && this.status === 'running' && !pullDue) {
+          const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes, { notAfterInFlight: true });
+          if (batch.length > 0) next = send(batch, current.id);
+        }
+      } catch (err) {
+        await current.done.catch(() => {});
+        throw err;
+      }
+      let failure: Failure | null;
+      try {
+        failure = await current.done;
+      } catch (err) {
+        await next?.done.catch(() => {});
+        throw err;
+      }
+      if (!next) return failure;
+      if (failure) {
+        // Central holds the next batch until this one commits, which it may never do: stop waiting for it.
+        next.cancel.abort();
+        await next.done;
+        return failure;
+      }
+      current = next;
+    }
+  }
+
+  /**
+   * Sends one batch and records every answer. Returns the failure, or null.
+   * `after`: the batch still at central that this one must follow.
+   */
+  private async push(batch: BufferedTransaction[], batchId: string, after: string | null, cancel?: AbortSignal): Promise<Failure | null> {
     const started = performance.now();
     const bytes = batch.reduce((s, t) => s + t.bytes, 0);
     const transactions = batch.map((t) => ({
@@ -234,8 +293,10 @@ export class SyncEngine implements SyncView {
     }));
     let reply: Reply;
     try {
-      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog: await this.backlog() }, this.o.token());
+      const backlog = await this.backlog();
+      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog, batch_id: batchId, after_batch: after }, this.o.token(), undefined, cancel);
     } catch (err) {
+      if (cancel?.aborted) return this.pushFailed(batch, NOT_AFTER_FAILURE, started, bytes);
       return this.pushFailed(batch, classifyError(err), started, bytes);
     }
     if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply), started, bytes);
@@ -276,7 +337,8 @@ export class SyncEngine implements SyncView {
     await this.o.buffer.settle(batch.map((t) => (alone ? { seq: t.seq, outcome: 'rejected' as const, error } : { seq: t.seq, outcome: 'retry' as const, error })));
     if (f.kind === 'too_large' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
     if (f.kind === 'auth') this.pause(f);
-    else if (f.kind === 'transient') this.fail(f);
+    // out_of_order: the batch before it failed; that failure is the one to report and back off from.
+    else if (f.kind === 'transient' && f.code !== 'out_of_order') this.fail(f);
     const duration_ms = Math.round(performance.now() - started);
     this.emit('batch', { count: batch.length, bytes, duration_ms, result: f.code });
     this.o.log.warn({ count: batch.length, bytes, duration_ms, code: f.code, message: f.message, next_batch_size: this.batchSize }, 'sync batch not applied');
@@ -284,8 +346,8 @@ export class SyncEngine implements SyncView {
   }
 
   /** Pulls the change feed into the replica, then compacts what it now covers. */
-  private async pull(probing: boolean): Promise<Failure | null> {
-    for (let page = 0; page < MAX_PULL_PAGES && !this.stopping; page++) {
+  private async pull(probing: boolean, maxPages = MAX_PULL_PAGES): Promise<Failure | null> {
+    for (let page = 0; page < maxPages && !this.stopping; page++) {
       let reply: Reply;
       try {
         reply = await this.o.client.get(`/api/sync/changes?since=${this.o.replica.position()}&max_rows=${PULL_PAGE_ROWS}`, this.o.token(), {

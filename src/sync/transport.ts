@@ -19,12 +19,13 @@ export class TransportError extends Error {
 }
 
 export interface CentralClient {
-  post(path: string, body: unknown, token: string, headers?: Record<string, string>): Promise<Reply>;
+  /** `cancel`: the engine gives up on this request (the batch it was sent after failed). */
+  post(path: string, body: unknown, token: string, headers?: Record<string, string>, cancel?: AbortSignal): Promise<Reply>;
   get(path: string, token: string | null, headers?: Record<string, string>): Promise<Reply>;
 }
 
 export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal): CentralClient {
-  const call = async (method: string, path: string, token: string | null, body?: unknown, extra: Record<string, string> = {}): Promise<Reply> => {
+  const call = async (method: string, path: string, token: string | null, body?: unknown, extra: Record<string, string> = {}, cancel?: AbortSignal): Promise<Reply> => {
     const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -34,7 +35,7 @@ export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.any([timeout, stop]),
+        signal: AbortSignal.any(cancel ? [timeout, stop, cancel] : [timeout, stop]),
       });
       const text = await res.text();
       let parsed: unknown = null;
@@ -51,7 +52,7 @@ export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal
     }
   };
   return {
-    post: (path, body, token, headers) => call('POST', path, token, body, headers),
+    post: (path, body, token, headers, cancel) => call('POST', path, token, body, headers, cancel),
     get: (path, token, headers) => call('GET', path, token, undefined, headers),
   };
 }

@@ -167,6 +167,21 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    it('claim with notAfterInFlight stops before the first transaction whose parent is still in flight', async () => {
+      const [parent] = await b.append([tx()]);
+      assert.equal((await b.claim(10, 1e9)).length, 1);
+      const [free, child, after] = await b.append([tx(), tx([parent!.seq]), tx()]);
+      // The early batch takes what comes before the child, and nothing after it: order is kept.
+      const early = await b.claim(10, 1e9, { notAfterInFlight: true });
+      assert.deepEqual(early.map((t) => t.seq), [free!.seq]);
+      assert.equal((await b.get(child!.transaction_id))?.state, 'pending');
+      // The same claim without the option (the parent's answer is in) takes the child and what follows.
+      await b.settle([{ seq: parent!.seq, outcome: 'applied' }, { seq: free!.seq, outcome: 'applied' }]);
+      const next = await b.claim(10, 1e9, { notAfterInFlight: true });
+      assert.deepEqual(next.map((t) => t.seq), [child!.seq, after!.seq]);
+      await assertLedger(b);
+    });
+
     it('in one batch, a child rejected after its parent was rejected is blocked, not failed', async () => {
       const [parent] = await b.append([tx()]);
       const [child] = await b.append([tx([parent!.seq])]);

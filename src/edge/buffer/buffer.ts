@@ -109,8 +109,12 @@ export interface TransactionBuffer {
    * returned if any is pending). A pending transaction whose parent is failed,
    * blocked or discarded is moved to `blocked` instead and skipped, so it is
    * never sent ahead of its parent and never holds up unrelated ones.
+   *
+   * With `notAfterInFlight` (a batch claimed while another is still at
+   * central), the claim stops before the first transaction with a parent in
+   * flight: whether that parent is applied is not known yet.
    */
-  claim(maxCount: number, maxBytes: number): Promise<BufferedTransaction[]>;
+  claim(maxCount: number, maxBytes: number, opts?: { notAfterInFlight?: boolean }): Promise<BufferedTransaction[]>;
 
   /**
    * Record central's answers for claimed transactions, in seq order.

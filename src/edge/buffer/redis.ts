@@ -120,7 +120,7 @@ return {'ok', last + 1}
 // CLAIM: oldest pending first under the count and byte caps (at least one); a child of a failed, blocked,
 // discarded or just-blocked parent goes to blocked instead, so it is never sent ahead of its parent.
 const CLAIM_LUA = `
-local now, maxCount, maxBytes = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now, maxCount, maxBytes, notAfterInFlight = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local BLOCKING = {failed = true, blocked = true, discarded = true}
 local out, bytes, blockedNow, after = {}, 0, {}, '-inf'
 while #out < maxCount do
@@ -128,11 +128,14 @@ while #out < maxCount do
   if #seqs == 0 then break end
   for _, seq in ipairs(seqs) do
     after = '(' .. seq
-    local stuck = false
+    local stuck, parentInFlight = false, false
     for _, d in ipairs(cjson.decode(field(seq, 'depends_on'))) do
       local parent = tostring(d)
-      if blockedNow[parent] or BLOCKING[field(parent, 'state') or 'synced'] then stuck = true; break end
+      local state = field(parent, 'state') or 'synced'
+      if blockedNow[parent] or BLOCKING[state] then stuck = true; break end
+      if state == 'in_flight' then parentInFlight = true end
     end
+    if not stuck and notAfterInFlight and parentInFlight then return out end
     if stuck then
       move(seq, 'pending', 'blocked', now)
       blockedNow[seq] = true
@@ -492,8 +495,8 @@ export class RedisBuffer implements TransactionBuffer {
     }));
   }
 
-  async claim(maxCount: number, maxBytes: number): Promise<BufferedTransaction[]> {
-    const rows = await this.run<string[][]>('claim', new Date().toISOString(), maxCount, maxBytes);
+  async claim(maxCount: number, maxBytes: number, opts: { notAfterInFlight?: boolean } = {}): Promise<BufferedTransaction[]> {
+    const rows = await this.run<string[][]>('claim', new Date().toISOString(), maxCount, maxBytes, opts.notAfterInFlight ? '1' : '0');
     return rows.map(fromHash);
   }
 

@@ -192,7 +192,7 @@ export class SqliteBuffer implements TransactionBuffer {
     return run();
   }
 
-  async claim(maxCount: number, maxBytes: number): Promise<BufferedTransaction[]> {
+  async claim(maxCount: number, maxBytes: number, opts: { notAfterInFlight?: boolean } = {}): Promise<BufferedTransaction[]> {
     const now = new Date().toISOString();
     return this.atomic(() => {
       const out: BufferedTransaction[] = [];
@@ -205,7 +205,9 @@ export class SqliteBuffer implements TransactionBuffer {
         for (const r of rows) {
           after = r.seq;
           const deps = JSON.parse(r.depends_on) as number[];
-          const stuck = deps.some((d) => blocked.has(d) || BLOCKING.has((this.stmt.stateOf.get(d) as { state: TxState } | undefined)?.state ?? 'synced'));
+          const parents = deps.map((d) => (blocked.has(d) ? 'blocked' : ((this.stmt.stateOf.get(d) as { state: TxState } | undefined)?.state ?? 'synced')));
+          const stuck = parents.some((state) => BLOCKING.has(state));
+          if (!stuck && opts.notAfterInFlight && parents.includes('in_flight')) return out;
           if (stuck) {
             this.move(r.seq, 'pending', 'blocked', r.bytes, now);
             blocked.add(r.seq);

@@ -20,6 +20,10 @@ export const SyncBatch = z
     site: z.string().min(1).max(63),
     transactions: z.array(TransactionSchema.extend({ seq: z.number().int().positive() })).min(1).max(10_000),
     backlog: Backlog.optional(),
+    /** Names this batch, so the next one can say it comes after it. */
+    batch_id: z.uuid().optional(),
+    /** Apply only after this batch of the site has committed (an edge sends its next batch early). */
+    after_batch: z.uuid().nullable().optional(),
   })
   .strict()
   .openapi('SyncBatch');

@@ -19,8 +19,13 @@ async function commitPosition(c: Client): Promise<number> {
   return Number(rows[0].pos);
 }
 
-/** How long a batch sent early waits for the batch it follows before central answers 409 out_of_order. */
-const ORDER_WAIT_MS = 10_000;
+/**
+ * How long a batch sent early waits for the batch it follows before central
+ * answers 409 out_of_order. Long enough for a big batch to finish uploading
+ * over a slow link after a smaller one that overtook it; below the edge's
+ * default SYNC_TIMEOUT_MS (30 s).
+ */
+const ORDER_WAIT_MS = 20_000;
 
 /**
  * One database transaction for the whole batch, one savepoint per

@@ -63,6 +63,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
           batchSize: config.syncBatchSize,
           batchMaxBytes: config.syncBatchMaxBytes,
           pipeline: config.syncPipeline,
+          bufferMaxBytes: config.bufferMaxBytes,
           intervalMs: config.syncIntervalMs,
           retryBaseMs: config.retryBaseMs,
           retryMaxMs: config.retryMaxMs,

@@ -23,6 +23,8 @@ export interface EngineOptions {
   log: Logger;
   batchSize: number;
   batchMaxBytes: number;
+  /** BUFFER_MAX_BYTES: above half of it, a pull during a drain takes every page it can, so compaction frees space. */
+  bufferMaxBytes?: number;
   /** Batches at central at once: 2 sends the next while the last is applied (SYNC_PIPELINE); default 2. */
   pipeline?: number;
   intervalMs: number;
@@ -171,7 +173,8 @@ export class SyncEngine implements SyncView {
         if (!failure && this.status === 'running' && Date.now() - this.lastPull >= pullEveryMs) {
           // While a backlog drains, a pull takes a few pages and lets the pushes go on: getting the data
           // to central comes first, and the replica catches up once the backlog is gone.
-          failure = await this.pull(false, batch.length > 0 ? BUSY_PULL_PAGES : MAX_PULL_PAGES);
+          // (Unless the buffer is more than half full: then compaction, which needs the pull, comes first.)
+          failure = await this.pull(false, batch.length > 0 && !(await this.bufferPressed()) ? BUSY_PULL_PAGES : MAX_PULL_PAGES);
         }
         if (failure?.kind === 'transient') await this.backoff(failure);
         else if (batch.length === 0 && !failure) await this.sleep(this.o.intervalMs);
@@ -245,38 +248,37 @@ export class SyncEngine implements SyncView {
    * Returns the first batch's failure that ended it, or null.
    */
   private async pushPipelined(first: BufferedTransaction[]): Promise<Failure | null> {
-    const send = (batch: BufferedTransaction[], after: string | null) => {
+    // `done` never rejects: a local fault (the buffer) in one batch must not go unobserved while the
+    // engine waits for the other; it is rethrown once both are settled, and run() recovers from it.
+    type Sent = { id: string; cancel: AbortController; done: Promise<{ failure: Failure | null } | { error: unknown }> };
+    const send = (batch: BufferedTransaction[], after: string | null): Sent => {
       const id = uuidv7();
       const cancel = new AbortController();
-      return { id, cancel, done: this.push(batch, id, after, cancel.signal) };
+      const done = this.push(batch, id, after, cancel.signal).then((failure) => ({ failure }), (error: unknown) => ({ error }));
+      return { id, cancel, done };
     };
     let current = send(first, null);
     for (;;) {
-      let next: ReturnType<typeof send> | null = null;
-      try {
-        const pullDue = Date.now() - this.lastPull >= Math.max(this.o.intervalMs, BUSY_PULL_MS);
-        if ((this.o.pipeline ?? 2) > 1 && !this.stopping && this.status === 'running' && !pullDue) {
+      let next: Sent | null = null;
+      let claimError: { error: unknown } | null = null;
+      const pullDue = Date.now() - this.lastPull >= Math.max(this.o.intervalMs, BUSY_PULL_MS);
+      if ((this.o.pipeline ?? 2) > 1 && !this.stopping && this.status === 'running' && !pullDue) {
+        try {
           const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes, { notAfterInFlight: true });
           if (batch.length > 0) next = send(batch, current.id);
+        } catch (error) {
+          claimError = { error };
         }
-      } catch (err) {
-        await current.done.catch(() => {});
-        throw err;
       }
-      let failure: Failure | null;
-      try {
-        failure = await current.done;
-      } catch (err) {
-        await next?.done.catch(() => {});
-        throw err;
-      }
-      if (!next) return failure;
-      if (failure) {
+      const result = await current.done;
+      if ('error' in result || claimError || result.failure) {
         // Central holds the next batch until this one commits, which it may never do: stop waiting for it.
-        next.cancel.abort();
-        await next.done;
-        return failure;
+        next?.cancel.abort();
+        const other = await next?.done;
+        for (const r of [result, claimError, other]) if (r && 'error' in r) throw r.error;
+        return (result as { failure: Failure | null }).failure;
       }
+      if (!next) return null;
       current = next;
     }
   }
@@ -343,6 +345,11 @@ export class SyncEngine implements SyncView {
     this.emit('batch', { count: batch.length, bytes, duration_ms, result: f.code });
     this.o.log.warn({ count: batch.length, bytes, duration_ms, code: f.code, message: f.message, next_batch_size: this.batchSize }, 'sync batch not applied');
     return f;
+  }
+
+  private async bufferPressed(): Promise<boolean> {
+    if (!this.o.bufferMaxBytes) return false;
+    return (await this.o.buffer.stats()).held_bytes > this.o.bufferMaxBytes / 2;
   }
 
   /** Pulls the change feed into the replica, then compacts what it now covers. */

@@ -5,6 +5,10 @@
  * identical database in the same run.
  *
  *   npm run bench:sync          (BENCH_TRANSACTIONS=100000)
+ *
+ * Then the same drain over a slow link (a proxy adding BENCH_LINK_DELAY_MS=50
+ * each way, BENCH_LINK_TRANSACTIONS=10000), one batch at a time
+ * (SYNC_PIPELINE=1) against the next batch sent early (SYNC_PIPELINE=2).
  * Runs under scripts/test.mjs --with-services, which starts a throwaway PostgreSQL.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';

@@ -47,15 +47,16 @@ const notAnAnswer = (r: Reply): Failure => ({
   kind: 'transient', code: 'bad_reply', message: `HTTP ${r.status} with a body that is not central's answer`,
   retryAfterMs: null, unreachable: true, shrink: false,
 });
-// A pull reads pages of about PULL_PAGE_ROWS changes (whole feed positions), at most MAX_PULL_PAGES of
-// them before the engine pushes again. Small pages keep the edge's memory flat while it drains: a page
-// is parsed, checked and applied, then dropped, before the next one is asked for.
-const PULL_PAGE_ROWS = 1000;
 /** A batch sent early, given up on because the batch it follows failed: not a failure of its own. */
 const NOT_AFTER_FAILURE: Failure = {
   kind: 'transient', code: 'out_of_order', message: 'the batch sent before it failed; both are sent again, in order',
   retryAfterMs: null, unreachable: false, shrink: false,
 };
+// A pull reads pages of about PULL_PAGE_ROWS changes (whole feed positions), at most MAX_PULL_PAGES of
+// them (BUSY_PULL_PAGES while a backlog drains) before the engine pushes again. A page is parsed,
+// checked and applied, then dropped, before the next one is asked for, so no pull holds a whole
+// catch-up in memory (central's RSS during a drain fell with it; the edge's did not, see performance.md).
+const PULL_PAGE_ROWS = 1000;
 const MAX_PULL_PAGES = 100;
 const BUSY_PULL_PAGES = 5;
 const BUSY_PULL_MS = 5000;
@@ -168,9 +169,7 @@ export class SyncEngine implements SyncView {
         const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes);
         let failure: Failure | null = null;
         if (batch.length > 0) failure = await this.pushPipelined(batch);
-        // While draining a backlog, pull now and then (the feed then brings whole batches back at once); when idle, every interval.
-        const pullEveryMs = batch.length === 0 ? this.o.intervalMs : Math.max(this.o.intervalMs, BUSY_PULL_MS);
-        if (!failure && this.status === 'running' && Date.now() - this.lastPull >= pullEveryMs) {
+        if (!failure && this.status === 'running' && this.pullDue(batch.length > 0)) {
           // While a backlog drains, a pull takes a few pages and lets the pushes go on: getting the data
           // to central comes first, and the replica catches up once the backlog is gone.
           // (Unless the buffer is more than half full: then compaction, which needs the pull, comes first.)
@@ -261,8 +260,7 @@ export class SyncEngine implements SyncView {
     for (;;) {
       let next: Sent | null = null;
       let claimError: { error: unknown } | null = null;
-      const pullDue = Date.now() - this.lastPull >= Math.max(this.o.intervalMs, BUSY_PULL_MS);
-      if ((this.o.pipeline ?? 2) > 1 && !this.stopping && this.status === 'running' && !pullDue) {
+      if ((this.o.pipeline ?? 2) > 1 && !this.stopping && this.status === 'running' && !this.pullDue(true)) {
         try {
           const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes, { notAfterInFlight: true });
           if (batch.length > 0) next = send(batch, current.id);
@@ -345,6 +343,11 @@ export class SyncEngine implements SyncView {
     this.emit('batch', { count: batch.length, bytes, duration_ms, result: f.code });
     this.o.log.warn({ count: batch.length, bytes, duration_ms, code: f.code, message: f.message, next_batch_size: this.batchSize }, 'sync batch not applied');
     return f;
+  }
+
+  /** While draining a backlog, pull now and then (the feed then brings whole batches back at once); when idle, every interval. */
+  private pullDue(draining: boolean): boolean {
+    return Date.now() - this.lastPull >= (draining ? Math.max(this.o.intervalMs, BUSY_PULL_MS) : this.o.intervalMs);
   }
 
   private async bufferPressed(): Promise<boolean> {

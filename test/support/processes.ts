@@ -339,11 +339,12 @@ export async function assertReadable(edge: Client, acked: Acked): Promise<void> 
 }
 
 /**
- * Transactions of the site applied in seq order. Between batches: ordered by
- * applied_at (one per database transaction), seq strictly increases. Within
- * a batch too: ordered by the change_log id (a bigserial, taken as each row
- * is written) of the observation each created, seq strictly increases.
- * Returns the number of batches (distinct applied_at).
+ * Transactions of the site applied in seq order: ordered by applied_at (the
+ * moment each inbox row was written), seq strictly increases. And by the
+ * change_log id (a bigserial, taken as each row is written) of the
+ * observation each created, seq strictly increases too. Returns the number
+ * of database transactions (feed positions) the created observations were
+ * committed in, or 0 without `acked`.
  */
 export async function assertSeqOrder(db: pg.Pool, site: string, acked?: Acked): Promise<number> {
   const { rows } = await db.query<{ seq: string; applied_at: Date }>(
@@ -365,7 +366,13 @@ export async function assertSeqOrder(db: pg.Pool, site: string, acked?: Acked): 
     const wrong = order.findIndex((s, i) => i > 0 && s <= order[i - 1]!);
     assert.equal(wrong, -1, `rows of seq ${order[wrong]} written after those of seq ${order[wrong - 1]} (write order: ${order.join(',')})`);
   }
-  return new Set(rows.map((r) => r.applied_at.getTime())).size;
+  if (!acked?.createdBy.size) return 0;
+  const { rows: commits } = await db.query<{ n: number }>(
+    `SELECT count(DISTINCT f.pos)::int AS n FROM change_log c JOIN feed_tx f ON f.xid = c.xid
+      WHERE c.table_name = 'executed_obs_unit' AND c.row_key = ANY($1::text[])`,
+    [[...acked.createdBy.keys()]],
+  );
+  return commits[0]!.n;
 }
 
 /** Sum of a numeric field over central's "sync batch applied" log lines. */

@@ -1,9 +1,12 @@
 /**
  * Applies transactions to PostgreSQL inside the caller's database
  * transaction. Steps are validated here against the table whitelist, then a
- * whole batch goes to `opsdb_apply_batch` (migration 003) in one call: inbox
- * row first (its unique key makes a repeat a no-op), then every step, each
- * transaction all or nothing.
+ * whole batch goes to the database in one call. A batch that only creates
+ * rows is applied with one INSERT per table (`opsdb_apply_inserts`,
+ * migration 008); otherwise, or when that finds a repeat or a failing row,
+ * `opsdb_apply_batch` (003/004) applies it
+ * transaction by transaction: inbox row first (its unique key makes a
+ * repeat a no-op), then every step, each transaction all or nothing.
  */
 import type { Client } from './db.js';
 import { TABLES } from '../lib/api/tables.js';
@@ -80,8 +83,54 @@ export function prepareTransaction(tx: Transaction): PreparedTransaction {
   return { transaction_id: tx.transaction_id, seq: tx.seq, endpoint: tx.endpoint, created_at: tx.created_at, hash: payloadHash(tx), steps };
 }
 
+/** The tables a create-only batch writes, parents before the rows that refer to them. */
+const INSERT_ORDER = ['executed_obs_unit', 'raw_data_package', 'raw_data_file', 'user_preference'] as const;
+/** Columns through which a row refers to a row of another table of INSERT_ORDER. */
+const PARENT_REFS = ['executed_obs_unit_id', 'raw_data_package_id'] as const;
+
+/**
+ * A batch's rows by table, when inserting them table by table (parents first)
+ * gives what applying its transactions one by one in order would: every step
+ * creates rows, and no row refers to a row created by a later transaction of
+ * the batch (in order, that reference would not exist yet). Else null.
+ */
+export function insertOnlyRows(txs: PreparedTransaction[]): Record<(typeof INSERT_ORDER)[number], Record<string, unknown>[]> | null {
+  const sets = { executed_obs_unit: [], raw_data_package: [], raw_data_file: [], user_preference: [] } as Record<(typeof INSERT_ORDER)[number], Record<string, unknown>[]>;
+  const createdIn = new Map<string, number>();
+  for (const [i, tx] of txs.entries()) {
+    for (const step of tx.steps) {
+      if ((step.op !== 'create' && step.op !== 'bulk_create') || !(step.table in sets)) return null;
+      for (const row of step.rows) {
+        sets[step.table as keyof typeof sets].push(row);
+        if (step.table === 'executed_obs_unit' || step.table === 'raw_data_package') createdIn.set(String(row.id).toLowerCase(), i);
+      }
+    }
+  }
+  for (const [i, tx] of txs.entries()) {
+    for (const step of tx.steps) {
+      for (const row of step.rows) {
+        for (const ref of PARENT_REFS) {
+          const v = row[ref];
+          if (typeof v === 'string' && (createdIn.get(v.toLowerCase()) ?? -1) > i) return null;
+        }
+      }
+    }
+  }
+  return sets;
+}
+
 export async function applyPrepared(c: Client, site: string, appliedBy: number | null, txs: PreparedTransaction[]): Promise<RawResult[]> {
   if (txs.length === 0) return [];
+  const sets = insertOnlyRows(txs);
+  if (sets) {
+    // One INSERT per table (migration 008); null when a repeat or a failing row needs the path below.
+    const inbox = txs.map((t) => ({ transaction_id: t.transaction_id, seq: t.seq, endpoint: t.endpoint, hash: t.hash, created_at: t.created_at }));
+    const { rows } = await c.query(
+      'SELECT opsdb_apply_inserts($1, $2, $3::jsonb, $4::jsonb, $5::jsonb, $6::jsonb, $7::jsonb) AS r',
+      [site, appliedBy, JSON.stringify(inbox), ...INSERT_ORDER.map((t) => JSON.stringify(sets[t]))],
+    );
+    if (rows[0].r) return rows[0].r as RawResult[];
+  }
   const { rows } = await c.query('SELECT opsdb_apply_batch($1, $2, $3::jsonb) AS r', [site, appliedBy, JSON.stringify(txs)]);
   return rows[0].r as RawResult[];
 }

@@ -122,20 +122,36 @@ export class LocalStore implements ReplicaSink {
         .run(params);
       return;
     }
-    const rows = step.op === 'bulk_create' ? step.rows : [{ ...step.data, [key]: step.id }];
-    for (const data of rows) {
-      const row: Row = { created_at: at, updated_at: at, ...data };
-      const present = cols.filter((c) => row[c] !== undefined);
-      const params: Row = { __seq: seq };
-      for (const c of present) params[c] = toSql(row[c]);
-      const updates = present.filter((c) => c !== key && c !== 'created_at').map((c) => `${c} = excluded.${c}`);
-      this.sql(
-          `INSERT INTO ${table} (${present.join(', ')}, origin_seq) VALUES (${present.map((c) => `@${c}`).join(', ')}, @__seq)
-           ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq'].join(', ')}`,
-        )
-        .run(params);
-    }
+    if (step.op === 'bulk_create') for (const data of step.rows) this.insertRow(table, cols, key, data, seq, at);
+    else this.insertRow(table, cols, key, { ...step.data, [key]: step.id }, seq, at);
   }
+
+  /**
+   * Inserts (or, for a row already here, overwrites) one row of a buffered
+   * create. The statement for each table and set of columns is built once,
+   * with positional parameters: this runs for every row of every write.
+   */
+  private insertRow(table: string, cols: readonly string[], key: string, data: Row, seq: number, at: string): void {
+    const stamped = (c: string) => c === 'created_at' || c === 'updated_at';
+    const value = (c: string) => (data[c] !== undefined ? data[c] : at);
+    const present: string[] = [];
+    for (const c of cols) if (data[c] !== undefined || stamped(c)) present.push(c);
+    const sig = `${table}|${present.join(',')}`;
+    let stmt = this.inserts.get(sig);
+    if (!stmt) {
+      const updates = present.filter((c) => c !== key && c !== 'created_at').map((c) => `${c} = excluded.${c}`);
+      stmt = this.db.prepare(
+        `INSERT INTO ${table} (${present.join(', ')}, origin_seq) VALUES (${present.map(() => '?').join(', ')}, ?)
+         ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq'].join(', ')}`,
+      );
+      this.inserts.set(sig, stmt);
+    }
+    const args: unknown[] = new Array(present.length + 1);
+    for (let i = 0; i < present.length; i++) args[i] = toSql(value(present[i]!));
+    args[present.length] = seq;
+    stmt.run(args);
+  }
+  private readonly inserts = new Map<string, Database.Statement>();
 
   /** A local entity row, or null. */
   findRow(table: string, id: string | number): Row | null {

@@ -135,26 +135,45 @@ const KEY_OF: Record<string, string> = { user_preference: 'user_id', user_role: 
 const wire = (r: Record<string, unknown>) =>
   Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
 
+/** The most feed positions one page looks at, so a page's work stays bounded when most positions hold nothing for the site. */
+const MAX_SCANNED_POSITIONS = 4096;
+
 /** A page of the change feed after `since`: whole positions, about `maxRows` rows, at least one position. */
 export async function readChanges(pool: Pool, site: string, since: number, maxRows: number): Promise<ChangesPage> {
   // The head first: every position up to it is committed, so everything up to it is visible to the
   // query below. Read after, a commit landing in between could be skipped by an empty page.
   const { rows: cur } = await pool.query<{ pos: string }>('SELECT pos FROM feed_position WHERE id = 1');
   const current = Number(cur[0]!.pos);
-  const { rows: counts } = await pool.query<{ pos: string; n: number }>(
-    `SELECT f.pos, count(*)::int AS n FROM feed_tx f JOIN change_log c ON c.xid = f.xid
-      WHERE f.pos > $1 AND (c.site IS NULL OR c.site = $2) GROUP BY f.pos ORDER BY f.pos LIMIT 1000`,
-    [since, site],
-  );
+  // Then whole positions in order until about maxRows visible rows. Positions are read a few at a
+  // time, each counted through change_log's xid index: the work is the page's, however long the feed
+  // after `since` (counting all of it made a long catch-up quadratic).
   let upTo = since;
   let total = 0;
-  for (const c of counts) {
-    if (total > 0 && total + c.n > maxRows) break;
-    total += c.n;
-    upTo = Number(c.pos);
+  let after = since;
+  let scanned = 0;
+  let exhausted = false;
+  scan: for (let chunk = 8; ; chunk = Math.min(chunk * 2, 1024, MAX_SCANNED_POSITIONS - scanned)) {
+    const { rows } = await pool.query<{ pos: string; n: number }>(
+      `SELECT f.pos, (SELECT count(*) FROM change_log c WHERE c.xid = f.xid AND (c.site IS NULL OR c.site = $2))::int AS n
+         FROM feed_tx f WHERE f.pos > $1 ORDER BY f.pos LIMIT $3`,
+      [after, site, chunk],
+    );
+    for (const r of rows) {
+      if (total > 0 && total + r.n > maxRows) break scan;
+      total += r.n;
+      upTo = Number(r.pos);
+    }
+    scanned += rows.length;
+    if (rows.length < chunk) {
+      exhausted = true;
+      break;
+    }
+    // Positions with nothing for this site (other sites' writes) are stepped over, a bounded number per page.
+    if (scanned >= MAX_SCANNED_POSITIONS) break;
+    after = upTo;
   }
-  // No visible change up to a committed position: the edge may still advance to it.
-  if (counts.length === 0) upTo = Math.max(since, current);
+  // Nothing visible up to a committed position: the edge may still advance to it.
+  if (exhausted && total === 0) upTo = Math.max(upTo, current);
   if (total === 0) return { changes: [], position: upTo, more: upTo < current };
 
   const { rows: keys } = await pool.query<{ table_name: string; row_key: string }>(
@@ -163,7 +182,11 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
     [since, upTo, site],
   );
   const byTable = new Map<string, string[]>();
-  for (const k of keys) byTable.set(k.table_name, [...(byTable.get(k.table_name) ?? []), k.row_key]);
+  for (const k of keys) {
+    const list = byTable.get(k.table_name);
+    if (list) list.push(k.row_key);
+    else byTable.set(k.table_name, [k.row_key]);
+  }
   const changes: Change[] = [];
   // Parents before children, so an edge can apply in order.
   for (const table of Object.keys(ROW_SQL)) {

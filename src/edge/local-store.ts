@@ -266,14 +266,26 @@ export class LocalStore implements ReplicaSink {
     })();
   }
 
+  /** Inserts or overwrites a row from the feed; one statement per table and column set, positional parameters. */
   private upsert(table: string, key: string, row: Row, keepColumns: string[] = []): void {
     const cols = Object.keys(row);
-    const updates = cols.filter((c) => c !== key && !keepColumns.includes(c)).map((c) => `${c} = excluded.${c}`);
-    this.sql(
-      `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})
-       ON CONFLICT (${key}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
-    ).run(Object.fromEntries(cols.map((c) => [c, toSql(row[c])])));
+    const sig = `${table}|${cols.join(',')}|${keepColumns.join(',')}`;
+    let stmt = this.upserts.get(sig);
+    if (!stmt) {
+      const updates = cols.filter((c) => c !== key && !keepColumns.includes(c)).map((c) => `${c} = excluded.${c}`);
+      stmt = this.db.prepare(
+        `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})
+         ON CONFLICT (${key}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
+      );
+      // Central sends a fixed set of columns per table; a bound all the same, as for statementCache.
+      if (this.upserts.size >= 200) this.upserts.clear();
+      this.upserts.set(sig, stmt);
+    }
+    const args: unknown[] = new Array(cols.length);
+    for (let i = 0; i < cols.length; i++) args[i] = toSql(row[cols[i]!]);
+    stmt.run(args);
   }
+  private readonly upserts = new Map<string, Database.Statement>();
 
   private applyChange(c: Change): void {
     const row = c.row;

@@ -73,6 +73,22 @@ export async function load(opts: { url: string; connections: number; seconds: nu
   };
 }
 
+/** User + system CPU seconds a process has used so far. */
+export function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** One line of a server's memory: RSS (anonymous and file-backed) and, from its /metrics (METRICS_PUBLIC=true), V8's heap and external buffers. */
+export async function memoryTrace(p: { child: ChildProcess; url: string }): Promise<string> {
+  const status = readFileSync(`/proc/${p.child.pid}/status`, 'utf8');
+  const kb = (k: string) => Math.round(Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) / 1024);
+  const m = await (await fetch(`${p.url}/metrics`)).text();
+  const mb = (n: string) => Math.round(Number(new RegExp(`^opsdb_process_${n}(?:\\{[^}]*\\})? (\\S+)`, 'm').exec(m)?.[1]) / 1048576);
+  return `rss=${kb('VmRSS')} anon=${kb('RssAnon')} file=${kb('RssFile')} heap_total=${mb('nodejs_heap_size_total_bytes')} ` +
+    `heap_used=${mb('nodejs_heap_size_used_bytes')} external=${mb('nodejs_external_memory_bytes')} (MB)`;
+}
+
 export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Math.round(Number(m[1]) / 1024) : NaN;

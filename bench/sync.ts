@@ -13,7 +13,7 @@
  * BENCH_TRACE=1 prints the drain's progress and the edge's memory (RSS, V8
  * heap, external buffers) to stderr every 250 ms.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -108,6 +108,19 @@ async function fillEdge(dataDir: string, n: number, site: string): Promise<void>
   local.close();
 }
 
+/** V8 heap in use right after each full (mark-compact) GC, from a log written with --trace-gc, in MB. */
+function retainedHeap(logFile: string): number[] {
+  const out: number[] = [];
+  for (const m of readFileSync(logFile, 'utf8').matchAll(/Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+) \(/g)) out.push(Number(m[1]));
+  return out;
+}
+
+function retainedSummary(mb: number[]): string {
+  if (mb.length === 0) return 'no full GC happened';
+  const q = (f: number) => mb[Math.min(mb.length - 1, Math.floor(f * mb.length))]!.toFixed(0);
+  return `first ${q(0)} MB, at a quarter ${q(0.25)}, half ${q(0.5)}, three quarters ${q(0.75)}, last ${mb.at(-1)!.toFixed(0)} MB, most ${Math.max(...mb).toFixed(0)} MB`;
+}
+
 /** A drain: a fresh edge holding `n` transactions and a central on `url`, optionally over a link with `delayMs` each way. */
 async function drain(name: string, url: string, n: number, env: Record<string, string>, delayMs = 0) {
   const pool = createPool(url, 1);
@@ -122,7 +135,8 @@ async function drain(name: string, url: string, n: number, env: Record<string, s
   const proxy = delayMs ? await FaultProxy.start(Number(new URL(central.url).port), { delay: delayMs }) : null;
   const prof = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
   const edge = await spawnServer(
-    [...prof, OPSDB, 'serve'],
+    // --trace-gc: the heap left after each full GC is what the edge really holds (see retainedHeap).
+    [...prof, '--trace-gc', OPSDB, 'serve'],
     { SITE_TYPE: 'secondary', SITE_NAME: site, DATA_DIR: dataDir, PORT: '0', CENTRAL_URL: proxy?.url ?? central.url, SITE_TOKEN: token, LOG_LEVEL: 'info', ...(process.env.BENCH_TRACE ? { METRICS_PUBLIC: 'true' } : {}), ...env },
     /edge listening/,
     join(work, `${name}-edge.log`),
@@ -157,7 +171,7 @@ async function drain(name: string, url: string, n: number, env: Record<string, s
   await central.stop();
   await proxy?.close();
   if (applied < n) throw new Error(`drain stopped at ${applied} of ${n}: failed transactions, see ${work}`);
-  return { seconds, caughtUp, rss, centralRss, cpu };
+  return { seconds, caughtUp, rss, centralRss, cpu, retained: retainedHeap(join(work, `${name}-edge.log`)) };
 }
 
 const work = mkdtempSync(join(tmpdir(), 'opsdb-bench-sync-'));
@@ -166,7 +180,7 @@ try {
   const syncUrl = await database('bench_sync');
   const plainS = await plainInsert(plainUrl);
   const batchEnv: Record<string, string> = process.env.SYNC_BATCH_SIZE ? { SYNC_BATCH_SIZE: process.env.SYNC_BATCH_SIZE } : {};
-  const { seconds: drainS, caughtUp, rss, centralRss, cpu } = await drain('loopback', syncUrl, N, batchEnv);
+  const { seconds: drainS, caughtUp, rss, centralRss, cpu, retained } = await drain('loopback', syncUrl, N, batchEnv);
 
   // Over a long link (LINK_DELAY_MS each way), with the next batch sent early (SYNC_PIPELINE=2) and without.
   const linkUrl = await database('bench_link');
@@ -200,7 +214,8 @@ The replica had central's copy of every row, and the buffer was compacted, ${cau
 (while a backlog drains, the edge pulls only a few pages now and then).
 Central holds ${rows[0].txs} applied transactions and ${rows[0].files} raw data files (expected ${N} and ${N * 3}).
 CPU time during the drain: edge process ${cpu.edge.toFixed(1)} s, central's Node.js process ${cpu.central.toFixed(1)} s (PostgreSQL: the rest of the two cores).
-Edge RSS during the drain and the catch-up: ${Math.min(...rss)}–${Math.max(...rss)} MB over ${rss.length} samples (first ${rss[0]}, last ${rss.at(-1)});
+Edge RSS during the drain and the catch-up: ${Math.min(...rss)}–${Math.max(...rss)} MB over ${rss.length} samples (first ${rss[0]}, last ${rss.at(-1)}).
+What the edge holds, its V8 heap after each full GC (\`--trace-gc\`, ${retained.length} full GCs): ${retainedSummary(retained)};
 central RSS ${Math.min(...centralRss)}–${Math.max(...centralRss)} MB.
 
 Over a long link: the same drain of ${LINK_N.toLocaleString('en')} transactions through a proxy that adds ${LINK_DELAY_MS} ms each way
@@ -218,6 +233,10 @@ Over a long link: the same drain of ${LINK_N.toLocaleString('en')} transactions 
   recordFigures('sync', [
     { what: `sync drain of ${N.toLocaleString('en')} create-observation transactions`, value: Math.round(syncRows), unit: 'rows/s', baseline_what: 'plain multi-row INSERT', baseline: Math.round(plainRows), target: 'ratio ≥ 0.5' },
     { what: 'edge RSS growth during the drain', value: Math.max(...rss) - rss[0]!, unit: 'MB', baseline_what: null, baseline: null, target: 'flat' },
+    ...(retained.length >= 2
+      // The first full GCs come while the drain starts (batches in flight, caches filling); a quarter in, it has settled.
+      ? [{ what: 'edge heap held after the last full GC of the drain and catch-up', value: Math.round(retained.at(-1)!), unit: 'MB', baseline_what: 'a quarter of the way through', baseline: Math.round(retained[Math.floor(retained.length / 4)]!), target: 'flat' }]
+      : []),
     { what: `sync drain over a ${2 * LINK_DELAY_MS} ms round trip, next batch sent early`, value: Math.round((LINK_N * ROWS_PER_TX) / piped.seconds), unit: 'rows/s', baseline_what: 'one batch at a time (SYNC_PIPELINE=1)', baseline: Math.round((LINK_N * ROWS_PER_TX) / serial.seconds), target: 'ratio > 1' },
   ]);
 } finally {

@@ -92,26 +92,30 @@ const PARENT_REFS = ['executed_obs_unit_id', 'raw_data_package_id'] as const;
  * A batch's rows by table, when inserting them table by table (parents first)
  * gives what applying its transactions one by one in order would: every step
  * creates rows, and no row refers to a row created by a later transaction of
- * the batch (in order, that reference would not exist yet). Else null.
+ * the batch, or by a later step of its own transaction (in order, that
+ * reference would not exist yet). Else null.
  */
 export function insertOnlyRows(txs: PreparedTransaction[]): Record<(typeof INSERT_ORDER)[number], Record<string, unknown>[]> | null {
   const sets = { executed_obs_unit: [], raw_data_package: [], raw_data_file: [], user_preference: [] } as Record<(typeof INSERT_ORDER)[number], Record<string, unknown>[]>;
-  const createdIn = new Map<string, number>();
+  /** Where each observation and package of the batch is created: [transaction, step]. */
+  const createdAt = new Map<string, [number, number]>();
   for (const [i, tx] of txs.entries()) {
-    for (const step of tx.steps) {
+    for (const [j, step] of tx.steps.entries()) {
       if ((step.op !== 'create' && step.op !== 'bulk_create') || !(step.table in sets)) return null;
       for (const row of step.rows) {
         sets[step.table as keyof typeof sets].push(row);
-        if (step.table === 'executed_obs_unit' || step.table === 'raw_data_package') createdIn.set(String(row.id).toLowerCase(), i);
+        if (step.table === 'executed_obs_unit' || step.table === 'raw_data_package') createdAt.set(String(row.id).toLowerCase(), [i, j]);
       }
     }
   }
+  // In order, a row may refer only to a row created by an earlier step: of an earlier transaction, or earlier in its own.
   for (const [i, tx] of txs.entries()) {
-    for (const step of tx.steps) {
+    for (const [j, step] of tx.steps.entries()) {
       for (const row of step.rows) {
         for (const ref of PARENT_REFS) {
           const v = row[ref];
-          if (typeof v === 'string' && (createdIn.get(v.toLowerCase()) ?? -1) > i) return null;
+          const at = typeof v === 'string' ? createdAt.get(v.toLowerCase()) : undefined;
+          if (at && (at[0] > i || (at[0] === i && at[1] >= j))) return null;
         }
       }
     }

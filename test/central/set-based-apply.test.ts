@@ -133,4 +133,14 @@ describe('create-only batches applied one INSERT per table', () => {
     assert.equal(await count('raw_data_file', early.ids.files), 0);
     assert.equal(await count('raw_data_file', later.ids.files), 2);
   });
+
+  it('a package created before its own observation in one transaction is rejected, as it would be in order', async () => {
+    const { tx, ids } = createObservation(SITE, ++seq);
+    const reordered = { ...tx, steps: [tx.steps[1]!, tx.steps[0]!, tx.steps[2]!] } as Transaction;
+    assert.equal(insertOnlyRows([reordered].map(prepareTransaction)), null);
+    const fine = createObservation(SITE, ++seq);
+    assert.deepEqual(await send([reordered, fine.tx]), ['rejected:reference_not_found', 'applied']);
+    assert.equal(await count('executed_obs_unit', [ids.obs]), 0, 'the whole transaction rolled back');
+    assert.deepEqual(await notes(keysOf([ids])), []);
+  });
 });

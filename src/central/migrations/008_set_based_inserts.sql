@@ -9,7 +9,7 @@
 -- apply.ts only comes here when applying the rows table by table, parents
 -- first, gives what applying the transactions one by one in seq order would:
 -- every step creates rows, and no row refers to a row that a later
--- transaction of the batch creates. Any repeat (an inbox row already there)
+-- transaction of the batch, or a later step of its own, creates. Any repeat (an inbox row already there)
 -- or any failing row makes this function return NULL having written nothing
 -- (its work is a subtransaction), and apply.ts then applies the batch one
 -- transaction at a time (opsdb_apply_batch), which answers each transaction

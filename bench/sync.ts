@@ -221,10 +221,10 @@ central RSS ${Math.min(...centralRss)}–${Math.max(...centralRss)} MB.
 Over a long link: the same drain of ${LINK_N.toLocaleString('en')} transactions through a proxy that adds ${LINK_DELAY_MS} ms each way
 (a ${2 * LINK_DELAY_MS} ms round trip; the site's real link is longer), into a fresh database, in the same run:
 
-| run | seconds | transactions/s | rows/s |
-|---|---:|---:|---:|
-| one batch at central at a time (SYNC_PIPELINE=1) | ${serial.seconds.toFixed(1)} | ${Math.round(LINK_N / serial.seconds)} | ${Math.round((LINK_N * ROWS_PER_TX) / serial.seconds)} |
-| next batch sent while the last is applied (SYNC_PIPELINE=2, the default) | ${piped.seconds.toFixed(1)} | ${Math.round(LINK_N / piped.seconds)} | ${Math.round((LINK_N * ROWS_PER_TX) / piped.seconds)} |
+| run | seconds | transactions/s | rows/s | then the replica caught up in |
+|---|---:|---:|---:|---:|
+| one batch at central at a time (SYNC_PIPELINE=1) | ${serial.seconds.toFixed(1)} | ${Math.round(LINK_N / serial.seconds)} | ${Math.round((LINK_N * ROWS_PER_TX) / serial.seconds)} | ${serial.caughtUp.toFixed(1)} s |
+| next batch sent while the last is applied (SYNC_PIPELINE=2, the default) | ${piped.seconds.toFixed(1)} | ${Math.round(LINK_N / piped.seconds)} | ${Math.round((LINK_N * ROWS_PER_TX) / piped.seconds)} | ${piped.caughtUp.toFixed(1)} s |
 
 **Pipelined / one at a time: ${(serial.seconds / piped.seconds).toFixed(2)}×** the drain rate over a ${2 * LINK_DELAY_MS} ms round trip.
 `;

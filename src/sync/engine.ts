@@ -53,10 +53,14 @@ const NOT_AFTER_FAILURE: Failure = {
   retryAfterMs: null, unreachable: false, shrink: false,
 };
 // A pull reads pages of about PULL_PAGE_ROWS changes (whole feed positions), at most MAX_PULL_PAGES of
-// them (BUSY_PULL_PAGES while a backlog drains) before the engine pushes again. A page is parsed,
-// checked and applied, then dropped, before the next one is asked for, so no pull holds a whole
-// catch-up in memory (central's RSS during a drain fell with it; the edge's did not, see performance.md).
-const PULL_PAGE_ROWS = 1000;
+// them, before the engine pushes again. While a backlog drains it takes BUSY_PULL_PAGES pages of
+// BUSY_PULL_PAGE_ROWS, so the pushes go on (central's RSS during a drain fell with these smaller pages).
+// Otherwise pages are bigger: each page costs a round trip on the site's long link, and over a 100 ms
+// round trip a catch-up of 10,000 transactions took ≈ 6–8 s with pages of 1,000 and ≈ 1–2 s with 5,000
+// (bench:sync). A page is applied and dropped before the one after next is asked for, so a pull holds
+// at most two pages in memory, never a whole catch-up.
+const PULL_PAGE_ROWS = 5000;
+const BUSY_PULL_PAGE_ROWS = 1000;
 const MAX_PULL_PAGES = 100;
 const BUSY_PULL_PAGES = 5;
 const BUSY_PULL_MS = 5000;
@@ -173,7 +177,8 @@ export class SyncEngine implements SyncView {
           // While a backlog drains, a pull takes a few pages and lets the pushes go on: getting the data
           // to central comes first, and the replica catches up once the backlog is gone.
           // (Unless the buffer is more than half full: then compaction, which needs the pull, comes first.)
-          failure = await this.pull(false, batch.length > 0 && !(await this.bufferPressed()) ? BUSY_PULL_PAGES : MAX_PULL_PAGES);
+          const busy = batch.length > 0 && !(await this.bufferPressed());
+          failure = await this.pull(false, busy ? BUSY_PULL_PAGES : MAX_PULL_PAGES, busy ? BUSY_PULL_PAGE_ROWS : PULL_PAGE_ROWS);
         }
         if (failure?.kind === 'transient') await this.backoff(failure);
         else if (batch.length === 0 && !failure) await this.sleep(this.o.intervalMs);
@@ -355,19 +360,46 @@ export class SyncEngine implements SyncView {
     return (await this.o.buffer.stats()).held_bytes > this.o.bufferMaxBytes / 2;
   }
 
-  /** Pulls the change feed into the replica, then compacts what it now covers. */
-  private async pull(probing: boolean, maxPages = MAX_PULL_PAGES): Promise<Failure | null> {
+  /**
+   * Asks for the page after `since`, sending the request at once. Never
+   * rejects, so a page asked for early and then not needed is no unhandled
+   * rejection.
+   */
+  private fetchPage(since: number, rows: number, backlog: string): Promise<{ reply: Reply } | { err: unknown }> {
+    try {
+      return this.o.client
+        .get(`/api/sync/changes?since=${since}&max_rows=${rows}`, this.o.token(), { 'x-opsdb-backlog': backlog })
+        .then((reply) => ({ reply }), (err: unknown) => ({ err }));
+    } catch (err) {
+      return Promise.resolve({ err });
+    }
+  }
+
+  /**
+   * Pulls the change feed into the replica, then compacts what it now covers.
+   * The next page is asked for as soon as a page arrives, before that page is
+   * applied, so the round trip to central overlaps the local work (on the
+   * site's long link, most of a page's time is the round trip).
+   */
+  private async pull(probing: boolean, maxPages = MAX_PULL_PAGES, pageRows = PULL_PAGE_ROWS): Promise<Failure | null> {
+    // The backlog central is told about: once per pull, so the next page's request can go out at once.
+    let backlog: string;
+    try {
+      backlog = JSON.stringify(await this.backlog());
+    } catch (err) {
+      const f = classifyError(err);
+      if (!probing) this.fail(f);
+      return f;
+    }
+    let next = this.fetchPage(this.o.replica.position(), pageRows, backlog);
     for (let page = 0; page < maxPages && !this.stopping; page++) {
-      let reply: Reply;
-      try {
-        reply = await this.o.client.get(`/api/sync/changes?since=${this.o.replica.position()}&max_rows=${PULL_PAGE_ROWS}`, this.o.token(), {
-          'x-opsdb-backlog': JSON.stringify(await this.backlog()),
-        });
-      } catch (err) {
-        const f = classifyError(err);
+      const got = await next;
+      if ('err' in got) {
+        const f = classifyError(got.err);
         if (!probing) this.fail(f);
         return f;
       }
+      const reply = got.reply;
       if (reply.status !== 200) {
         const f = classifyReply(reply);
         if (f.kind === 'auth') {
@@ -385,6 +417,12 @@ export class SyncEngine implements SyncView {
       }
       if (probing) this.credentialsChanged();
       const body = parsed.data;
+      // The page after this one starts where this one ends; ask for it now.
+      if (body.more && page + 1 < maxPages && !this.stopping) {
+        next = this.fetchPage(body.position, pageRows, backlog);
+        // Let the request leave before the synchronous apply below holds the event loop.
+        await new Promise<void>((r) => setImmediate(r));
+      }
       const origins = this.o.replica.originSeqs(body.changes);
       const states = origins.size ? await this.o.buffer.states([...origins.values()]) : new Map();
       const keep = new Set([...origins].filter(([, seq]) => states.has(seq) && states.get(seq) !== 'synced').map(([k]) => k));

@@ -4,7 +4,7 @@ import type { Step } from '../lib/api/transaction.js';
 import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
 import type { Change } from '../lib/api/sync-schemas.js';
 import { decodeCursor, encodeCursor } from '../lib/cursor.js';
-import { statementCache } from './statements.js';
+import { keyedStatements, statementCache } from './statements.js';
 import type { ReplicaSink } from '../sync/replica.js';
 import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
 
@@ -24,6 +24,9 @@ function wire(r: Row): Row {
   }
   return out;
 }
+
+/** Columns a buffered create fills with the transaction's time when it does not set them. */
+const STAMPED = new Set(['created_at', 'updated_at']);
 
 const toSql = (v: unknown): unknown => (v !== null && typeof v === 'object' ? JSON.stringify(v) : typeof v === 'boolean' ? Number(v) : v);
 
@@ -50,10 +53,13 @@ export async function catchUp(buffer: TransactionBuffer, local: LocalStore): Pro
 export class LocalStore implements ReplicaSink {
   readonly db: Database.Database;
   private readonly sql: (text: string) => Database.Statement;
+  /** Row writes by table and set of columns, with positional parameters: they run for every row. */
+  private readonly byShape: (key: string, build: () => string) => Database.Statement;
 
   constructor(readonly path: string) {
     this.db = new Database(path);
     this.sql = statementCache(this.db);
+    this.byShape = keyedStatements(this.db, 200);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
@@ -132,26 +138,21 @@ export class LocalStore implements ReplicaSink {
    * with positional parameters: this runs for every row of every write.
    */
   private insertRow(table: string, cols: readonly string[], key: string, data: Row, seq: number, at: string): void {
-    const stamped = (c: string) => c === 'created_at' || c === 'updated_at';
-    const value = (c: string) => (data[c] !== undefined ? data[c] : at);
     const present: string[] = [];
-    for (const c of cols) if (data[c] !== undefined || stamped(c)) present.push(c);
-    const sig = `${table}|${present.join(',')}`;
-    let stmt = this.inserts.get(sig);
-    if (!stmt) {
+    for (const c of cols) if (data[c] !== undefined || STAMPED.has(c)) present.push(c);
+    const stmt = this.byShape(`insert|${table}|${present.join(',')}`, () => {
       const updates = present.filter((c) => c !== key && c !== 'created_at').map((c) => `${c} = excluded.${c}`);
-      stmt = this.db.prepare(
-        `INSERT INTO ${table} (${present.join(', ')}, origin_seq) VALUES (${present.map(() => '?').join(', ')}, ?)
-         ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq'].join(', ')}`,
-      );
-      this.inserts.set(sig, stmt);
-    }
+      return `INSERT INTO ${table} (${present.join(', ')}, origin_seq) VALUES (${present.map(() => '?').join(', ')}, ?)
+         ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq'].join(', ')}`;
+    });
     const args: unknown[] = new Array(present.length + 1);
-    for (let i = 0; i < present.length; i++) args[i] = toSql(value(present[i]!));
+    for (let i = 0; i < present.length; i++) {
+      const c = present[i]!;
+      args[i] = toSql(data[c] !== undefined ? data[c] : at);
+    }
     args[present.length] = seq;
     stmt.run(args);
   }
-  private readonly inserts = new Map<string, Database.Statement>();
 
   /** A local entity row, or null. */
   findRow(table: string, id: string | number): Row | null {
@@ -269,23 +270,15 @@ export class LocalStore implements ReplicaSink {
   /** Inserts or overwrites a row from the feed; one statement per table and column set, positional parameters. */
   private upsert(table: string, key: string, row: Row, keepColumns: string[] = []): void {
     const cols = Object.keys(row);
-    const sig = `${table}|${cols.join(',')}|${keepColumns.join(',')}`;
-    let stmt = this.upserts.get(sig);
-    if (!stmt) {
+    const stmt = this.byShape(`upsert|${table}|${cols.join(',')}|${keepColumns.join(',')}`, () => {
       const updates = cols.filter((c) => c !== key && !keepColumns.includes(c)).map((c) => `${c} = excluded.${c}`);
-      stmt = this.db.prepare(
-        `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})
-         ON CONFLICT (${key}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
-      );
-      // Central sends a fixed set of columns per table; a bound all the same, as for statementCache.
-      if (this.upserts.size >= 200) this.upserts.clear();
-      this.upserts.set(sig, stmt);
-    }
+      return `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})
+       ON CONFLICT (${key}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`;
+    });
     const args: unknown[] = new Array(cols.length);
     for (let i = 0; i < cols.length; i++) args[i] = toSql(row[cols[i]!]);
     stmt.run(args);
   }
-  private readonly upserts = new Map<string, Database.Statement>();
 
   private applyChange(c: Change): void {
     const row = c.row;

@@ -46,9 +46,18 @@ export class LocalAccounts implements TokenAdmin {
     const touches = this.touches;
     this.touches = new Map();
     const update = this.sql('UPDATE api_token SET last_used_at = ?, usage_count = usage_count + ? WHERE id = ?');
-    this.db.transaction(() => {
-      for (const [id, t] of touches) update.run(t.at, t.n, id);
-    })();
+    try {
+      this.db.transaction(() => {
+        for (const [id, t] of touches) update.run(t.at, t.n, id);
+      }).immediate();
+    } catch {
+      // Usage counts are bookkeeping: if the store is locked or failing, keep them for the next flush.
+      for (const [id, t] of touches) {
+        const now = this.touches.get(id);
+        this.touches.set(id, { n: t.n + (now?.n ?? 0), at: now?.at ?? t.at });
+      }
+      this.touchTimer ??= setTimeout(() => this.flush(), 1000).unref();
+    }
   }
 
   private nextLocalId(table: 'user' | 'api_token'): number {
@@ -158,6 +167,6 @@ export class LocalAccounts implements TokenAdmin {
       for (const r of roles) this.sql('INSERT INTO user_role (user_id, role) VALUES (?, ?)').run(id, r);
       return id;
     });
-    return run();
+    return run.immediate();
   }
 }

@@ -112,7 +112,7 @@ export class LocalStore implements ReplicaSink {
       }
       this.setMeta('applied_seq', String(applied));
     });
-    run();
+    run.immediate();
   }
 
   private applyStep(step: Step, seq: number, at: string): void {
@@ -180,7 +180,7 @@ export class LocalStore implements ReplicaSink {
           .run(Object.fromEntries(cols.map((c) => [c, toSql(r[c])])));
       }
     });
-    run();
+    run.immediate();
   }
 
   // ---- reads ---------------------------------------------------------------
@@ -264,7 +264,7 @@ export class LocalStore implements ReplicaSink {
       }
       this.setMeta('replica_position', String(position));
       this.setMeta('last_pull_at', new Date().toISOString());
-    })();
+    }).immediate();
   }
 
   /** Inserts or overwrites a row from the feed; one statement per table and column set, positional parameters. */

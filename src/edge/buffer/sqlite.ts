@@ -100,7 +100,7 @@ export class SqliteBuffer implements TransactionBuffer {
       // A file that is not a database fails right here; `opsdb buffer verify` runs the full check.
       this.db.exec(SCHEMA);
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
-      this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c)))();
+      this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
     } catch (err) {
       throw new BufferUnavailableError(`cannot open the SQLite buffer at ${path}: ${(err as Error).message}`, { cause: err });
     }
@@ -161,7 +161,7 @@ export class SqliteBuffer implements TransactionBuffer {
       } finally {
         this.deltas.clear();
       }
-    })();
+    }).immediate();
   }
 
   async append(txs: NewTransaction[]): Promise<BufferedTransaction[]> {
@@ -189,7 +189,7 @@ export class SqliteBuffer implements TransactionBuffer {
       this.stmt.bump.run(total, 'bytes_pending');
       return out;
     });
-    return run();
+    return run.immediate();
   }
 
   async claim(maxCount: number, maxBytes: number, opts: { notAfterInFlight?: boolean } = {}): Promise<BufferedTransaction[]> {

@@ -24,8 +24,15 @@ export const serveCommand: Command = {
     });
     const sd = new SdNotify(systemdEnv(), log);
     await sd.ready(running.status, running.healthy);
-    const signal = await untilSignal();
-    log.info({ signal }, 'stopping');
+    const failed = 'failed' in running ? running.failed : new Promise<never>(() => {});
+    const outcome = await Promise.race([untilSignal(), failed]);
+    if (outcome instanceof Error) {
+      // Writes cannot be stored: stop serving and exit non-zero, so systemd restarts the daemon.
+      await sd.stopping();
+      await running.stop().catch(() => {});
+      throw new Error(`stopped: ${outcome.message}`);
+    }
+    log.info({ signal: outcome }, 'stopping');
     await sd.stopping();
     await running.stop();
     log.info('stopped');

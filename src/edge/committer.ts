@@ -7,6 +7,7 @@
 import { statfs } from 'node:fs/promises';
 import type { BufferedTransaction, NewTransaction, TransactionBuffer } from './buffer/buffer.js';
 import { transactionBytes } from './buffer/buffer.js';
+import { ThreadedSqliteBuffer } from './buffer/thread.js';
 import { LocalGapError, catchUp, type LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
 import { InsufficientStorageError, UnavailableError } from '../lib/errors.js';
@@ -96,6 +97,21 @@ export class GroupCommitter {
   }
 
   /**
+   * Makes a group durable and visible in the local store. With the SQLite
+   * buffer in its own thread both happen there, off the event loop.
+   */
+  private async appendAndApply(txs: NewTransaction[]): Promise<BufferedTransaction[]> {
+    if (!(this.buffer instanceof ThreadedSqliteBuffer)) {
+      const stored = await this.buffer.append(txs);
+      await this.applyLocally(stored);
+      return stored;
+    }
+    const { stored, localError } = await this.buffer.commitGroup(txs);
+    if (localError) this.log.error({ first_seq: stored[0]?.seq, problem: localError }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write');
+    return stored;
+  }
+
+  /**
    * After a failed append: did it land anyway (the connection dropped after
    * Redis ran the script)? Appends are all-or-nothing, so the first id tells.
    * If it landed, the writes are answered as stored.
@@ -139,10 +155,9 @@ export class GroupCommitter {
         }
       }
       if (accepted.length === 0) return;
-      const stored = await this.buffer.append(accepted.map((i) => i.tx));
+      const stored = await this.appendAndApply(accepted.map((i) => i.tx));
       this.groups.count += 1;
       this.groups.transactions += stored.length;
-      await this.applyLocally(stored);
       accepted.forEach((item, i) => item.resolve(stored[i]!));
       this.onCommit();
     } catch (err) {

@@ -28,6 +28,8 @@ export interface RunningEdge {
   sync: SyncView;
   /** One line for systemd's STATUS=: the backlog and the engine's state. */
   status(): Promise<string>;
+  /** Resolves if the edge can no longer store writes (its storage thread died); `opsdb serve` then exits non-zero. */
+  failed: Promise<Error>;
   /** The buffer answers and the event loop runs: what the watchdog pings stand for. */
   healthy(): Promise<boolean>;
   stop(): Promise<void>;
@@ -41,8 +43,22 @@ export interface RunningEdge {
  */
 export async function startEdge(config: Config, log: Logger): Promise<RunningEdge> {
   mkdirSync(config.dataDir, { recursive: true });
-  const { buffer, redisStatus } = await openBuffer(config);
-  const local = new LocalStore(join(config.dataDir, 'local.db'));
+  // The local store first: its schema exists before the storage thread opens a second connection to it.
+  const localPath = join(config.dataDir, 'local.db');
+  const local = new LocalStore(localPath);
+  let fatal!: (err: Error) => void;
+  const failed = new Promise<Error>((resolve) => (fatal = resolve));
+  const opened = await openBuffer(config, {
+    localPath,
+    onFailure: (err) => {
+      log.fatal({ err: { message: err.message } }, 'the storage thread stopped; the edge cannot store writes and must be restarted');
+      fatal(err);
+    },
+  }).catch((err: unknown) => {
+    local.close();
+    throw err;
+  });
+  const { buffer, redisStatus } = opened;
   let server: Server | undefined;
   try {
     const released = await buffer.releaseInFlight();
@@ -107,7 +123,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
     );
     const srv = server;
     return {
-      url, port, buffer, local, committer, sync,
+      url, port, buffer, local, committer, sync, failed,
       async status() {
         const st = await buffer.stats();
         return `${st.pending} pending, ${st.in_flight} in flight, ${st.blocked} blocked, ${st.failed} failed; sync ${sync.state()}` +

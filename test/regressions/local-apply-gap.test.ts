@@ -1,14 +1,15 @@
 // committer.ts: when applying a durable group to the local store fails, the
-// write is still answered 201 with the comment "the local view catches up
-// from the buffer at the next start". It does not: the next group's
-// applyBuffered moves applied_seq past the failed group, and catchUp() only
-// replays seqs after applied_seq. The acknowledged write stays invisible at
-// the edge (SPEC §2.7) until central's feed brings it back, and while offline
-// every later write referencing it is refused (404/422).
-// The local-store failure (disk full, SQLITE_BUSY from a CLI writer, I/O
-// error) is injected by making applyBuffered throw once.
+// write is still answered 201. An early version then lost it from edge reads:
+// the next group's applyBuffered moved applied_seq past the failed group, and
+// catchUp() only replays seqs after applied_seq. The acknowledged write stayed
+// invisible at the edge (SPEC §2.7) until central's feed brought it back.
+// The failure is real: another process holds local.db's write lock longer
+// than the busy timeout (an operator's sqlite3 shell, a stuck CLI), so the
+// storage thread's apply, and its catch-up, fail with SQLITE_BUSY.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { startTestEdge, type TestEdge } from '../support/edge.js';
 
 describe('a local-store apply failure in group commit', () => {
@@ -17,31 +18,33 @@ describe('a local-store apply failure in group commit', () => {
     await edge?.stop();
   });
 
-  it('is repaired by the next start, as the committer promises', async () => {
+  it('keeps the write durable and visible again once the store answers, and across a restart', async () => {
     edge = await startTestEdge('review-gap');
-    const local = edge.running.local;
-    const real = local.applyBuffered.bind(local);
-    let failOnce = true;
-    local.applyBuffered = (txs) => {
-      if (failOnce) {
-        failOnce = false;
-        const err = new Error('database or disk is full') as Error & { code: string };
-        err.code = 'SQLITE_FULL';
-        throw err;
-      }
-      return real(txs);
-    };
-    const a = await edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+    const locker = new Database(join(edge.dataDir, 'local.db'));
+    locker.exec('BEGIN IMMEDIATE');
+    let a;
+    try {
+      a = await edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+    } finally {
+      locker.exec('COMMIT');
+      locker.close();
+    }
     assert.equal(a.status, 201, a.text);
+    const held = await edge.running.buffer.get(a.body.transaction_id);
+    assert.equal(held?.state, 'pending', 'the write is in the buffer');
+    assert.ok(Number(edge.running.local.getMeta('applied_seq') ?? 0) < held.seq, 'the injected lock did stop the local apply');
+    assert.equal((await edge.admin.get(`/executed_obs_units/${a.body.id}`)).status, 404, 'not visible while the store is locked');
+
     const b = await edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 2 } });
     assert.equal(b.status, 201, b.text);
+    assert.equal((await edge.admin.get(`/executed_obs_units/${a.body.id}`)).status, 200, 'the next write brought the first one back');
+    assert.equal((await edge.admin.get(`/executed_obs_units/${b.body.id}`)).status, 200);
 
     const dataDir = edge.dataDir;
     await edge.stop();
     edge = await startTestEdge('review-gap', { dataDir, seed: false });
-    assert.equal((await edge.admin.get(`/executed_obs_units/${b.body.id}`)).status, 200);
-    const gotA = await edge.admin.get(`/executed_obs_units/${a.body.id}`);
+    assert.equal((await edge.admin.get(`/executed_obs_units/${a.body.id}`)).status, 200);
     const finish = await edge.admin.put(`/executed_obs_units/${a.body.id}/finish`, { body: { status: 'success' } });
-    assert.equal(gotA.status, 200, `acknowledged write ${a.body.id} is still invisible after a restart (finish → ${finish.status})`);
+    assert.ok(finish.status < 300, `finishing it: ${finish.status} ${finish.text}`);
   });
 });

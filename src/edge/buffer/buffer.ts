@@ -181,6 +181,11 @@ export function stepsJson(steps: Step[]): string {
   return json;
 }
 
+/** Records the JSON text `steps` was parsed from (the storage thread receives steps as text). */
+export function rememberStepsJson(steps: Step[], json: string): void {
+  stepsJsonCache.set(steps, json);
+}
+
 export function transactionBytes(tx: Pick<NewTransaction, 'steps' | 'endpoint'>, json = stepsJson(tx.steps)): number {
   return Buffer.byteLength(json) + tx.endpoint.length + 128;
 }

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Config } from '../../lib/config.js';
 import type { TransactionBuffer } from './buffer.js';
 import { SqliteBuffer } from './sqlite.js';
+import { ThreadedSqliteBuffer } from './thread.js';
 
 export interface OpenedBuffer {
   buffer: TransactionBuffer;
@@ -9,10 +10,23 @@ export interface OpenedBuffer {
   redisStatus(): string;
 }
 
-/** Opens the configured buffer backend; throws BufferUnavailableError when it cannot keep writes safe. */
-export async function openBuffer(config: Config): Promise<OpenedBuffer> {
+/** For the daemon: the SQLite buffer in its own thread, with the local store it applies writes to. */
+export interface BufferThread {
+  localPath: string;
+  /** The thread died: the daemon cannot store writes any more. */
+  onFailure(err: Error): void;
+}
+
+/**
+ * Opens the configured buffer backend; throws BufferUnavailableError when it
+ * cannot keep writes safe. With `thread`, the SQLite buffer runs in a storage
+ * thread (the daemon); without, in the caller's (the CLI, tools, tests).
+ */
+export async function openBuffer(config: Config, thread?: BufferThread): Promise<OpenedBuffer> {
   if (config.bufferBackend === 'sqlite') {
-    return { buffer: new SqliteBuffer(join(config.dataDir, 'buffer.db')), redisStatus: () => 'not_used' };
+    const path = join(config.dataDir, 'buffer.db');
+    const buffer = thread ? await ThreadedSqliteBuffer.open(path, thread.localPath, thread.onFailure) : new SqliteBuffer(path);
+    return { buffer, redisStatus: () => 'not_used' };
   }
   const { RedisBuffer } = await import('./redis.js');
   const buffer = await RedisBuffer.open({

@@ -13,7 +13,7 @@ import { LocalStore } from '../src/edge/local-store.js';
 import { LocalAccounts } from '../src/edge/local-accounts.js';
 import { SqliteBuffer } from '../src/edge/buffer/sqlite.js';
 import { uuidv7 } from '../src/lib/uuid.js';
-import { OPSDB, ROOT, load, machine, recordFigures, rssMb, spawnServer, writeSection } from './support.js';
+import { EDGE_UNIT_ENV, OPSDB, ROOT, load, machine, recordFigures, rssMb, spawnServer, writeSection } from './support.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
@@ -52,7 +52,7 @@ async function ingest(work: string) {
 async function edgeLoad(work: string, name: string, extraEnv: Record<string, string>) {
   const dataDir = join(work, name);
   const token = await adminToken(dataDir);
-  const env = { SITE_TYPE: 'secondary', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', ...extraEnv };
+  const env = { ...EDGE_UNIT_ENV, SITE_TYPE: 'secondary', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', ...extraEnv };
   const logFile = join(work, `${name}.log`);
   const edge = await spawnServer([OPSDB, 'serve'], env, /edge listening/, logFile);
   const url = `${edge.url}/api/demo/create-observation`;
@@ -93,7 +93,7 @@ async function backlog(work: string) {
   const t0 = performance.now();
   await fillBacklog(dataDir, BACKLOG);
   const fillS = (performance.now() - t0) / 1000;
-  const env = { SITE_TYPE: 'secondary', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info' };
+  const env = { ...EDGE_UNIT_ENV, SITE_TYPE: 'secondary', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info' };
   const edge = await spawnServer([OPSDB, 'serve'], env, /edge listening/, join(work, 'backlog.log'));
   const readyMs = Math.round(performance.now() - edge.spawnedAt);
   const rssReady = rssMb(edge.child.pid!);

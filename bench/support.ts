@@ -8,6 +8,18 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The production form of the CLI (npm run build), as the systemd units run it. */
 export const OPSDB = `${ROOT}dist/cli/main.js`;
 
+/**
+ * The environment the edge's systemd unit gives the daemon (its
+ * `Environment=` lines), so benchmarks run the edge as it is deployed.
+ */
+export const EDGE_UNIT_ENV: Record<string, string> = Object.fromEntries(
+  readFileSync(`${ROOT}systemd/opsdb-edge.service`, 'utf8')
+    .split('\n')
+    .map((l) => /^Environment=([A-Z_]+)=(.*)$/.exec(l.trim()))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => [m[1]!, m[2]!]),
+);
+
 export interface Proc {
   child: ChildProcess;
   url: string;

@@ -26,7 +26,7 @@ import { LocalStore } from '../src/edge/local-store.js';
 import type { NewTransaction } from '../src/edge/buffer/buffer.js';
 import { uuidv7 } from '../src/lib/uuid.js';
 import { FaultProxy } from '../test/support/fault-proxy.js';
-import { OPSDB, cpuSeconds, machine, memoryTrace, recordFigures, rssMb, spawnServer, writeSection } from './support.js';
+import { EDGE_UNIT_ENV, OPSDB, cpuSeconds, machine, memoryTrace, recordFigures, rssMb, spawnServer, writeSection } from './support.js';
 
 const N = Number(process.env.BENCH_TRANSACTIONS ?? 100_000);
 const ROWS_PER_TX = 5;
@@ -137,7 +137,7 @@ async function drain(name: string, url: string, n: number, env: Record<string, s
   const edge = await spawnServer(
     // --trace-gc: the heap left after each full GC is what the edge really holds (see retainedHeap).
     [...prof, '--trace-gc', OPSDB, 'serve'],
-    { SITE_TYPE: 'secondary', SITE_NAME: site, DATA_DIR: dataDir, PORT: '0', CENTRAL_URL: proxy?.url ?? central.url, SITE_TOKEN: token, LOG_LEVEL: 'info', ...(process.env.BENCH_TRACE ? { METRICS_PUBLIC: 'true' } : {}), ...env },
+    { ...EDGE_UNIT_ENV, SITE_TYPE: 'secondary', SITE_NAME: site, DATA_DIR: dataDir, PORT: '0', CENTRAL_URL: proxy?.url ?? central.url, SITE_TOKEN: token, LOG_LEVEL: 'info', ...(process.env.BENCH_TRACE ? { METRICS_PUBLIC: 'true' } : {}), ...env },
     /edge listening/,
     join(work, `${name}-edge.log`),
   );

@@ -35,10 +35,12 @@ bufferConformance('SQLite in the storage thread', {
   },
 });
 
+const stepId = (t: NewTransaction): string => (t.steps[0] as { id: string }).id;
+
 /** A start-observation write with every column the local store requires. */
 function observation(): NewTransaction {
   const t = tx();
-  const id = t.steps[0]!.id as string;
+  const id = stepId(t);
   t.steps = [{ step_id: 'obs', op: 'create', table: 'executed_obs_unit', id,
     data: { id, obs_unit_id: 1, site: 'observatory', status: 'running', start_time: new Date().toISOString() } }];
   return t;
@@ -58,7 +60,7 @@ describe('the storage thread', () => {
       assert.deepEqual(stored[0]!.steps, txs[0]!.steps, 'the caller gets its own steps back');
       // Read in this thread's own connection, right after the answer: read-your-writes across threads.
       assert.equal(local.appliedSeq(), 3);
-      for (const t of txs) assert.ok(local.findRow('executed_obs_unit', t.steps[0]!.id as string), `row of ${t.transaction_id} is visible`);
+      for (const t of txs) assert.ok(local.findRow('executed_obs_unit', stepId(t)), `row of ${t.transaction_id} is visible`);
       assert.equal((await b.get(txs[1]!.transaction_id))?.seq, 2, 'and durable in the buffer');
       // A write the local store cannot take is still durable, and the reason comes back to be logged.
       const { stored: bad, localError: why } = await b.commitGroup([tx()]);

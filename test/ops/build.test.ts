@@ -16,6 +16,11 @@ describe('npm run build (dist/, what the systemd units run)', () => {
   const out = mkdtempSync(join(ROOT, '.tmp', 'build-'));
   after(() => rmSync(out, { recursive: true, force: true }));
 
+  it('type-checks everything, tests and benchmarks included (tsx runs them without checking)', () => {
+    const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.json')], { encoding: 'utf8' });
+    assert.equal(tsc.status, 0, tsc.stdout + tsc.stderr);
+  });
+
   it('compiles, carries the migrations, and the built CLI migrates a real database', async () => {
     const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', out], { encoding: 'utf8' });
     assert.equal(tsc.status, 0, tsc.stdout + tsc.stderr);

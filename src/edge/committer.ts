@@ -6,7 +6,7 @@
  */
 import { statfs } from 'node:fs/promises';
 import type { BufferedTransaction, NewTransaction, TransactionBuffer } from './buffer/buffer.js';
-import { transactionBytes } from './buffer/buffer.js';
+import { OutcomeUnknownError, transactionBytes } from './buffer/buffer.js';
 import { ThreadedSqliteBuffer } from './buffer/thread.js';
 import { LocalGapError, catchUp, type LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
@@ -163,6 +163,18 @@ export class GroupCommitter {
     } catch (err) {
       if (accepted.length > 0 && (await this.landed(accepted))) return;
       this.log.error({ err }, 'buffer append failed');
+      if (err instanceof OutcomeUnknownError) {
+        // The storage stopped mid-commit: the write may be on disk. Say so, and how to find out, so a
+        // client does not send it again as a new transaction.
+        for (const item of accepted) {
+          const id = item.tx.transaction_id;
+          item.reject(new UnavailableError(
+            `The edge's storage stopped while this write was being stored; it may or may not have been kept. Once the edge is back, GET /api/transactions/${id} tells: 404 means it was not kept and can be sent again.`,
+            { transaction_id: id },
+          ));
+        }
+        return;
+      }
       const unavailable = new UnavailableError('The write buffer is unavailable; nothing was stored, retry later');
       for (const item of accepted.length ? accepted : group) item.reject(unavailable);
     }

@@ -33,7 +33,7 @@ describe('a local-store apply failure in group commit', () => {
     const held = await edge.running.buffer.get(a.body.transaction_id);
     assert.equal(held?.state, 'pending', 'the write is in the buffer');
     assert.ok(Number(edge.running.local.getMeta('applied_seq') ?? 0) < held.seq, 'the injected lock did stop the local apply');
-    assert.equal((await edge.admin.get(`/executed_obs_units/${a.body.id}`)).status, 404, 'not visible while the store is locked');
+    assert.equal((await edge.admin.get(`/executed_obs_units/${a.body.id}`)).status, 404, 'while another process held local.db, the write was stored but could not be applied (the fault took effect)');
 
     const b = await edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 2 } });
     assert.equal(b.status, 201, b.text);

@@ -199,6 +199,12 @@ export class DuplicateTransactionError extends Error {
 /** A buffer that cannot be opened or fails its integrity check: the daemon must not accept writes. */
 export class BufferUnavailableError extends Error {}
 
+/**
+ * The storage stopped while a call was being carried out: it may or may not
+ * have taken effect (a write may be on disk). Not "nothing was stored".
+ */
+export class OutcomeUnknownError extends BufferUnavailableError {}
+
 const UNAVAILABLE_CODES = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|CORRUPT|NOTADB|READONLY)|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT)/;
 
 /** True for errors that mean the storage under the buffer is not answering (not a bug, not bad input). */

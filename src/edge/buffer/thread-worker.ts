@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SqliteBuffer } from './sqlite.js';
 import { rememberStepsJson, type NewTransaction, type TransactionBuffer } from './buffer.js';
-import { LocalGapError, LocalStore, catchUp } from '../local-store.js';
+import { LocalStore, catchUp } from '../local-store.js';
 import { wireError, type CommitReply, type Reply, type Request, type WireTransaction } from './thread-protocol.js';
 
 const port = parentPort!;
@@ -18,12 +18,17 @@ let buffer: SqliteBuffer;
 let local: LocalStore;
 try {
   buffer = new SqliteBuffer(bufferPath);
-  local = new LocalStore(localPath);
-  port.postMessage({ ready: true });
 } catch (err) {
   port.postMessage({ ready: false, error: wireError(err) });
   process.exit(0);
 }
+try {
+  local = new LocalStore(localPath);
+} catch (err) {
+  port.postMessage({ ready: false, error: { kind: 'unavailable', message: `cannot open the local store at ${localPath}: ${(err as Error).message}` } });
+  process.exit(0);
+}
+port.postMessage({ ready: true });
 
 /** Appends a group and applies it to the local store; a failed local apply is reported, the writes stay durable. */
 async function commitGroup(wire: WireTransaction[]): Promise<CommitReply> {
@@ -37,11 +42,17 @@ async function commitGroup(wire: WireTransaction[]): Promise<CommitReply> {
   try {
     local.applyBuffered(stored);
   } catch (err) {
-    if (!(err instanceof LocalGapError)) localError = `applying buffered writes to the local store failed: ${(err as Error).message}`;
-    try {
-      await catchUp(buffer, local);
-    } catch (again) {
-      localError = `the local store could not catch up with the buffer: ${(again as Error).message}`;
+    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+      // Another process has held local.db past the busy timeout; waiting again now would only stall
+      // every call queued behind this one. The next group, or the next start, catches up.
+      localError = `the local store is locked by another process (${(err as Error).message})`;
+    } else {
+      try {
+        // A gap (an earlier group not applied) or a one-off failure: the catch-up applies everything in order.
+        await catchUp(buffer, local);
+      } catch (again) {
+        localError = `the local store could not take buffered writes: ${(again as Error).message}`;
+      }
     }
   }
   return { stored: stored.map((t) => ({ seq: t.seq, bytes: t.bytes, updated_at: t.updated_at })), localError };
@@ -58,16 +69,27 @@ async function handle(req: Request): Promise<unknown> {
   return fn.apply(buffer, req.args);
 }
 
+/** Answers one call; an answer that cannot cross to the caller's thread becomes an error answer, never a silence. */
+function answer(reply: Reply): void {
+  try {
+    port.postMessage(reply);
+  } catch (err) {
+    port.postMessage({ id: reply.id, ok: false, error: { kind: 'other', message: `the buffer's answer could not be sent: ${(err as Error).message}` } });
+  }
+}
+
 let chain = Promise.resolve();
 port.on('message', (req: Request) => {
   chain = chain.then(async () => {
-    let reply: Reply;
     try {
-      reply = { id: req.id, ok: true, value: await handle(req) };
+      answer({ id: req.id, ok: true, value: await handle(req) });
     } catch (err) {
-      reply = { id: req.id, ok: false, error: wireError(err) };
+      answer({ id: req.id, ok: false, error: wireError(err) });
     }
-    port.postMessage(reply);
     if (req.method === 'close') port.close();
   });
+});
+// A call that arrives unreadable cannot be answered by id: the caller's thread then treats the thread as failed.
+port.on('messageerror', (err) => {
+  throw new Error(`a call to the buffer thread could not be read: ${err.message}`);
 });

@@ -2,17 +2,20 @@
  * The SQLite buffer run in its own thread (the daemon's default). Each
  * method is sent to the storage thread (thread-worker.ts) and answered in the
  * order sent, with the same results and error classes as SqliteBuffer in the
- * caller's thread. `commitGroup` appends a group of writes and applies it to
+ * caller's thread; only `states()` reads through a read-only connection here. `commitGroup` appends a group of writes and applies it to
  * the local store in that thread: the commit, the fsync and the row inserts
  * then no longer stop the event loop that serves HTTP.
  *
- * If the thread dies, every call still waiting and every later call fails
- * with BufferUnavailableError (503 to clients; nothing is acknowledged that
- * was not committed), and `onFailure` tells the daemon.
+ * If the thread dies, every call still waiting fails with OutcomeUnknownError
+ * (it may have taken effect) and every later call with BufferUnavailableError
+ * (503 to clients; nothing is acknowledged that was not committed), and
+ * `onFailure` tells the daemon.
  */
 import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
 import {
   BufferUnavailableError,
+  OutcomeUnknownError,
   stepsJson,
   type AuditRecord,
   type BufferStats,
@@ -47,10 +50,20 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   private failure: Error | null = null;
   private closing = false;
 
+  private readonly stateOf: Database.Statement;
+
   private constructor(
     readonly path: string,
     private readonly worker: Worker,
-  ) {}
+    /**
+     * A read-only connection in the caller's thread for states(): a write
+     * checks its parents' states on arrival, and a trip to the storage thread
+     * (queued behind a commit) would let later writes overtake it.
+     */
+    private readonly reader: Database.Database,
+  ) {
+    this.stateOf = reader.prepare('SELECT state FROM tx WHERE seq = ?');
+  }
 
   /**
    * Opens the buffer at `bufferPath` and a connection to the local store at
@@ -87,8 +100,18 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
       const err = fromWire(first.error!);
       throw err instanceof BufferUnavailableError ? err : new BufferUnavailableError(`cannot open the SQLite buffer at ${bufferPath}: ${err.message}`, { cause: err });
     }
-    const b = new ThreadedSqliteBuffer(bufferPath, worker);
+    let reader: Database.Database;
+    try {
+      reader = new Database(bufferPath, { readonly: true, fileMustExist: true });
+    } catch (err) {
+      await worker.terminate();
+      throw new BufferUnavailableError(`cannot open the SQLite buffer at ${bufferPath} for reading: ${(err as Error).message}`, { cause: err });
+    }
+    const b = new ThreadedSqliteBuffer(bufferPath, worker, reader);
     worker.on('message', (m: Reply) => b.answer(m));
+    // An answer that arrives unreadable cannot be matched to its call: fail them all rather than leave one
+    // waiting forever. (Not terminate(): stopping a thread inside SQLite's native code aborts the process.)
+    worker.on('messageerror', (err) => b.fail(err, onFailure));
     worker.on('error', (err) => b.fail(err, onFailure));
     worker.on('exit', (code) => b.fail(new Error(`exited with code ${code}`), onFailure));
     return b;
@@ -108,7 +131,9 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
       this.closing ? 'the buffer is closed' : `the buffer thread stopped (${cause.message}); nothing more can be stored until the daemon restarts`,
       { cause },
     );
-    for (const w of this.waiting.values()) w.reject(this.failure);
+    // Calls the thread had received may have taken effect before it stopped: their outcome is unknown.
+    const unknown = new OutcomeUnknownError(`the buffer thread stopped (${cause.message}) while carrying out this call; it may or may not have taken effect`, { cause });
+    for (const w of this.waiting.values()) w.reject(unknown);
     this.waiting.clear();
     if (!this.closing) onFailure(this.failure);
   }
@@ -118,7 +143,13 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
     return new Promise<T>((resolve, reject) => {
       const id = this.next++;
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ id, method, args });
+      try {
+        this.worker.postMessage({ id, method, args });
+      } catch (err) {
+        // Not sent (a value that cannot be cloned): nothing happened.
+        this.waiting.delete(id);
+        reject(err);
+      }
     });
   }
 
@@ -170,8 +201,13 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   list(q: ListQuery): Promise<BufferedTransaction[]> {
     return this.call('list', q);
   }
-  states(seqs: number[]): Promise<Map<number, TxState>> {
-    return this.call('states', seqs);
+  async states(seqs: number[]): Promise<Map<number, TxState>> {
+    const out = new Map<number, TxState>();
+    for (const s of new Set(seqs)) {
+      const r = this.stateOf.get(s) as { state: TxState } | undefined;
+      if (r) out.set(s, r.state);
+    }
+    return out;
   }
   audit(limit: number): Promise<AuditRecord[]> {
     return this.call('audit', limit);
@@ -187,9 +223,11 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   }
 
   async close(): Promise<void> {
-    if (this.failure) return;
-    this.closing = true;
-    await this.call('close').catch(() => {});
-    await this.worker.terminate();
+    if (!this.failure) {
+      this.closing = true;
+      await this.call('close').catch(() => {});
+      await this.worker.terminate();
+    }
+    if (this.reader.open) this.reader.close();
   }
 }

@@ -106,8 +106,9 @@ export class GroupCommitter {
       await this.applyLocally(stored);
       return stored;
     }
-    const { stored, localError } = await this.buffer.commitGroup(txs);
+    const { stored, localError, localRecovered } = await this.buffer.commitGroup(txs);
     if (localError) this.log.error({ first_seq: stored[0]?.seq, problem: localError }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write');
+    if (localRecovered) this.log.warn({ first_seq: stored[0]?.seq, problem: localRecovered }, 'applying buffered writes to the local store failed once; the catch-up from the buffer applied them');
     return stored;
   }
 
@@ -163,7 +164,7 @@ export class GroupCommitter {
     } catch (err) {
       if (accepted.length > 0 && (await this.landed(accepted))) return;
       this.log.error({ err }, 'buffer append failed');
-      if (err instanceof OutcomeUnknownError) {
+      if (err instanceof OutcomeUnknownError && accepted.length > 0) {
         // The storage stopped mid-commit: the write may be on disk. Say so, and how to find out, so a
         // client does not send it again as a new transaction.
         for (const item of accepted) {

@@ -7,6 +7,8 @@
 //    answer, the client was told "nothing was stored, retry later"; a retry
 //    is a new transaction, so the observation would reach central twice. The
 //    503 now says the outcome is unknown and names the transaction to look up.
+// 3. When the thread died before a group was sent (while the committer read
+//    the buffer's counts), no write of the group was ever answered.
 // The stalled commit of case 1 is real: another connection holds local.db's
 // write lock, so the storage thread waits in the local apply after the
 // buffer's commit.
@@ -42,13 +44,16 @@ describe('the storage thread under a stalled commit', () => {
 
     const release = lockLocalStore(edge);
     let stalled, withParent, plain;
+    let answered = 0;
     try {
       stalled = edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 2 } }); // its commit now waits on the lock
+      void stalled.then(() => (answered += 1));
       await sleep(150);
       withParent = edge.admin.post('/raw_data_package/', { body: { name: 'pkg', executed_obs_unit_id: obs.body.id } });
       await sleep(150);
       plain = edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 3 } });
       await sleep(150);
+      assert.equal(answered, 0, 'the first commit is still stalled when the other two arrive (the window under test is open)');
     } finally {
       release();
     }
@@ -58,6 +63,23 @@ describe('the storage thread under a stalled commit', () => {
     const seqs = [await seq(a.body.transaction_id), await seq(b.body.transaction_id), await seq(c.body.transaction_id)];
     assert.deepEqual([...seqs].sort((x, y) => x - y), seqs, `seqs follow arrival order: ${seqs.join(', ')}`);
     assert.deepEqual((await edge.running.buffer.get(b.body.transaction_id))!.depends_on, [await seq(obs.body.transaction_id)]);
+  });
+
+  it('answers every write of a group with 503 when the thread dies before the group is sent, never leaves one hanging', { timeout: 20_000 }, async () => {
+    const edge = await startTestEdge('thread-death-early');
+    edges.push(edge);
+    // The group committer asks for the buffer's counts (the 507 limits) before it sends a group: the thread stops then.
+    const worker = (edge.running.buffer as unknown as { worker: { postMessage(m: { method: string }): void; terminate(): Promise<number> } }).worker;
+    const post = worker.postMessage.bind(worker);
+    worker.postMessage = (m) => {
+      if (m.method === 'stats') void worker.terminate();
+      post(m);
+    };
+    const res = await Promise.all([1, 2, 3].map((u) => edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: u } })));
+    for (const r of res) {
+      assert.equal(r.status, 503, r.text);
+      assert.match(r.body.error.message, /nothing was stored/);
+    }
   });
 
   it('answers a write caught by the thread dying mid-commit with "may have been kept" and its transaction id', async () => {

@@ -16,6 +16,8 @@ export interface CommitReply {
   stored: { seq: number; bytes: number; updated_at: string }[];
   /** Set when the writes are durable but the local store did not take them (it catches up later). */
   localError: string | null;
+  /** Set when the local apply failed but the catch-up from the buffer then applied them: visible, but worth a warning. */
+  localRecovered: string | null;
 }
 
 export interface WireError {

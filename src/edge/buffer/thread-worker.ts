@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SqliteBuffer } from './sqlite.js';
 import { rememberStepsJson, type NewTransaction, type TransactionBuffer } from './buffer.js';
-import { LocalStore, catchUp } from '../local-store.js';
+import { LocalGapError, LocalStore, catchUp } from '../local-store.js';
 import { wireError, type CommitReply, type Reply, type Request, type WireTransaction } from './thread-protocol.js';
 
 const port = parentPort!;
@@ -39,10 +39,11 @@ async function commitGroup(wire: WireTransaction[]): Promise<CommitReply> {
   });
   const stored = await buffer.append(txs);
   let localError: string | null = null;
+  let localRecovered: string | null = null;
   try {
     local.applyBuffered(stored);
   } catch (err) {
-    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+    if (/^SQLITE_BUSY/.test(String((err as { code?: unknown }).code))) {
       // Another process has held local.db past the busy timeout; waiting again now would only stall
       // every call queued behind this one. The next group, or the next start, catches up.
       localError = `the local store is locked by another process (${(err as Error).message})`;
@@ -50,12 +51,13 @@ async function commitGroup(wire: WireTransaction[]): Promise<CommitReply> {
       try {
         // A gap (an earlier group not applied) or a one-off failure: the catch-up applies everything in order.
         await catchUp(buffer, local);
+        if (!(err instanceof LocalGapError)) localRecovered = (err as Error).message;
       } catch (again) {
         localError = `the local store could not take buffered writes: ${(again as Error).message}`;
       }
     }
   }
-  return { stored: stored.map((t) => ({ seq: t.seq, bytes: t.bytes, updated_at: t.updated_at })), localError };
+  return { stored: stored.map((t) => ({ seq: t.seq, bytes: t.bytes, updated_at: t.updated_at })), localError, localRecovered };
 }
 
 async function handle(req: Request): Promise<unknown> {

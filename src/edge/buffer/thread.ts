@@ -41,6 +41,7 @@ const YOUNG_GENERATION_MB = 4;
 export interface GroupCommit {
   stored: BufferedTransaction[];
   localError: string | null;
+  localRecovered: string | null;
 }
 
 export class ThreadedSqliteBuffer implements TransactionBuffer {
@@ -50,7 +51,7 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   private failure: Error | null = null;
   private closing = false;
 
-  private readonly stateOf: Database.Statement;
+  private exited = false;
 
   private constructor(
     readonly path: string,
@@ -61,8 +62,9 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
      * (queued behind a commit) would let later writes overtake it.
      */
     private readonly reader: Database.Database,
+    private readonly stateOf: Database.Statement,
   ) {
-    this.stateOf = reader.prepare('SELECT state FROM tx WHERE seq = ?');
+    worker.once('exit', () => (this.exited = true));
   }
 
   /**
@@ -100,14 +102,18 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
       const err = fromWire(first.error!);
       throw err instanceof BufferUnavailableError ? err : new BufferUnavailableError(`cannot open the SQLite buffer at ${bufferPath}: ${err.message}`, { cause: err });
     }
-    let reader: Database.Database;
+    let reader: Database.Database | undefined;
+    let stateOf: Database.Statement;
     try {
-      reader = new Database(bufferPath, { readonly: true, fileMustExist: true });
+      // Reads in WAL mode do not wait on the writer; a short timeout keeps any odd lock from stalling the HTTP thread.
+      reader = new Database(bufferPath, { readonly: true, fileMustExist: true, timeout: 100 });
+      stateOf = reader.prepare('SELECT state FROM tx WHERE seq = ?');
     } catch (err) {
+      reader?.close();
       await worker.terminate();
       throw new BufferUnavailableError(`cannot open the SQLite buffer at ${bufferPath} for reading: ${(err as Error).message}`, { cause: err });
     }
-    const b = new ThreadedSqliteBuffer(bufferPath, worker, reader);
+    const b = new ThreadedSqliteBuffer(bufferPath, worker, reader, stateOf);
     worker.on('message', (m: Reply) => b.answer(m));
     // An answer that arrives unreadable cannot be matched to its call: fail them all rather than leave one
     // waiting forever. (Not terminate(): stopping a thread inside SQLite's native code aborts the process.)
@@ -169,7 +175,7 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
       const s = reply.stored[i]!;
       return { ...t, seq: s.seq, state: 'pending', attempts: 0, last_error: null, bytes: s.bytes, updated_at: s.updated_at, central_result: null };
     });
-    return { stored, localError: reply.localError };
+    return { stored, localError: reply.localError, localRecovered: reply.localRecovered };
   }
 
   /** The buffer alone, as SqliteBuffer.append: the local store is left to the caller. */
@@ -202,6 +208,7 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
     return this.call('list', q);
   }
   async states(seqs: number[]): Promise<Map<number, TxState>> {
+    if (!this.reader.open) throw new BufferUnavailableError('the buffer is closed');
     const out = new Map<number, TxState>();
     for (const s of new Set(seqs)) {
       const r = this.stateOf.get(s) as { state: TxState } | undefined;
@@ -226,8 +233,21 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
     if (!this.failure) {
       this.closing = true;
       await this.call('close').catch(() => {});
-      await this.worker.terminate();
+    } else if (!this.exited) {
+      // Failed but still running (an unreadable answer): ask it to close its files and wait a little, rather
+      // than terminate() it in the middle of SQLite's native code, which aborts the process.
+      try {
+        this.worker.postMessage({ id: 0, method: 'close', args: [] });
+      } catch {
+        // Gone in the meantime.
+      }
+      await new Promise<void>((resolve) => {
+        if (this.exited) return resolve();
+        const timer = setTimeout(resolve, 5000);
+        this.worker.once('exit', () => (clearTimeout(timer), resolve()));
+      });
     }
+    await this.worker.terminate();
     if (this.reader.open) this.reader.close();
   }
 }

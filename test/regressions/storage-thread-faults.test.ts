@@ -30,6 +30,20 @@ function lockLocalStore(edge: TestEdge): () => void {
   };
 }
 
+/**
+ * Stops the edge's storage thread as the given call is sent to it. The thread
+ * is idle then: stopping it inside SQLite's native code would abort the whole
+ * process (better-sqlite3 cannot throw into a terminating thread).
+ */
+function stopThreadOn(edge: TestEdge, method: string): void {
+  const worker = (edge.running.buffer as unknown as { worker: { postMessage(m: { method: string }): void; terminate(): Promise<number> } }).worker;
+  const post = worker.postMessage.bind(worker);
+  worker.postMessage = (m) => {
+    if (m.method === method) void worker.terminate();
+    post(m);
+  };
+}
+
 describe('the storage thread under a stalled commit', () => {
   const edges: TestEdge[] = [];
   after(async () => {
@@ -69,12 +83,7 @@ describe('the storage thread under a stalled commit', () => {
     const edge = await startTestEdge('thread-death-early');
     edges.push(edge);
     // The group committer asks for the buffer's counts (the 507 limits) before it sends a group: the thread stops then.
-    const worker = (edge.running.buffer as unknown as { worker: { postMessage(m: { method: string }): void; terminate(): Promise<number> } }).worker;
-    const post = worker.postMessage.bind(worker);
-    worker.postMessage = (m) => {
-      if (m.method === 'stats') void worker.terminate();
-      post(m);
-    };
+    stopThreadOn(edge, 'stats');
     const res = await Promise.all([1, 2, 3].map((u) => edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: u } })));
     for (const r of res) {
       assert.equal(r.status, 503, r.text);
@@ -86,13 +95,7 @@ describe('the storage thread under a stalled commit', () => {
     const first = await startTestEdge('thread-death');
     edges.push(first);
     // The thread stops as the group is handed to it: the committer cannot know whether it was stored.
-    // (It is stopped while idle: stopping it inside SQLite's native code would abort the whole process.)
-    const worker = (first.running.buffer as unknown as { worker: { postMessage(m: { method: string }): void; terminate(): Promise<number> } }).worker;
-    const post = worker.postMessage.bind(worker);
-    worker.postMessage = (m) => {
-      if (m.method === 'commitGroup') void worker.terminate();
-      post(m);
-    };
+    stopThreadOn(first, 'commitGroup');
     const res = await first.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
     assert.equal(res.status, 503, res.text);
     assert.match(res.body.error.message, /may or may not have been kept/);

@@ -27,7 +27,9 @@ export const serveCommand: Command = {
     const failed = 'failed' in running ? running.failed : new Promise<never>(() => {});
     const outcome = await Promise.race([untilSignal(), failed]);
     if (outcome instanceof Error) {
-      // Writes cannot be stored: stop serving and exit non-zero, so systemd restarts the daemon.
+      // Writes cannot be stored: stop serving and exit non-zero, so systemd restarts the daemon; if stopping
+      // hangs on something the dead thread held, exit anyway.
+      setTimeout(() => process.exit(1), 15_000).unref();
       await sd.stopping();
       await running.stop().catch(() => {});
       throw new Error(`stopped: ${outcome.message}`);

@@ -1,0 +1,309 @@
+/**
+ * The Lua scripts of the Redis buffer (redis.ts), one per operation, each run
+ * atomically by Redis. Kept apart from the TypeScript that calls them; the
+ * data layout they share is described at the top of redis.ts.
+ */
+
+/** Audit records kept (the list is trimmed to this many, newest first). */
+const AUDIT_MAX = 10_000;
+
+/** Shared by every script: ARGV[1] is the key prefix. */
+export const PRELUDE = `
+local P = ARGV[1]
+local STATES = {'pending', 'in_flight', 'blocked', 'failed', 'synced', 'discarded'}
+local function K(name) return P .. name end
+local function txKey(seq) return P .. 'tx:' .. seq end
+local function setKey(state) return P .. 'state:' .. state end
+local function field(seq, f) return redis.call('HGET', txKey(seq), f) end
+-- One transaction to another state: its set, its record and the byte counters change together.
+local function move(seq, from, to, now)
+  local bytes = tonumber(field(seq, 'bytes'))
+  redis.call('ZREM', setKey(from), seq)
+  redis.call('ZADD', setKey(to), seq, seq)
+  redis.call('HSET', txKey(seq), 'state', to, 'updated_at', now)
+  redis.call('HINCRBY', K('counters'), 'bytes_' .. from, -bytes)
+  redis.call('HINCRBY', K('counters'), 'bytes_' .. to, bytes)
+end
+-- True when the transaction's depends_on names a seq in set (keyed by seq string).
+local function dependsOn(seq, set)
+  for _, d in ipairs(cjson.decode(field(seq, 'depends_on'))) do
+    if set[tostring(d)] then return true end
+  end
+  return false
+end
+-- Not-yet-synced transactions with a seq above seq, in seq order: {{seq, state}, ...}.
+local function unsyncedAfter(seq)
+  local rows = {}
+  for _, st in ipairs({'pending', 'in_flight', 'blocked'}) do
+    for _, s in ipairs(redis.call('ZRANGEBYSCORE', setKey(st), '(' .. seq, '+inf')) do rows[#rows + 1] = {s, st} end
+  end
+  table.sort(rows, function(a, b) return tonumber(a[1]) < tonumber(b[1]) end)
+  return rows
+end
+local function audit(now, id, seq, action, actor, reason)
+  redis.call('LPUSH', K('audit'), cjson.encode({at = now, transaction_id = id, seq = tonumber(seq),
+    action = action, actor = actor, reason = reason}))
+  redis.call('LTRIM', K('audit'), 0, ${AUDIT_MAX - 1})
+end
+-- Counts (ZCARD), counters, last seq and the oldest pending/in-flight created_at, as flat name/value pairs.
+local function statsFlat()
+  local out = {}
+  for _, st in ipairs(STATES) do out[#out + 1] = st; out[#out + 1] = redis.call('ZCARD', setKey(st)) end
+  for _, v in ipairs(redis.call('HGETALL', K('counters'))) do out[#out + 1] = v end
+  out[#out + 1] = 'last_seq'; out[#out + 1] = redis.call('GET', K('seq')) or '0'
+  local oldest
+  for _, st in ipairs({'pending', 'in_flight'}) do
+    local first = redis.call('ZRANGE', setKey(st), 0, 0)[1]
+    if first and (not oldest or tonumber(first) < tonumber(oldest)) then oldest = first end
+  end
+  if oldest then out[#out + 1] = 'oldest'; out[#out + 1] = field(oldest, 'created_at') end
+  return out
+end
+`;
+
+// APPEND: every id is checked (against the store and within the batch) before anything is written: all or none.
+const APPEND_LUA = `
+local now, n, W = ARGV[2], tonumber(ARGV[3]), 7
+local seen = {}
+for i = 0, n - 1 do
+  local id = ARGV[4 + i * W]
+  if seen[id] or redis.call('HEXISTS', K('ids'), id) == 1 then return {'duplicate', id} end
+  seen[id] = true
+end
+local last = tonumber(redis.call('GET', K('seq')) or '0')
+local total = 0
+for i = 0, n - 1 do
+  local a, seq = 4 + i * W, last + i + 1
+  redis.call('HSET', txKey(seq), 'seq', seq, 'transaction_id', ARGV[a], 'site', ARGV[a + 1], 'endpoint', ARGV[a + 2],
+    'created_at', ARGV[a + 3], 'steps', ARGV[a + 4], 'depends_on', ARGV[a + 5], 'bytes', ARGV[a + 6],
+    'state', 'pending', 'attempts', 0, 'updated_at', now)
+  redis.call('HSET', K('ids'), ARGV[a], seq)
+  redis.call('ZADD', setKey('pending'), seq, seq)
+  total = total + tonumber(ARGV[a + 6])
+end
+redis.call('SET', K('seq'), last + n)
+redis.call('HINCRBY', K('counters'), 'accepted_total', n)
+redis.call('HINCRBY', K('counters'), 'bytes_pending', total)
+return {'ok', last + 1}
+`;
+
+// CLAIM: oldest pending first under the count and byte caps (at least one); a child of a failed, blocked,
+// discarded or just-blocked parent goes to blocked instead, so it is never sent ahead of its parent.
+const CLAIM_LUA = `
+local now, maxCount, maxBytes, notAfterInFlight = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local BLOCKING = {failed = true, blocked = true, discarded = true}
+local out, bytes, blockedNow, after = {}, 0, {}, '-inf'
+while #out < maxCount do
+  local seqs = redis.call('ZRANGEBYSCORE', setKey('pending'), after, '+inf', 'LIMIT', 0, math.max(maxCount * 2, 64))
+  if #seqs == 0 then break end
+  for _, seq in ipairs(seqs) do
+    after = '(' .. seq
+    local stuck, parentInFlight = false, false
+    for _, d in ipairs(cjson.decode(field(seq, 'depends_on'))) do
+      local parent = tostring(d)
+      local state = field(parent, 'state') or 'synced'
+      if blockedNow[parent] or BLOCKING[state] then stuck = true; break end
+      if state == 'in_flight' then parentInFlight = true end
+    end
+    if not stuck and notAfterInFlight and parentInFlight then return out end
+    if stuck then
+      move(seq, 'pending', 'blocked', now)
+      blockedNow[seq] = true
+    else
+      local b = tonumber(field(seq, 'bytes'))
+      if #out >= maxCount or (#out > 0 and bytes + b > maxBytes) then return out end
+      move(seq, 'pending', 'in_flight', now)
+      bytes = bytes + b
+      out[#out + 1] = redis.call('HGETALL', txKey(seq))
+    end
+  end
+end
+return out
+`;
+
+// SETTLE: outcomes in seq order, only for in-flight transactions (idempotent); a failure blocks its
+// unsynced dependents transitively, and a rejected/retried child of a parent failed in this call is blocked.
+const SETTLE_LUA = `
+local now, n = ARGV[2], tonumber(ARGV[3])
+local stuck = {}
+for i = 0, n - 1 do
+  local a = 4 + i * 4
+  local seq, outcome, err, result = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if field(seq, 'state') == 'in_flight' then
+    local parentFailed = dependsOn(seq, stuck)
+    local to
+    if outcome == 'applied' or outcome == 'duplicate' then to = 'synced'
+    elseif outcome == 'rejected' then to = parentFailed and 'blocked' or 'failed'
+    else to = parentFailed and 'blocked' or 'pending' end
+    move(seq, 'in_flight', to, now)
+    redis.call('HINCRBY', txKey(seq), 'attempts', 1)
+    if err ~= '' then redis.call('HSET', txKey(seq), 'last_error', err) end
+    if result ~= '' then redis.call('HSET', txKey(seq), 'central_result', result) end
+    if to == 'synced' then redis.call('HINCRBY', K('counters'), 'applied_total', 1) end
+    if to == 'failed' or to == 'blocked' then
+      stuck[seq] = true
+      for _, row in ipairs(unsyncedAfter(seq)) do
+        if dependsOn(row[1], stuck) then
+          stuck[row[1]] = true
+          if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
+        end
+      end
+    end
+  end
+end
+return 0
+`;
+
+// RELEASE: every in-flight transaction back to pending, in one step.
+const RELEASE_LUA = `
+local seqs = redis.call('ZRANGE', setKey('in_flight'), 0, -1)
+for _, seq in ipairs(seqs) do move(seq, 'in_flight', 'pending', ARGV[2]) end
+return #seqs
+`;
+
+// RETRY: a failed or blocked transaction, then its blocked dependents transitively, back to pending, with an audit record.
+const RETRY_LUA = `
+local now, id, actor = ARGV[2], ARGV[3], ARGV[4]
+local seq = redis.call('HGET', K('ids'), id)
+if not seq then return {} end
+local st = field(seq, 'state')
+if st ~= 'failed' and st ~= 'blocked' then return {} end
+move(seq, st, 'pending', now)
+audit(now, id, seq, 'retry', actor, nil)
+local released, chain = {tonumber(seq)}, {[seq] = true}
+for _, row in ipairs(unsyncedAfter(seq)) do
+  if row[2] == 'blocked' and dependsOn(row[1], chain) then
+    chain[row[1]] = true
+    released[#released + 1] = tonumber(row[1])
+    move(row[1], 'blocked', 'pending', now)
+  end
+end
+return released
+`;
+
+// RETRY_ALL: every failed and blocked transaction back to pending, with one audit record.
+const RETRY_ALL_LUA = `
+local now, actor = ARGV[2], ARGV[3]
+local released = {}
+for _, st in ipairs({'failed', 'blocked'}) do
+  for _, seq in ipairs(redis.call('ZRANGE', setKey(st), 0, -1)) do
+    move(seq, st, 'pending', now)
+    released[#released + 1] = tonumber(seq)
+  end
+end
+table.sort(released)
+if #released > 0 then audit(now, '*', 0, 'retry', actor, 'retry-all: ' .. #released) end
+return released
+`;
+
+// DISCARD: failed or blocked → discarded (kept whole), counted, with an audit record; 0 for any other state.
+const DISCARD_LUA = `
+local now, id, actor, reason = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local seq = redis.call('HGET', K('ids'), id)
+if not seq then return 0 end
+local st = field(seq, 'state')
+if st ~= 'failed' and st ~= 'blocked' then return 0 end
+move(seq, st, 'discarded', now)
+redis.call('HINCRBY', K('counters'), 'discarded_total', 1)
+audit(now, id, seq, 'discard', actor, reason)
+return 1
+`;
+
+// COMPACT: synced transactions with seq ≤ ARGV[2] leave the store with their id mappings and byte counts.
+const COMPACT_LUA = `
+local seqs = redis.call('ZRANGEBYSCORE', setKey('synced'), '-inf', ARGV[2])
+local bytes = 0
+for _, seq in ipairs(seqs) do
+  local rec = redis.call('HMGET', txKey(seq), 'transaction_id', 'bytes')
+  redis.call('HDEL', K('ids'), rec[1])
+  redis.call('DEL', txKey(seq))
+  bytes = bytes + tonumber(rec[2])
+end
+if #seqs > 0 then
+  redis.call('ZREMRANGEBYSCORE', setKey('synced'), '-inf', ARGV[2])
+  redis.call('HINCRBY', K('counters'), 'bytes_synced', -bytes)
+end
+return #seqs
+`;
+
+// GET (read): one transaction by id, from one snapshot.
+const GET_LUA = `
+local seq = redis.call('HGET', K('ids'), ARGV[2])
+if not seq then return {} end
+return redis.call('HGETALL', txKey(seq))
+`;
+
+// LIST (read): up to ARGV[4] transactions with seq > ARGV[3], in seq order, from state ARGV[2] or from all.
+const LIST_LUA = `
+local limit = tonumber(ARGV[4])
+local seqs = {}
+for _, st in ipairs(ARGV[2] ~= '' and {ARGV[2]} or STATES) do
+  for _, s in ipairs(redis.call('ZRANGEBYSCORE', setKey(st), '(' .. ARGV[3], '+inf', 'LIMIT', 0, limit)) do
+    seqs[#seqs + 1] = tonumber(s)
+  end
+end
+table.sort(seqs)
+local out = {}
+for i = 1, math.min(limit, #seqs) do out[i] = redis.call('HGETALL', txKey(seqs[i])) end
+return out
+`;
+
+// STATES (read): the state of each seq in ARGV[2..], false when not held.
+const STATES_LUA = `
+local out = {}
+for i = 2, #ARGV do out[i - 1] = field(ARGV[i], 'state') end
+return out
+`;
+
+// STATS (read): counters and set sizes from one snapshot, no scan.
+const STATS_LUA = `return statsFlat()`;
+
+// VERIFY (read): walks every state set and the id index in one snapshot and reports what disagrees.
+const VERIFY_LUA = `
+local problems, counted, bytes, seen, maxSeq = {}, {}, {}, {}, 0
+local function problem(msg) problems[#problems + 1] = msg end
+for _, st in ipairs(STATES) do counted[st] = 0; bytes[st] = 0 end
+for _, st in ipairs(STATES) do
+  for _, seq in ipairs(redis.call('ZRANGE', setKey(st), 0, -1)) do
+    local rec = redis.call('HMGET', txKey(seq), 'state', 'transaction_id', 'bytes')
+    if seen[seq] then problem('seq ' .. seq .. ' is in both the ' .. seen[seq] .. ' and the ' .. st .. ' set')
+    elseif not rec[1] then problem('seq ' .. seq .. ' is in the ' .. st .. ' set but has no record')
+    else
+      seen[seq] = st
+      maxSeq = math.max(maxSeq, tonumber(seq))
+      if rec[1] ~= st then problem('seq ' .. seq .. ' is in the ' .. st .. ' set but its record says ' .. rec[1]) end
+      if counted[rec[1]] then
+        counted[rec[1]] = counted[rec[1]] + 1
+        bytes[rec[1]] = bytes[rec[1]] + (tonumber(rec[3]) or 0)
+      end
+      if redis.call('HGET', K('ids'), rec[2]) ~= seq then
+        problem('transaction ' .. tostring(rec[2]) .. ' (seq ' .. seq .. ') is missing from the id index')
+      end
+    end
+  end
+end
+local ids = redis.call('HGETALL', K('ids'))
+for i = 1, #ids, 2 do
+  if not seen[ids[i + 1]] then problem('the id index maps ' .. ids[i] .. ' to seq ' .. ids[i + 1] .. ', which is not held') end
+end
+local c, b = {}, {}
+for i, st in ipairs(STATES) do c[i] = counted[st]; b[i] = bytes[st] end
+return {statsFlat(), c, b, maxSeq, problems}
+`;
+
+// UNINDEXED (read): of the seqs in ARGV[2..], those with a record missing from the set its state names.
+const UNINDEXED_LUA = `
+local out = {}
+for i = 2, #ARGV do
+  local st = field(ARGV[i], 'state')
+  if st and not redis.call('ZSCORE', setKey(st), ARGV[i]) then out[#out + 1] = ARGV[i] end
+end
+return out
+`;
+
+export const SCRIPTS = {
+  append: APPEND_LUA, claim: CLAIM_LUA, settle: SETTLE_LUA, release: RELEASE_LUA, retry: RETRY_LUA,
+  retryAll: RETRY_ALL_LUA, discard: DISCARD_LUA, compact: COMPACT_LUA, get: GET_LUA, list: LIST_LUA,
+  states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, unindexed: UNINDEXED_LUA,
+};
+export type ScriptName = keyof typeof SCRIPTS;

@@ -8,7 +8,7 @@ import { statfs } from 'node:fs/promises';
 import type { BufferedTransaction, NewTransaction, TransactionBuffer } from './buffer/buffer.js';
 import { OutcomeUnknownError, transactionBytes } from './buffer/buffer.js';
 import { ThreadedSqliteBuffer } from './buffer/thread.js';
-import { LocalGapError, catchUp, type LocalStore } from './local-store.js';
+import { applyOrCatchUp, type LocalApply, type LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
 import { InsufficientStorageError, UnavailableError } from '../lib/errors.js';
 
@@ -76,24 +76,14 @@ export class GroupCommitter {
     return this.disk.free;
   }
 
-  /**
-   * Read-your-writes: the local view shows what was just committed. If an
-   * earlier apply failed (a gap), the view catches up from the buffer first;
-   * if even that fails, the writes are still durable and the next commit or
-   * start tries again.
-   */
+  /** Read-your-writes: applies a durable group to the local view, and logs what could not be. */
   private async applyLocally(stored: BufferedTransaction[]): Promise<void> {
-    try {
-      this.local.applyBuffered(stored);
-      return;
-    } catch (err) {
-      if (!(err instanceof LocalGapError)) this.log.error({ err, first_seq: stored[0]?.seq }, 'applying buffered writes to the local store failed; catching up from the buffer');
-    }
-    try {
-      await catchUp(this.buffer, this.local);
-    } catch (err) {
-      this.log.error({ err }, 'the local store could not catch up with the buffer; it will try again with the next write');
-    }
+    this.report(stored, await applyOrCatchUp(this.buffer, this.local, stored));
+  }
+
+  private report(stored: BufferedTransaction[], r: LocalApply): void {
+    if (r.error) this.log.error({ first_seq: stored[0]?.seq, problem: r.error }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write');
+    if (r.recovered) this.log.warn({ first_seq: stored[0]?.seq, problem: r.recovered }, 'applying buffered writes to the local store failed once; the catch-up from the buffer applied them');
   }
 
   /**
@@ -107,8 +97,7 @@ export class GroupCommitter {
       return stored;
     }
     const { stored, localError, localRecovered } = await this.buffer.commitGroup(txs);
-    if (localError) this.log.error({ first_seq: stored[0]?.seq, problem: localError }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write');
-    if (localRecovered) this.log.warn({ first_seq: stored[0]?.seq, problem: localRecovered }, 'applying buffered writes to the local store failed once; the catch-up from the buffer applied them');
+    this.report(stored, { error: localError, recovered: localRecovered });
     return stored;
   }
 

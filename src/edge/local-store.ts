@@ -45,6 +45,37 @@ export async function catchUp(buffer: TransactionBuffer, local: LocalStore): Pro
   }
 }
 
+/** What became of applying a durable group to the local store (both null: applied). */
+export interface LocalApply {
+  /** The writes are durable but not readable here yet; a later group or the next start catches up. */
+  error: string | null;
+  /** The apply failed once, and the catch-up from the buffer then applied them: readable, worth a warning. */
+  recovered: string | null;
+}
+
+/**
+ * Read-your-writes after a group commit: applies `stored` to the local view.
+ * After a gap or a one-off failure, it catches up from the buffer instead. If
+ * another process holds local.db past the busy timeout, it does not wait a
+ * second time: that would stall every write behind this one.
+ */
+export async function applyOrCatchUp(buffer: TransactionBuffer, local: LocalStore, stored: BufferedTransaction[]): Promise<LocalApply> {
+  try {
+    local.applyBuffered(stored);
+    return { error: null, recovered: null };
+  } catch (err) {
+    if (/^SQLITE_BUSY/.test(String((err as { code?: unknown }).code))) {
+      return { error: `the local store is locked by another process (${(err as Error).message})`, recovered: null };
+    }
+    try {
+      await catchUp(buffer, local);
+      return { error: null, recovered: err instanceof LocalGapError ? null : (err as Error).message };
+    } catch (again) {
+      return { error: `the local store could not take buffered writes: ${(again as Error).message}`, recovered: null };
+    }
+  }
+}
+
 /**
  * The edge's local view of the data: replica rows from central plus buffered
  * writes applied on top (see local-schema.ts). Synchronous by design: every

@@ -83,6 +83,17 @@ const fromRow = (r: Row): BufferedTransaction => ({
   updated_at: r.updated_at,
 });
 
+/** States of the given seqs through `SELECT state FROM tx WHERE seq = ?` (also run from a read-only connection). */
+export const STATE_OF_SQL = 'SELECT state FROM tx WHERE seq = ?';
+export function readStates(stateOf: Database.Statement, seqs: number[]): Map<number, TxState> {
+  const out = new Map<number, TxState>();
+  for (const s of new Set(seqs)) {
+    const r = stateOf.get(s) as { state: TxState } | undefined;
+    if (r) out.set(s, r.state);
+  }
+  return out;
+}
+
 const BLOCKING: ReadonlySet<TxState> = new Set(['failed', 'blocked', 'discarded']);
 
 export class SqliteBuffer implements TransactionBuffer {
@@ -113,7 +124,7 @@ export class SqliteBuffer implements TransactionBuffer {
       byId: db.prepare('SELECT * FROM tx WHERE transaction_id = ?'),
       bySeq: db.prepare('SELECT * FROM tx WHERE seq = ?'),
       pendingFrom: db.prepare(`SELECT * FROM tx WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?`),
-      stateOf: db.prepare('SELECT state FROM tx WHERE seq = ?'),
+      stateOf: db.prepare(STATE_OF_SQL),
       setState: db.prepare('UPDATE tx SET state = ?, updated_at = ? WHERE seq = ?'),
       settle: db.prepare(`UPDATE tx SET state = @state, attempts = attempts + @inc, last_error = coalesce(@last_error, last_error),
                           central_result = coalesce(@central_result, central_result), updated_at = @now WHERE seq = @seq`),
@@ -333,12 +344,7 @@ export class SqliteBuffer implements TransactionBuffer {
   }
 
   async states(seqs: number[]): Promise<Map<number, TxState>> {
-    const out = new Map<number, TxState>();
-    for (const s of new Set(seqs)) {
-      const r = this.stmt.stateOf.get(s) as { state: TxState } | undefined;
-      if (r) out.set(s, r.state);
-    }
-    return out;
+    return readStates(this.stmt.stateOf, seqs);
   }
 
   async audit(limit: number): Promise<AuditRecord[]> {

@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SqliteBuffer } from './sqlite.js';
 import { rememberStepsJson, type NewTransaction, type TransactionBuffer } from './buffer.js';
-import { LocalGapError, LocalStore, catchUp } from '../local-store.js';
+import { LocalStore, applyOrCatchUp } from '../local-store.js';
 import { wireError, type CommitReply, type Reply, type Request, type WireTransaction } from './thread-protocol.js';
 
 const port = parentPort!;
@@ -38,25 +38,7 @@ async function commitGroup(wire: WireTransaction[]): Promise<CommitReply> {
     return { ...t, steps };
   });
   const stored = await buffer.append(txs);
-  let localError: string | null = null;
-  let localRecovered: string | null = null;
-  try {
-    local.applyBuffered(stored);
-  } catch (err) {
-    if (/^SQLITE_BUSY/.test(String((err as { code?: unknown }).code))) {
-      // Another process has held local.db past the busy timeout; waiting again now would only stall
-      // every call queued behind this one. The next group, or the next start, catches up.
-      localError = `the local store is locked by another process (${(err as Error).message})`;
-    } else {
-      try {
-        // A gap (an earlier group not applied) or a one-off failure: the catch-up applies everything in order.
-        await catchUp(buffer, local);
-        if (!(err instanceof LocalGapError)) localRecovered = (err as Error).message;
-      } catch (again) {
-        localError = `the local store could not take buffered writes: ${(again as Error).message}`;
-      }
-    }
-  }
+  const { error: localError, recovered: localRecovered } = await applyOrCatchUp(buffer, local, stored);
   return { stored: stored.map((t) => ({ seq: t.seq, bytes: t.bytes, updated_at: t.updated_at })), localError, localRecovered };
 }
 

@@ -27,6 +27,7 @@ import {
   type TxState,
   type VerifyReport,
 } from './buffer.js';
+import { STATE_OF_SQL, readStates } from './sqlite.js';
 import { fromWire, type CommitReply, type Reply, type WireError, type WireTransaction } from './thread-protocol.js';
 
 /** Starts the worker module with tsx's loader when this code itself runs from TypeScript sources. */
@@ -107,7 +108,7 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
     try {
       // Reads in WAL mode do not wait on the writer; a short timeout keeps any odd lock from stalling the HTTP thread.
       reader = new Database(bufferPath, { readonly: true, fileMustExist: true, timeout: 100 });
-      stateOf = reader.prepare('SELECT state FROM tx WHERE seq = ?');
+      stateOf = reader.prepare(STATE_OF_SQL);
     } catch (err) {
       reader?.close();
       await worker.terminate();
@@ -209,12 +210,7 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   }
   async states(seqs: number[]): Promise<Map<number, TxState>> {
     if (!this.reader.open) throw new BufferUnavailableError('the buffer is closed');
-    const out = new Map<number, TxState>();
-    for (const s of new Set(seqs)) {
-      const r = this.stateOf.get(s) as { state: TxState } | undefined;
-      if (r) out.set(s, r.state);
-    }
-    return out;
+    return readStates(this.stateOf, seqs);
   }
   audit(limit: number): Promise<AuditRecord[]> {
     return this.call('audit', limit);

@@ -265,6 +265,10 @@ const specific: BadInputCase[] = [
   { name: 'preferences: user_id zero', ...PREFS, body: { user_id: 0, preferences: {} }, ...V },
   { name: 'preferences: preferences is an array', ...PREFS, body: { user_id: 1, preferences: ['dark'] }, ...V },
   { name: 'preferences: preferences is a string', ...PREFS, body: { user_id: 1, preferences: 'dark' }, ...V },
+  // Free-form JSON passes the schema, so only the body's own NUL and depth checks stand in the way.
+  { name: 'preferences: NUL character in a free-form value', ...PREFS, body: { user_id: 1, preferences: { note: 'a\u0000b' } }, ...V },
+  { name: 'preferences: NUL character in a free-form key', ...PREFS, body: { user_id: 1, preferences: { 'a\u0000b': 1 } }, ...V },
+  { name: 'preferences: body nested 65 levels deep', ...PREFS, raw: `{"user_id":1,"preferences":{"x":${'['.repeat(63)}${']'.repeat(63)}}}`, ...V },
   { name: 'preferences: user 999999 does not exist', ...PREFS, body: { user_id: 999999, preferences: {} }, ...REF },
 
   // Reads: query strings and path ids

@@ -9,7 +9,7 @@ import type { ZodType } from 'zod';
 import { z } from './zod.js';
 import { ErrorBody, type Role } from './schemas.js';
 import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js';
-import { readJsonBody } from '../http/body.js';
+import { findNul, nulError, readJsonBody } from '../http/body.js';
 import { effectiveRoles, hashToken, looksLikeToken, type Principal } from '../auth.js';
 import type { OpsBackend } from './backend.js';
 
@@ -51,28 +51,13 @@ function issues(err: z.ZodError, where: string) {
   return err.issues.map((i) => ({ location: where, path: i.path.join('.'), message: i.message }));
 }
 
-/** PostgreSQL text cannot hold NUL; refuse it at the edge of the API rather than fail later at central. */
-function findNul(value: unknown): string | null {
-  const stack: [unknown, string][] = [[value, '']];
-  while (stack.length) {
-    const [v, path] = stack.pop()!;
-    if (typeof v === 'string') {
-      if (v.includes('\u0000')) return path || '(value)';
-    } else if (v && typeof v === 'object') {
-      for (const [k, x] of Object.entries(v)) {
-        const at = path ? `${path}.${k}` : k;
-        if (k.includes('\u0000')) return at;
-        stack.push([x, at]);
-      }
-    }
-  }
-  return null;
-}
-
+/** Validates one part of a request; a body comes from readJsonBody, which has already refused NUL characters. */
 function parse<T extends ZodType>(schema: T | undefined, value: unknown, where: string): z.infer<T> {
   if (!schema) return undefined as z.infer<T>;
-  const nul = findNul(value);
-  if (nul) throw new ValidationError(`Invalid ${where}: ${nul}: NUL characters are not allowed`, [{ location: where, path: nul, message: 'NUL character' }]);
+  if (where !== 'body') {
+    const nul = findNul(value);
+    if (nul) throw nulError(where, nul);
+  }
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const list = issues(r.error, where);
@@ -83,6 +68,21 @@ function parse<T extends ZodType>(schema: T | undefined, value: unknown, where: 
   );
 }
 
+/**
+ * A client sends the same token with every request: its SHA-256 is kept
+ * rather than made again each time (bounded; cleared when full).
+ */
+const tokenHashes = new Map<string, string>();
+function tokenHash(token: string): string {
+  let hash = tokenHashes.get(token);
+  if (hash === undefined) {
+    if (tokenHashes.size >= 1000) tokenHashes.clear();
+    hash = hashToken(token);
+    tokenHashes.set(token, hash);
+  }
+  return hash;
+}
+
 /** Checks the bearer token; throws 401 for a missing, unknown, revoked or expired one. */
 export async function authenticate(ctx: Context, backend: OpsBackend): Promise<Principal> {
   const header = ctx.get('authorization');
@@ -90,7 +90,7 @@ export async function authenticate(ctx: Context, backend: OpsBackend): Promise<P
   if (!m) throw new UnauthorizedError(header ? 'Authorization header must be "Bearer <token>"' : 'Missing bearer token');
   const token = m[1]!;
   if (!looksLikeToken(token)) throw new UnauthorizedError('Invalid token', 'invalid_token');
-  const rec = await backend.auth.findToken(hashToken(token));
+  const rec = await backend.auth.findToken(tokenHash(token));
   if (!rec) throw new UnauthorizedError('Invalid token', 'invalid_token');
   if (!rec.tokenActive) throw new UnauthorizedError('Token has been revoked', 'token_revoked');
   if (rec.expiresAt && rec.expiresAt.getTime() <= Date.now()) throw new UnauthorizedError('Token has expired', 'token_expired');

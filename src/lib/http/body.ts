@@ -4,7 +4,8 @@ import { BadRequestError, PayloadTooLargeError, AppError, ValidationError } from
 /**
  * Reads a JSON request body with a hard size limit. Oversized bodies are
  * refused with 413 as soon as the limit is crossed (or from Content-Length),
- * malformed JSON with 400; neither reaches a handler.
+ * malformed JSON with 400, too deep a nesting or a NUL character with 422;
+ * none of them reaches a handler.
  */
 export async function readJsonBody(ctx: Context, limitBytes: number): Promise<unknown> {
   const declared = Number(ctx.get('content-length') || NaN);
@@ -31,11 +32,51 @@ export async function readJsonBody(ctx: Context, limitBytes: number): Promise<un
   } catch (err) {
     throw new BadRequestError(`Request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
   }
-  const depth = jsonDepth(value);
-  if (depth > MAX_JSON_DEPTH) {
-    throw new ValidationError(`Request body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted`, { max_depth: MAX_JSON_DEPTH });
+  // Nesting needs an opening bracket per level, so a body with few of them cannot be too deep: the walk is skipped.
+  if (openings(text) > MAX_JSON_DEPTH) {
+    const depth = jsonDepth(value);
+    if (depth > MAX_JSON_DEPTH) {
+      throw new ValidationError(`Request body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted`, { max_depth: MAX_JSON_DEPTH });
+    }
+  }
+  // JSON text can only carry a NUL as the escape \u0000, so a body without one needs no walk.
+  if (text.includes('\\u0000')) {
+    const at = findNul(value);
+    if (at) throw nulError('body', at);
   }
   return value;
+}
+
+/** How many `{` and `[` the text holds (inside strings too: an upper bound on nesting). */
+function openings(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 123 || c === 91) n++;
+  }
+  return n;
+}
+
+/** PostgreSQL text cannot hold NUL; it is refused at the edge of the API rather than fail later at central. */
+export function findNul(value: unknown): string | null {
+  const stack: [unknown, string][] = [[value, '']];
+  while (stack.length) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (v.includes('\u0000')) return path || '(value)';
+    } else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        const at = path ? `${path}.${k}` : k;
+        if (k.includes('\u0000')) return at;
+        stack.push([x, at]);
+      }
+    }
+  }
+  return null;
+}
+
+export function nulError(where: string, at: string): ValidationError {
+  return new ValidationError(`Invalid ${where}: ${at}: NUL characters are not allowed`, [{ location: where, path: at, message: 'NUL character' }]);
 }
 
 /** Deep enough for any request of this API with room to spare; deeper input only serves to exhaust stacks. */

@@ -1,0 +1,69 @@
+// readJsonBody over a real HTTP server: the NUL and nesting checks that skip their walk when the text
+// cannot need it must still refuse what they refused before, and accept what only looks like it.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Koa from 'koa';
+import { MAX_JSON_DEPTH, readJsonBody } from '../../src/lib/http/body.js';
+import { AppError } from '../../src/lib/errors.js';
+
+describe('readJsonBody', () => {
+  let server: Server;
+  let url: string;
+  before(async () => {
+    const app = new Koa();
+    app.use(async (ctx) => {
+      try {
+        ctx.body = { value: await readJsonBody(ctx, 1_000_000) };
+      } catch (err) {
+        if (!(err instanceof AppError)) throw err;
+        ctx.status = err.status;
+        ctx.body = { message: err.message, details: err.details };
+      }
+    });
+    server = createServer(app.callback());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  });
+  after(() => new Promise<void>((r) => server.close(() => r())));
+
+  const send = async (raw: string) => {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
+    return { status: res.status, body: (await res.json()) as { value?: unknown; message?: string; details?: unknown } };
+  };
+
+  it('refuses a NUL in a value, naming where it is', async () => {
+    const r = await send('{"a":{"b":["ok","x\\u0000y"]}}');
+    assert.equal(r.status, 422);
+    assert.equal(r.body.message, 'Invalid body: a.b.1: NUL characters are not allowed');
+    assert.deepEqual(r.body.details, [{ location: 'body', path: 'a.b.1', message: 'NUL character' }]);
+  });
+
+  it('refuses a NUL in a key', async () => {
+    const r = await send('{"a\\u0000":1}');
+    assert.equal(r.status, 422);
+    assert.match(r.body.message!, /NUL characters are not allowed/);
+  });
+
+  it('accepts an escaped backslash followed by u0000, which is no NUL', async () => {
+    const r = await send('{"a":"\\\\u0000"}');
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body.value, { a: '\\u0000' });
+  });
+
+  it(`accepts ${MAX_JSON_DEPTH} levels and refuses ${MAX_JSON_DEPTH + 1}`, async () => {
+    const nested = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
+    assert.equal((await send(nested(MAX_JSON_DEPTH))).status, 200);
+    const r = await send(nested(MAX_JSON_DEPTH + 1));
+    assert.equal(r.status, 422);
+    assert.equal(r.body.message, `Request body nests ${MAX_JSON_DEPTH + 1} levels deep; at most ${MAX_JSON_DEPTH} are accepted`);
+  });
+
+  it('counts depth by structure, not by brackets inside strings', async () => {
+    const text = '['.repeat(200);
+    const r = await send(JSON.stringify({ a: text, b: [{ c: [] }] }));
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body.value, { a: text, b: [{ c: [] }] });
+  });
+});

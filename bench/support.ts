@@ -1,6 +1,6 @@
 /** Shared pieces of the benchmarks: child processes, autocannon runs, RSS, and the report file. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync, existsSync, openSync, closeSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync, existsSync, openSync, closeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 
@@ -65,6 +65,8 @@ export interface LoadResult {
   p99_ms: number;
   errors: number;
   non2xx: number;
+  /** Responses received in the run. */
+  requests: number;
 }
 
 export async function load(opts: { url: string; connections: number; seconds: number; method?: 'POST' | 'GET'; body?: string; headers?: Record<string, string> }): Promise<LoadResult> {
@@ -82,6 +84,7 @@ export async function load(opts: { url: string; connections: number; seconds: nu
     p99_ms: r.latency.p99,
     errors: r.errors + r.timeouts,
     non2xx: r.non2xx,
+    requests: r.requests.total,
   };
 }
 
@@ -89,6 +92,52 @@ export async function load(opts: { url: string; connections: number; seconds: nu
 export function cpuSeconds(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/**
+ * CPU seconds a process has used so far, split into its main thread (the
+ * event loop) and all its other threads (for the edge: the storage thread,
+ * V8's GC helpers and libuv's pool).
+ */
+export function threadCpuSeconds(pid: number): { main: number; other: number } {
+  let main = 0;
+  let other = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // the thread ended between the listing and the read
+    }
+    const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+    const seconds = (Number(f[11]) + Number(f[12])) / 100;
+    if (Number(tid) === pid) main += seconds;
+    else other += seconds;
+  }
+  return { main, other };
+}
+
+/** CPU per request, in µs, of one load run: the server's main thread, its other threads, and autocannon (this process). */
+export interface RequestCpu {
+  main_us: number;
+  other_us: number;
+  load_us: number;
+}
+
+/** Runs a load against a server process and says where each request's CPU went. */
+export async function loadWithCpu(pid: number, opts: Parameters<typeof load>[0]): Promise<LoadResult & { cpu: RequestCpu }> {
+  const before = threadCpuSeconds(pid);
+  const own = process.cpuUsage();
+  const result = await load(opts);
+  const after = threadCpuSeconds(pid);
+  const ownUs = process.cpuUsage(own);
+  const n = Math.max(1, result.requests);
+  const cpu = {
+    main_us: Math.round(((after.main - before.main) * 1e6) / n),
+    other_us: Math.round(((after.other - before.other) * 1e6) / n),
+    load_us: Math.round((ownUs.user + ownUs.system) / n),
+  };
+  return { ...result, cpu };
 }
 
 /** One line of a server's memory: RSS (anonymous and file-backed) and, from its /metrics (METRICS_PUBLIC=true), V8's heap and external buffers. */

@@ -128,7 +128,16 @@ Try:
   curl -H "Authorization: Bearer $TOKEN" http://localhost:${central.port}/executed_obs_units/     # synced a moment later
 
 Ctrl-C stops everything; run it again to resume with the same data.`);
-    await untilSignal();
+    const outcome = await Promise.race([untilSignal(), edge.failed]);
+    if (outcome instanceof Error) {
+      // As \`opsdb serve\` does: the edge can no longer store writes, so the demo stops rather than answer 503s.
+      setTimeout(() => process.exit(1), 15_000).unref();
+      await edge.stop().catch(() => {});
+      await central.stop().catch(() => {});
+      await pool.end().catch(() => {});
+      await database.stop().catch(() => {});
+      throw new Error(`stopped: ${outcome.message}`);
+    }
     await edge.stop();
     await central.stop();
     await pool.end();

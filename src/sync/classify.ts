@@ -10,7 +10,13 @@ export type Failure =
   /** Credentials are wrong: pause until they change. */
   | { kind: 'auth'; code: string; message: string }
   /** The batch was too big for central or for the link: send less at once. */
-  | { kind: 'too_large'; code: string; message: string };
+  | { kind: 'too_large'; code: string; message: string }
+  /**
+   * Central refused the batch's content as a whole (400, 422): something in
+   * one transaction, not the link. Send less at once until the transaction at
+   * fault is alone; alone, it is that transaction's rejection.
+   */
+  | { kind: 'refused'; code: string; message: string };
 
 export function retryAfterMs(value: string | null, now = Date.now()): number | null {
   if (!value) return null;
@@ -34,10 +40,12 @@ export function classifyError(err: unknown): Failure {
   return { kind: 'transient', code: 'internal', message: String((err as Error)?.message ?? err), retryAfterMs: null, unreachable: false, shrink: false };
 }
 
-export function classifyReply(r: Reply): Failure {
+/** `batch`: the reply to a sync batch, whose content central may refuse (any other request's 4xx is no data's fault). */
+export function classifyReply(r: Reply, { batch = false }: { batch?: boolean } = {}): Failure {
   const msg = message(r);
   if (r.status === 401 || r.status === 403) return { kind: 'auth', code: `http_${r.status}`, message: msg };
   if (r.status === 413) return { kind: 'too_large', code: 'http_413', message: msg };
+  if (batch && (r.status === 400 || r.status === 422)) return { kind: 'refused', code: `http_${r.status}`, message: msg };
   // A batch sent early whose predecessor never committed: resend both, in order.
   if (r.status === 409 && (r.body as { error?: { code?: string } } | null)?.error?.code === 'out_of_order') {
     return { kind: 'transient', code: 'out_of_order', message: msg, retryAfterMs: null, unreachable: false, shrink: false };

@@ -304,7 +304,7 @@ export class SyncEngine implements SyncView {
       if (cancel?.aborted) return this.pushFailed(batch, NOT_AFTER_FAILURE, started, bytes);
       return this.pushFailed(batch, classifyError(err), started, bytes);
     }
-    if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply), started, bytes);
+    if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply, { batch: true }), started, bytes);
     // A 200 from something that is not central (a captive portal, a misrouted proxy) is not an answer.
     const parsed = SyncBatchResult.safeParse(reply.body);
     if (!parsed.success) return this.pushFailed(batch, notAnAnswer(reply), started, bytes);
@@ -337,10 +337,11 @@ export class SyncEngine implements SyncView {
 
   private async pushFailed(batch: BufferedTransaction[], f: Failure, started: number, bytes: number): Promise<Failure> {
     const error: TxError = { code: f.code, message: f.message, at: new Date().toISOString() };
-    const alone = f.kind === 'too_large' && batch.length === 1;
-    // One transaction central will never take in one piece is that transaction's fault alone.
+    const alone = (f.kind === 'too_large' || f.kind === 'refused') && batch.length === 1;
+    // One transaction central will never take (in one piece, or at all) is that transaction's fault alone;
+    // in a bigger batch, halving it finds that one without holding back the others for long.
     await this.o.buffer.settle(batch.map((t) => (alone ? { seq: t.seq, outcome: 'rejected' as const, error } : { seq: t.seq, outcome: 'retry' as const, error })));
-    if (f.kind === 'too_large' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
+    if (f.kind === 'too_large' || f.kind === 'refused' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
     if (f.kind === 'auth') this.pause(f);
     // out_of_order: the batch before it failed; that failure is the one to report and back off from.
     else if (f.kind === 'transient' && f.code !== 'out_of_order') this.fail(f);

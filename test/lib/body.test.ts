@@ -52,6 +52,19 @@ describe('readJsonBody', () => {
     assert.deepEqual(r.body.value, { a: '\\u0000' });
   });
 
+  it('refuses a lone surrogate, high or low, in a value or a key', async () => {
+    for (const raw of ['{"a":"x\\ud800"}', '{"a":"\\udc00y"}', '{"a":["\\ude00\\ud83d"]}', '{"\\uD800":1}']) {
+      const r = await send(raw);
+      assert.equal(r.status, 422, raw);
+      assert.match(r.body.message!, /text must be valid Unicode \(a lone UTF-16 surrogate was sent\)/, raw);
+    }
+  });
+
+  it('accepts a surrogate pair (an emoji), escaped or sent as UTF-8', async () => {
+    assert.deepEqual((await send('{"a":"\\ud83d\\ude00"}')).body.value, { a: '\u{1F600}' });
+    assert.deepEqual((await send('{"a":"\u{1F600}"}')).body.value, { a: '\u{1F600}' });
+  });
+
   it(`accepts ${MAX_JSON_DEPTH} levels and refuses ${MAX_JSON_DEPTH + 1}`, async () => {
     const nested = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
     assert.equal((await send(nested(MAX_JSON_DEPTH))).status, 200);

@@ -268,6 +268,8 @@ const specific: BadInputCase[] = [
   // Free-form JSON passes the schema, so only the body's own NUL and depth checks stand in the way.
   { name: 'preferences: NUL character in a free-form value', ...PREFS, body: { user_id: 1, preferences: { note: 'a\u0000b' } }, ...V },
   { name: 'preferences: NUL character in a free-form key', ...PREFS, body: { user_id: 1, preferences: { 'a\u0000b': 1 } }, ...V },
+  { name: 'preferences: lone UTF-16 surrogate in a free-form value', ...PREFS, raw: '{"user_id":1,"preferences":{"note":"a\\ud800b"}}', ...V },
+  { name: 'package: lone UTF-16 surrogate in its name', ...PKG, raw: '{"name":"pkg-\\udfff","executed_obs_unit_id":"{obs}"}', ...V },
   { name: 'preferences: body nested 65 levels deep', ...PREFS, raw: `{"user_id":1,"preferences":{"x":${'['.repeat(63)}${']'.repeat(63)}}}`, ...V },
   { name: 'preferences: user 999999 does not exist', ...PREFS, body: { user_id: 999999, preferences: {} }, ...REF },
 

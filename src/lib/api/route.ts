@@ -9,7 +9,7 @@ import type { ZodType } from 'zod';
 import { z } from './zod.js';
 import { ErrorBody, type Role } from './schemas.js';
 import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js';
-import { findNul, nulError, readJsonBody } from '../http/body.js';
+import { badTextError, findBadText, readJsonBody } from '../http/body.js';
 import { effectiveRoles, hashToken, looksLikeToken, type Principal } from '../auth.js';
 import type { OpsBackend } from './backend.js';
 
@@ -51,12 +51,12 @@ function issues(err: z.ZodError, where: string) {
   return err.issues.map((i) => ({ location: where, path: i.path.join('.'), message: i.message }));
 }
 
-/** Validates one part of a request; a body comes from readJsonBody, which has already refused NUL characters. */
+/** Validates one part of a request; a body comes from readJsonBody, which has already refused text PostgreSQL cannot hold. */
 function parse<T extends ZodType>(schema: T | undefined, value: unknown, where: string): z.infer<T> {
   if (!schema) return undefined as z.infer<T>;
   if (where !== 'body') {
-    const nul = findNul(value);
-    if (nul) throw nulError(where, nul);
+    const bad = findBadText(value);
+    if (bad) throw badTextError(where, bad);
   }
   const r = schema.safeParse(value);
   if (r.success) return r.data;

@@ -4,7 +4,8 @@ import { BadRequestError, PayloadTooLargeError, AppError, ValidationError } from
 /**
  * Reads a JSON request body with a hard size limit. Oversized bodies are
  * refused with 413 as soon as the limit is crossed (or from Content-Length),
- * malformed JSON with 400, too deep a nesting or a NUL character with 422;
+ * malformed JSON with 400, too deep a nesting, a NUL character or a lone
+ * UTF-16 surrogate with 422;
  * none of them reaches a handler.
  */
 export async function readJsonBody(ctx: Context, limitBytes: number): Promise<unknown> {
@@ -39,44 +40,12 @@ export async function readJsonBody(ctx: Context, limitBytes: number): Promise<un
       throw new ValidationError(`Request body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted`, { max_depth: MAX_JSON_DEPTH });
     }
   }
-  // JSON text can only carry a NUL as the escape \u0000, so a body without one needs no walk.
-  if (text.includes('\\u0000')) {
-    const at = findNul(value);
-    if (at) throw nulError('body', at);
+  // JSON text can only carry a NUL or a lone UTF-16 surrogate as a \u escape, so a body without one needs no walk.
+  if (text.includes('\\u0000') || /\\u[dD][89a-fA-F]/.test(text)) {
+    const bad = findBadText(value);
+    if (bad) throw badTextError('body', bad);
   }
   return value;
-}
-
-/** How many `{` and `[` the text holds (inside strings too: an upper bound on nesting). */
-function openings(text: string): number {
-  let n = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 123 || c === 91) n++;
-  }
-  return n;
-}
-
-/** PostgreSQL text cannot hold NUL; it is refused at the edge of the API rather than fail later at central. */
-export function findNul(value: unknown): string | null {
-  const stack: [unknown, string][] = [[value, '']];
-  while (stack.length) {
-    const [v, path] = stack.pop()!;
-    if (typeof v === 'string') {
-      if (v.includes('\u0000')) return path || '(value)';
-    } else if (v && typeof v === 'object') {
-      for (const [k, x] of Object.entries(v)) {
-        const at = path ? `${path}.${k}` : k;
-        if (k.includes('\u0000')) return at;
-        stack.push([x, at]);
-      }
-    }
-  }
-  return null;
-}
-
-export function nulError(where: string, at: string): ValidationError {
-  return new ValidationError(`Invalid ${where}: ${at}: NUL characters are not allowed`, [{ location: where, path: at, message: 'NUL character' }]);
 }
 
 /** Deep enough for any request of this API with room to spare; deeper input only serves to exhaust stacks. */
@@ -93,4 +62,57 @@ export function jsonDepth(value: unknown): number {
     for (const x of Object.values(v as object)) stack.push([x, d + 1]);
   }
   return max;
+}
+
+/** How many `{` and `[` the text holds (inside strings too: an upper bound on nesting). */
+function openings(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 123 || c === 91) n++;
+  }
+  return n;
+}
+
+/** A lone UTF-16 surrogate: half of a pair, which no UTF-8 text (PostgreSQL's, for one) can hold. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+export interface BadText {
+  /** Dotted path of the value or key. */
+  at: string;
+  problem: 'nul' | 'surrogate';
+}
+
+const problemOf = (s: string): BadText['problem'] | null => (s.includes('\u0000') ? 'nul' : LONE_SURROGATE.test(s) ? 'surrogate' : null);
+
+/**
+ * The first string (value or key) that PostgreSQL text cannot store as sent:
+ * one with a NUL, or with a lone surrogate (which would be refused as JSON, or
+ * silently become U+FFFD as text). Both are refused at the edge of the API
+ * rather than buffered at an edge and failed later at central.
+ */
+export function findBadText(value: unknown): BadText | null {
+  const stack: [unknown, string][] = [[value, '']];
+  while (stack.length) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === 'string') {
+      const problem = problemOf(v);
+      if (problem) return { at: path || '(value)', problem };
+    } else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        const at = path ? `${path}.${k}` : k;
+        const problem = problemOf(k);
+        if (problem) return { at, problem };
+        stack.push([x, at]);
+      }
+    }
+  }
+  return null;
+}
+
+export function badTextError(where: string, bad: BadText): ValidationError {
+  const what = bad.problem === 'nul' ? 'NUL characters are not allowed' : 'text must be valid Unicode (a lone UTF-16 surrogate was sent)';
+  return new ValidationError(`Invalid ${where}: ${bad.at}: ${what}`, [
+    { location: where, path: bad.at, message: bad.problem === 'nul' ? 'NUL character' : 'lone UTF-16 surrogate' },
+  ]);
 }

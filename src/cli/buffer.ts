@@ -1,5 +1,7 @@
 /** `opsdb buffer …`: the edge buffer, with the daemon running or stopped. */
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { checkSiteOfDataDir } from '../edge/local-store.js';
 import type { Config } from '../lib/config.js';
 import { openBuffer } from '../edge/buffer/open.js';
 import { TX_STATES, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
@@ -12,6 +14,7 @@ import { userInfo } from 'node:os';
 async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer) => Promise<T>): Promise<T> {
   if (config.siteType !== 'secondary') throw new UsageError('the buffer exists only at an edge (SITE_TYPE=secondary)');
   mkdirSync(config.dataDir, { recursive: true });
+  checkSiteOfDataDir(config.dataDir, join(config.dataDir, 'local.db'), config.siteName);
   const { buffer } = await openBuffer(config);
   try {
     return await fn(buffer);

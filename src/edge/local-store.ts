@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { BufferedTransaction, TransactionBuffer } from './buffer/buffer.js';
 import type { Step } from '../lib/api/transaction.js';
@@ -75,6 +76,41 @@ export async function applyOrCatchUp(buffer: TransactionBuffer, local: LocalStor
     }
   }
 }
+
+/** The meta key of the site a DATA_DIR belongs to. */
+export const SITE_NAME_KEY = 'site_name';
+
+/**
+ * A DATA_DIR belongs to the site whose edge first started on it. Started
+ * under another SITE_NAME, an edge would hide what that site has not synced
+ * (a Redis buffer's keys carry the name; central refuses another site's
+ * transactions), so both the daemon and `opsdb buffer` refuse. Null: no edge
+ * has started here yet.
+ */
+export function siteOfDataDir(localPath: string): string | null {
+  if (!existsSync(localPath)) return null;
+  const db = new Database(localPath, { fileMustExist: true });
+  try {
+    const table = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'`).get();
+    if (!table) return null;
+    const row = db.prepare(`SELECT value FROM meta WHERE key = ?`).get(SITE_NAME_KEY) as { value: string } | undefined;
+    return row?.value ?? null;
+  } finally {
+    db.close();
+  }
+}
+
+export function checkSiteOfDataDir(dataDir: string, localPath: string, siteName: string): void {
+  const owner = siteOfDataDir(localPath);
+  if (owner === null || owner === siteName) return;
+  throw new SiteMismatchError(
+    `DATA_DIR ${dataDir} belongs to site "${owner}" (recorded when its edge first started), but SITE_NAME is "${siteName}". ` +
+      `Starting under another name would hide what "${owner}" has not synced yet. Set SITE_NAME=${owner}; to rename the site, ` +
+      `let it drain first (opsdb buffer wait-empty), then start the new name on an empty DATA_DIR.`,
+  );
+}
+
+export class SiteMismatchError extends Error {}
 
 /**
  * The edge's local view of the data: replica rows from central plus buffered

@@ -10,7 +10,7 @@ import { createHttpApp } from '../lib/http/app.js';
 import { isBufferUnavailable, type TransactionBuffer } from './buffer/buffer.js';
 import { UnavailableError } from '../lib/errors.js';
 import { openBuffer } from './buffer/open.js';
-import { LocalStore, catchUp } from './local-store.js';
+import { LocalStore, SITE_NAME_KEY, catchUp, checkSiteOfDataDir } from './local-store.js';
 import { LocalAccounts } from './local-accounts.js';
 import { GroupCommitter } from './committer.js';
 import { EdgeBackend } from './backend.js';
@@ -45,6 +45,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
   mkdirSync(config.dataDir, { recursive: true });
   // The local store first: its schema exists before the storage thread opens a second connection to it.
   const localPath = join(config.dataDir, 'local.db');
+  checkSiteOfDataDir(config.dataDir, localPath, config.siteName);
   const local = new LocalStore(localPath);
   let fatal!: (err: Error) => void;
   const failed = new Promise<Error>((resolve) => (fatal = resolve));
@@ -64,6 +65,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
     const released = await buffer.releaseInFlight();
     const replayed = await catchUp(buffer, local);
     const stats = await buffer.stats();
+    if (local.getMeta(SITE_NAME_KEY) === null) local.setMeta(SITE_NAME_KEY, config.siteName);
     log.info({ released_in_flight: released, replayed, pending: stats.pending, failed: stats.failed, backend: buffer.backend }, 'buffer opened');
 
     const accounts = new LocalAccounts(local.db);

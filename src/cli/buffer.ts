@@ -7,7 +7,7 @@ import { openBuffer } from '../edge/buffer/open.js';
 import { TX_STATES, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
 import { transactionState } from '../edge/backend.js';
 import { oneArg, UsageError, type Command } from './command.js';
-import { bufferStats } from '../edge/routes.js';
+import { NO_REASON, bufferStats } from '../edge/routes.js';
 import { SYNC_DISABLED } from '../edge/sync-view.js';
 import { userInfo } from 'node:os';
 
@@ -93,12 +93,11 @@ export const bufferRetryFailedCommand: Command = {
 
 export const bufferDiscardCommand: Command = {
   summary: 'give up on a failed or blocked transaction (kept with an audit record)',
-  usage: 'opsdb buffer discard TRANSACTION_ID --reason TEXT',
+  usage: 'opsdb buffer discard TRANSACTION_ID [--reason TEXT]   (the reason goes into the audit record)',
   options: { reason: { type: 'string' } },
   async run({ config, args, options }) {
     const id = oneArg(args, 'transaction id');
-    const reason = (options.reason as string | undefined)?.trim();
-    if (!reason) throw new UsageError('--reason is required: say why, for the audit record');
+    const reason = (options.reason as string | undefined)?.trim() || NO_REASON;
     const ok = await withBuffer(config, (b) => b.discard(id, actor(), reason));
     if (!ok) {
       console.error(`transaction ${id} is not failed or blocked (see: opsdb buffer show ${id})`);

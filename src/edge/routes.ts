@@ -69,7 +69,9 @@ const AuditQuery = z.object({ limit: z.coerce.number().int().min(1).max(10_000).
 const AuditRecord = z
   .object({ at: z.string(), transaction_id: z.string(), seq: z.number().int(), action: z.enum(['discard', 'retry']), actor: z.string(), reason: z.string().nullable() })
   .openapi('AuditRecord');
-const Discard = z.object({ reason: z.string().trim().min(1).max(1000) }).strict().openapi('DiscardRequest');
+/** What the audit record says when the operator gives no reason. */
+export const NO_REASON = 'no reason given';
+const Discard = z.object({ reason: z.string().trim().min(1).max(1000).optional() }).strict().openapi('DiscardRequest');
 const Released = z.object({ released: z.array(z.string()), count: z.number().int() }).openapi('ReleasedTransactions');
 
 const SiteTokenBody = z.object({ token: z.string().regex(/^ops_api_token_[A-Za-z0-9_-]{43}$/, 'an ops_api_token_… token') }).strict().openapi('SiteToken');
@@ -145,11 +147,12 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
 
   route(api, {
     method: 'post', path: '/api/buffer/failed/{id}/discard', tag: 'buffer', roles: ADMIN_ROLES, params: UuidParams,
-    body: Discard, response: TransactionState, summary: 'Give up on a failed or blocked transaction (kept, with an audit record)',
+    body: Discard, bodyOptional: true, response: TransactionState,
+    summary: 'Give up on a failed or blocked transaction (kept, with an audit record); the body and its reason are optional',
     handler: async ({ params, body, principal }) => {
       const t = await buffer.get(params.id);
       if (!t) throw new NotFoundError(`Transaction ${params.id} is not in the buffer`);
-      if (!(await buffer.discard(params.id, principal.username, body.reason))) {
+      if (!(await buffer.discard(params.id, principal.username, body.reason ?? NO_REASON))) {
         throw new ConflictError(`Transaction ${params.id} is ${t.state}; only failed or blocked ones can be discarded`, { state: t.state });
       }
       return transactionState((await buffer.get(params.id))!);

@@ -160,8 +160,8 @@ describe('edge HTTP API (SITE_TYPE=secondary, SQLite buffer)', () => {
 
     claimed = await buffer.claim(1000, 1e9);
     await buffer.settle(claimed.map((t) => ({ seq: t.seq, outcome: 'rejected' as const, error: { code: 'x', message: 'again', at: new Date().toISOString() } })));
-    const noReason = await e.admin.post(`/api/buffer/failed/${parent.transaction_id}/discard`, { body: {} });
-    assert.equal(noReason.status, 422);
+    const blank = await e.admin.post(`/api/buffer/failed/${parent.transaction_id}/discard`, { body: { reason: '  ' } });
+    assert.equal(blank.status, 422, 'a reason, when given, says something');
     const d = await e.admin.post(`/api/buffer/failed/${parent.transaction_id}/discard`, { body: { reason: 'test run' } });
     assert.equal(d.status, 200);
     assert.equal(d.body.state, 'discarded');
@@ -172,6 +172,15 @@ describe('edge HTTP API (SITE_TYPE=secondary, SQLite buffer)', () => {
     assert.ok(audit.body.some((a: { action: string; reason: string | null; transaction_id: string }) =>
       a.action === 'discard' && a.reason === 'test run' && a.transaction_id === parent.transaction_id));
     assert.equal((await observer.get('/api/buffer/audit')).status, 403);
+    // SPEC §4 names the call with no body: the reason is optional, and the audit says none was given.
+    await buffer.settle((await buffer.claim(1000, 1e9)).map((t) => ({ seq: t.seq, outcome: 'rejected' as const, error: { code: 'x', message: 'no', at: new Date().toISOString() } })));
+    const bare = await fetch(`${e.url}/api/buffer/failed/${child.transaction_id}/discard`, { method: 'POST', headers: { authorization: `Bearer ${e.admin.token}` } });
+    assert.equal(bare.status, 200, await bare.clone().text());
+    assert.equal(((await bare.json()) as { state: string }).state, 'discarded');
+    const empty = await e.admin.post(`/api/buffer/failed/${child.transaction_id}/discard`, { body: {} });
+    assert.equal(empty.status, 409, 'already discarded');
+    const audit2 = (await e.admin.get('/api/buffer/audit')).body as { action: string; reason: string | null; transaction_id: string }[];
+    assert.ok(audit2.some((a) => a.action === 'discard' && a.transaction_id === child.transaction_id && a.reason === 'no reason given'));
     const all = await e.admin.post('/api/buffer/retry-failed');
     assert.equal(all.status, 200);
     assert.equal((await e.admin.post('/api/buffer/failed/00000000-0000-4000-8000-000000000000/retry')).status, 404);

@@ -33,6 +33,8 @@ export interface RouteDef<B extends ZodType, Q extends ZodType, P extends ZodTyp
   /** Roles allowed (admin always is); `null` = no token needed. */
   roles: readonly Role[] | null;
   body?: B;
+  /** The body may be left out entirely (no bytes at all); it is then validated as `{}`. */
+  bodyOptional?: true;
   query?: Q;
   params?: P;
   status?: number;
@@ -106,6 +108,11 @@ export async function authenticate(ctx: Context, backend: OpsBackend): Promise<P
   };
 }
 
+/** A request that carries no body at all: no Content-Length (or 0) and no chunked one. */
+function noBody(ctx: Context): boolean {
+  return !ctx.get('transfer-encoding') && Number(ctx.get('content-length') || 0) === 0;
+}
+
 export function requireRole(principal: Principal, roles: readonly Role[]): void {
   if (roles.some((r) => principal.roles.has(r))) return;
   throw new ForbiddenError(`This needs one of the roles: ${roles.join(', ')}`, {
@@ -156,7 +163,7 @@ export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, 
     }
     const params = parse(def.params, ctx.params, 'path parameter');
     const query = parse(def.query, ctx.query, 'query');
-    const body = def.body ? parse(def.body, await readJsonBody(ctx, api.maxBodyBytes), 'body') : undefined;
+    const body = def.body ? parse(def.body, def.bodyOptional && noBody(ctx) ? {} : await readJsonBody(ctx, api.maxBodyBytes), 'body') : undefined;
     const result = await def.handler({ ctx, body: body as never, query: query as never, params: params as never, principal });
     if (ctx.body === undefined) {
       ctx.status = status;

@@ -1,7 +1,7 @@
 /**
  * The edge's Prometheus metrics (SPEC §8). Buffer gauges are read from the
- * buffer's counters at scrape time, so they always agree with /buffer-stats;
- * sync counters follow the engine's events.
+ * buffer's counters at scrape time, so they always agree with /buffer-stats
+ * (opsdb_sync_applied_total too); the error counter follows the engine's events.
  */
 import { Counter, Gauge } from 'prom-client';
 import type { AppMetrics } from '../lib/metrics.js';
@@ -29,7 +29,16 @@ export function registerEdgeMetrics(m: AppMetrics, buffer: TransactionBuffer, en
   gauge('opsdb_buffer_accepted_total', 'Transactions ever accepted (the ledger: accepted = applied + pending + in_flight + blocked + failed + discarded)', (s) => s.accepted_total);
   gauge('opsdb_buffer_discarded_total', 'Transactions an operator discarded', (s) => s.discarded_total);
 
-  const applied = new Counter({ name: 'opsdb_sync_applied_total', help: 'Transactions central applied (or had already applied) for this edge', registers });
+  // The ledger's applied_total, read like the gauges: it agrees with /buffer-stats and does not start again at 0 after a
+  // restart. It only ever grows, so it stays a counter.
+  new Counter({
+    name: 'opsdb_sync_applied_total', help: 'Transactions central applied (or had already applied) for this edge, ever (the ledger)', registers,
+    async collect() {
+      const total = (await stats()).applied_total;
+      this.reset();
+      this.inc(total);
+    },
+  });
   const errors = new Counter({ name: 'opsdb_sync_errors_total', help: 'Failed exchanges with central, by kind', labelNames: ['kind'] as const, registers });
   new Gauge({
     name: 'opsdb_sync_last_success_timestamp_seconds', help: 'Unix time of the last successful exchange with central (0: never)', registers,
@@ -44,5 +53,5 @@ export function registerEdgeMetrics(m: AppMetrics, buffer: TransactionBuffer, en
       this.set(engine?.state() === 'paused' ? 1 : 0);
     },
   });
-  engine?.on({ applied: (n) => applied.inc(n), error: (kind) => errors.inc({ kind }) });
+  engine?.on({ error: (kind) => errors.inc({ kind }) });
 }

@@ -75,6 +75,19 @@ describe('GET /metrics', () => {
     assert.equal(values.get(post!), 4);
   });
 
+  it('opsdb_sync_applied_total is the ledger: after a restart it does not start again at 0', async () => {
+    const applied = (await edge.anonymous.get('/buffer-stats')).body.applied_total as number;
+    assert.ok(applied > 0, 'something was applied before the restart');
+    await edge.stop();
+    edge = await startTestEdge('metrics', {
+      dataDir: edge.dataDir, seed: false,
+      overrides: { SITE_NAME: 'metrics', CENTRAL_URL: central.url, SITE_TOKEN: edge.config.siteToken!, SYNC_INTERVAL_MS: 50, RETRY_BASE_MS: 20, RETRY_MAX_MS: 100 },
+    });
+    const { values } = parse((await edge.admin.get('/metrics')).text);
+    assert.equal(values.get('opsdb_sync_applied_total'), applied);
+    assert.equal((await edge.anonymous.get('/buffer-stats')).body.applied_total, applied);
+  });
+
   it('counts sync errors by kind and shows a pending backlog when central is unreachable', async () => {
     const dead = await freePort();
     const lone = await startTestEdge('metrics-down', {

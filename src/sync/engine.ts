@@ -197,6 +197,8 @@ export class SyncEngine implements SyncView {
     this.failures += 1;
     this.error = { code: f.code, message: f.message, at: new Date().toISOString() };
     if (f.kind === 'transient' && f.unreachable) this.reachable = false;
+    // Central itself answered (a 500, a 429…): it is reachable, just not well.
+    else if (f.code.startsWith('http_')) this.reachable = true;
     this.emit('error', f.code);
   }
 
@@ -239,6 +241,7 @@ export class SyncEngine implements SyncView {
 
   private pause(f: Failure): void {
     this.status = 'paused';
+    this.reachable = true; // central answered, if only to refuse the token
     this.pausedReason = { code: f.code, message: `central refused the site token: ${f.message}`, at: new Date().toISOString() };
     this.o.log.error({ code: f.code, message: f.message }, 'sync paused: central refused the site token; set a valid SITE_TOKEN');
   }

@@ -178,6 +178,7 @@ describe('sync under faults: outages, lost answers, poison, credentials (real pr
     const paused = await until(s, (st) => st.background_processor === 'paused', 10_000, 'the engine to pause on 401');
     assert.equal(paused.last_error?.code, 'http_401');
     assert.match(paused.last_error?.message ?? '', /site token/i, 'last_error names the token');
+    assert.equal(paused.central_reachable, true, 'central answered: the link is fine, the token is not');
     assert.ok(s.proxy.count('/api/sync/transactions', 'POST') >= 1, 'a batch met the 401');
     const health = await fetch(`${s.edge.url}/health`).then((r) => r.json() as Promise<{ status: string; background_processor: string }>);
     assert.equal(health.status, 'degraded');

@@ -85,9 +85,10 @@ export class EdgeBackend implements OpsBackend {
       site: { name: this.siteName, type: this.siteType },
       database: 'connected',
       redis: this.d.buffer.backend === 'redis' && !stats ? 'unreachable' : this.d.redis(),
+      // Unknown while the buffer cannot be read: null, never a reassuring 0.
       transaction_buffer: {
-        size: stats ? stats.pending + stats.in_flight + stats.blocked : 0,
-        failed: stats?.failed ?? 0,
+        size: stats ? stats.pending + stats.in_flight + stats.blocked : null,
+        failed: stats ? stats.failed : null,
       },
       background_processor: sync,
     };

@@ -28,6 +28,8 @@ describe('edge on a Redis buffer that goes away', () => {
       assert.equal(read.status, 503, read.text);
       const health = await edge.anonymous.get('/health');
       assert.equal(health.status, 503);
+      assert.deepEqual(health.body.transaction_buffer, { size: null, failed: null }, 'unknown, not a reassuring 0');
+      assert.equal(health.body.redis, 'unreachable');
       assert.equal(health.body.status, 'unhealthy');
       assert.equal(health.body.redis, 'unreachable');
 

@@ -298,7 +298,7 @@ export const Health = z
     site: z.object({ name: z.string(), type: z.enum(['main', 'secondary']) }),
     database: z.string(),
     redis: z.string(),
-    transaction_buffer: z.object({ size: z.number().int(), failed: z.number().int() }),
+    transaction_buffer: z.object({ size: z.number().int().nullable(), failed: z.number().int().nullable() }),
     background_processor: z.enum(['running', 'paused', 'stopped', 'disabled']),
   })
   .passthrough()

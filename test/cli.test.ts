@@ -25,6 +25,20 @@ describe('opsdb CLI', () => {
     }
   });
 
+  it('lists a group of commands: `opsdb buffer --help` (exit 0), `opsdb buffer` alone (exit 2)', async () => {
+    const groups = [...new Set(Object.keys(COMMANDS).filter((n) => n.includes(' ')).map((n) => n.split(' ')[0]!))];
+    assert.ok(groups.includes('buffer'));
+    for (const group of groups) {
+      const members = Object.keys(COMMANDS).filter((n) => n.startsWith(`${group} `));
+      const help = await runCli([group, '--help']);
+      assert.equal(help.code, 0, group);
+      for (const m of members) assert.ok(help.stdout.includes(m), `${group} --help lists ${m}`);
+      const bare = await runCli([group]);
+      assert.equal(bare.code, 2, group);
+      assert.match(bare.stderr, new RegExp(`"${group}" needs a command`));
+    }
+  });
+
   it('exits 2 on an unknown command or option', async () => {
     assert.equal((await runCli(['frobnicate'])).code, 2);
     assert.equal((await runCli(['migrate', '--no-such-flag'])).code, 2);

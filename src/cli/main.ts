@@ -46,6 +46,18 @@ export async function main(argv: string[]): Promise<number> {
   }
   const found = findCommand(argv);
   if (!found) {
+    // A group of commands (`opsdb buffer`, `opsdb token` …) on its own or with --help: list its commands.
+    const words = argv.filter((a) => !a.startsWith('-'));
+    const group = Object.entries(COMMANDS).filter(([name]) => words.length > 0 && name.startsWith(`${words.join(' ')} `));
+    if (group.length > 0) {
+      const asked = argv.includes('--help') || argv.includes('-h');
+      const width = Math.max(...group.map(([name]) => name.length));
+      const list = group.map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`).join('\n');
+      const text = `Usage: opsdb ${words.join(' ')} <command> [options]\n\nCommands:\n${list}\n\nHelp for one: opsdb <command> --help`;
+      if (asked) console.log(text);
+      else console.error(`opsdb: "${argv.join(' ')}" needs a command\n\n${text}`);
+      return asked ? 0 : 2;
+    }
     console.error(`opsdb: unknown command "${argv.join(' ')}"\n\n${help()}`);
     return 2;
   }

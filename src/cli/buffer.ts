@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { checkSiteOfDataDir } from '../edge/local-store.js';
 import type { Config } from '../lib/config.js';
 import { openBuffer } from '../edge/buffer/open.js';
-import { TX_STATES, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
+import { RECEIPT_DAYS, TX_STATES, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
 import { transactionState } from '../edge/backend.js';
 import { oneArg, UsageError, type Command } from './command.js';
 import { NO_REASON, bufferStats } from '../edge/routes.js';
@@ -55,16 +55,20 @@ export const bufferLsCommand: Command = {
 };
 
 export const bufferShowCommand: Command = {
-  summary: 'one transaction in full: state, attempts, last error, steps',
+  summary: 'one transaction in full: state, attempts, last error, steps (steps null once synced and compacted)',
   usage: 'opsdb buffer show TRANSACTION_ID',
   async run({ config, args }) {
     const id = oneArg(args, 'transaction id');
-    const t = await withBuffer(config, (b) => b.get(id));
-    if (!t) {
-      console.error(`no transaction ${id} in the buffer`);
+    const [t, receipt] = await withBuffer(config, async (b) => {
+      const held = await b.get(id);
+      return [held, held ? null : await b.receipt(id)] as const;
+    });
+    if (t) json({ ...transactionState(t), steps: t.steps });
+    else if (receipt) json({ ...transactionState(receipt), steps: null });
+    else {
+      console.error(`no transaction ${id} in the buffer (nor a record of one synced and compacted in the last ${RECEIPT_DAYS} days)`);
       return 1;
     }
-    json({ ...transactionState(t), steps: t.steps });
   },
 };
 

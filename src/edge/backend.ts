@@ -156,13 +156,14 @@ export class EdgeBackend implements OpsBackend {
     return this.d.local.transferOverview() as never;
   }
 
+  /** From the buffer, or, once compacted, from its receipt (kept RECEIPT_DAYS). */
   async getTransaction(id: string) {
-    const t = await this.d.buffer.get(id);
+    const t = (await this.d.buffer.get(id)) ?? (await this.d.buffer.receipt(id));
     return t ? transactionState(t) : null;
   }
 }
 
-export function transactionState(t: BufferedTransaction) {
+export function transactionState(t: Omit<BufferedTransaction, 'steps'> & { compacted_at?: string }) {
   return {
     transaction_id: t.transaction_id,
     site: t.site,
@@ -177,5 +178,7 @@ export function transactionState(t: BufferedTransaction) {
     central_result: t.central_result,
     depends_on: t.depends_on,
     bytes: t.bytes,
+    /** Set once the buffer has dropped the transaction's steps (the replica has its rows). */
+    compacted_at: t.compacted_at ?? null,
   };
 }

@@ -295,6 +295,39 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    it('keeps a receipt of each compacted transaction: its record without the steps', async () => {
+      const all = await b.append([tx(), tx()]);
+      await b.claim(10, 1e9);
+      await b.settle([
+        { seq: all[0]!.seq, outcome: 'retry', error: err('timeout') },
+        { seq: all[1]!.seq, outcome: 'retry', error: err('timeout') },
+      ]);
+      await b.claim(10, 1e9);
+      const central_result = { result: 'applied', position: 42, at: new Date().toISOString() };
+      await b.settle([{ seq: all[0]!.seq, outcome: 'applied', central_result }, { seq: all[1]!.seq, outcome: 'retry', error: err('timeout') }]);
+      assert.equal(await b.receipt(all[0]!.transaction_id), null, 'no receipt while the transaction is held');
+      const held = (await b.get(all[0]!.transaction_id))!;
+
+      const before = Date.now();
+      assert.equal(await b.compact(all[1]!.seq), 1);
+      assert.equal(await b.get(all[0]!.transaction_id), null);
+      const r = (await b.receipt(all[0]!.transaction_id))!;
+      assert.ok(r, 'a receipt after compaction');
+      const { steps: _, ...expected } = held;
+      assert.deepEqual({ ...r, compacted_at: undefined }, { ...expected, compacted_at: undefined });
+      assert.equal(r.state, 'synced');
+      assert.equal(r.attempts, 2, 'sent twice');
+      assert.deepEqual(r.central_result, central_result);
+      assert.ok(!('steps' in r), 'the steps are gone');
+      assert.ok(Date.parse(r.compacted_at) >= before - 1000 && Date.parse(r.compacted_at) <= Date.now() + 1000);
+      assert.equal(await b.receipt(all[1]!.transaction_id), null, 'not compacted: still held, no receipt');
+      assert.equal(await b.receipt(randomUUID()), null);
+
+      b = await factory.reopen(b);
+      assert.deepEqual(await b.receipt(all[0]!.transaction_id), r, 'receipts survive a restart');
+      await assertLedger(b);
+    });
+
     it('stats report the oldest pending creation time', async () => {
       assert.equal((await b.stats()).oldest_pending_created_at, null);
       const first = tx();

@@ -32,6 +32,12 @@ export interface NewTransaction {
   depends_on: number[];
 }
 
+/** How long the record of a compacted transaction is kept (its steps are not). */
+export const RECEIPT_DAYS = 7;
+
+/** What is left of a synced transaction once compacted: everything but its steps, and when it was compacted. */
+export type TransactionReceipt = Omit<BufferedTransaction, 'steps'> & { compacted_at: string };
+
 export interface BufferedTransaction extends NewTransaction {
   seq: number;
   state: TxState;
@@ -147,6 +153,12 @@ export interface TransactionBuffer {
   discard(transactionId: string, actor: string, reason: string): Promise<boolean>;
 
   get(transactionId: string): Promise<BufferedTransaction | null>;
+  /**
+   * A synced transaction that compaction dropped: its record without the
+   * steps, kept for RECEIPT_DAYS after compaction, so a client can still ask
+   * how its write ended. Null for one still held, or never seen, or older.
+   */
+  receipt(transactionId: string): Promise<TransactionReceipt | null>;
   list(q: ListQuery): Promise<BufferedTransaction[]>;
   /** States of the given seqs; a seq no longer held (compacted) is absent from the map. */
   states(seqs: number[]): Promise<Map<number, TxState>>;

@@ -215,6 +215,15 @@ local seqs = redis.call('ZRANGEBYSCORE', setKey('synced'), '-inf', ARGV[2])
 local bytes = 0
 for _, seq in ipairs(seqs) do
   local rec = redis.call('HMGET', txKey(seq), 'transaction_id', 'bytes')
+  -- The receipt: the record without its steps, expiring after ARGV[4] seconds.
+  local all = redis.call('HGETALL', txKey(seq))
+  local keep = {'compacted_at', ARGV[3]}
+  for i = 1, #all, 2 do
+    if all[i] ~= 'steps' then keep[#keep + 1] = all[i]; keep[#keep + 1] = all[i + 1] end
+  end
+  local receipt = K('receipt:' .. rec[1])
+  redis.call('HSET', receipt, unpack(keep))
+  redis.call('EXPIRE', receipt, ARGV[4])
   redis.call('HDEL', K('ids'), rec[1])
   redis.call('DEL', txKey(seq))
   bytes = bytes + tonumber(rec[2])

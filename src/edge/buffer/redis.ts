@@ -11,6 +11,8 @@
  *   state:<state>    sorted set of seqs in that state (score = seq)
  *   counters         hash: accepted_total, applied_total, discarded_total, bytes_<state>
  *   audit            list of JSON audit records, newest first, capped at AUDIT_MAX (redis-scripts.ts)
+ *   receipt:<id>     hash: a compacted transaction's record without its steps, plus compacted_at;
+ *                    it expires RECEIPT_DAYS after compaction
  * Every mutation is one Lua script, so it is atomic, and its reply comes after
  * the fsync. Counts by state are ZCARDs, so stats() never scans.
  */
@@ -18,6 +20,7 @@ import { Redis } from 'ioredis';
 import {
   BufferUnavailableError,
   DuplicateTransactionError,
+  RECEIPT_DAYS,
   TX_STATES,
   stepsJson,
   transactionBytes,
@@ -28,6 +31,7 @@ import {
   type NewTransaction,
   type Outcome,
   type TransactionBuffer,
+  type TransactionReceipt,
   type TxState,
   type VerifyReport,
 } from './buffer.js';
@@ -269,7 +273,19 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   async compact(upToSeq: number): Promise<number> {
-    return this.run<number>('compact', String(upToSeq));
+    return this.run<number>('compact', String(upToSeq), new Date().toISOString(), RECEIPT_DAYS * 86_400);
+  }
+
+  async receipt(transactionId: string): Promise<TransactionReceipt | null> {
+    let flat: Record<string, string>;
+    try {
+      flat = await this.redis.hgetall(`${this.keyPrefix}receipt:${transactionId}`);
+    } catch (err) {
+      throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!flat.transaction_id) return null;
+    const { steps: _, ...t } = fromHash(Object.entries({ ...flat, steps: '[]' }).flat());
+    return { ...t, compacted_at: flat.compacted_at! };
   }
 
   async verify(): Promise<VerifyReport> {

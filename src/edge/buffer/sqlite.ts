@@ -18,8 +18,10 @@ import {
   type NewTransaction,
   type Outcome,
   type TransactionBuffer,
+  type TransactionReceipt,
   type TxState,
   type VerifyReport,
+  RECEIPT_DAYS,
 } from './buffer.js';
 
 const SCHEMA = `
@@ -40,6 +42,22 @@ CREATE TABLE IF NOT EXISTS tx (
 );
 CREATE INDEX IF NOT EXISTS tx_state_seq ON tx (state, seq);
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- What compaction leaves of a synced transaction (no steps), for RECEIPT_DAYS.
+CREATE TABLE IF NOT EXISTS receipt (
+  transaction_id TEXT PRIMARY KEY,
+  seq            INTEGER NOT NULL,
+  site           TEXT NOT NULL,
+  endpoint       TEXT NOT NULL,
+  created_at     TEXT NOT NULL,
+  depends_on     TEXT NOT NULL,
+  bytes          INTEGER NOT NULL,
+  attempts       INTEGER NOT NULL,
+  last_error     TEXT,
+  central_result TEXT,
+  updated_at     TEXT NOT NULL,
+  compacted_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipt_compacted_at ON receipt (compacted_at);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY, at TEXT NOT NULL, transaction_id TEXT NOT NULL, seq INTEGER NOT NULL,
   action TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT
@@ -138,6 +156,12 @@ export class SqliteBuffer implements TransactionBuffer {
       audit: db.prepare('INSERT INTO audit (at, transaction_id, seq, action, actor, reason) VALUES (?, ?, ?, ?, ?, ?)'),
       compactable: db.prepare(`SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM tx WHERE state = 'synced' AND seq <= ?`),
       compact: db.prepare(`DELETE FROM tx WHERE state = 'synced' AND seq <= ?`),
+      keepReceipts: db.prepare(`INSERT OR REPLACE INTO receipt
+          (transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, compacted_at)
+          SELECT transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, @now
+            FROM tx WHERE state = 'synced' AND seq <= @upTo`),
+      dropReceipts: db.prepare('DELETE FROM receipt WHERE compacted_at < ?'),
+      receipt: db.prepare('SELECT * FROM receipt WHERE transaction_id = ?'),
     };
   }
 
@@ -336,6 +360,13 @@ export class SqliteBuffer implements TransactionBuffer {
     return r ? fromRow(r) : null;
   }
 
+  async receipt(transactionId: string): Promise<TransactionReceipt | null> {
+    const r = this.stmt.receipt.get(transactionId) as (Omit<Row, 'steps' | 'state'> & { compacted_at: string }) | undefined;
+    if (!r) return null;
+    const { steps: _, ...t } = fromRow({ ...r, steps: '[]', state: 'synced' });
+    return { ...t, compacted_at: r.compacted_at };
+  }
+
   async list(q: ListQuery): Promise<BufferedTransaction[]> {
     const rows = q.state
       ? this.db.prepare('SELECT * FROM tx WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?').all(q.state, q.after_seq ?? 0, q.limit)
@@ -369,6 +400,9 @@ export class SqliteBuffer implements TransactionBuffer {
     return this.atomic(() => {
       const { n, b } = this.stmt.compactable.get(upToSeq) as { n: number; b: number };
       if (n === 0) return 0;
+      const now = new Date();
+      this.stmt.keepReceipts.run({ now: now.toISOString(), upTo: upToSeq });
+      this.stmt.dropReceipts.run(new Date(now.getTime() - RECEIPT_DAYS * 86_400_000).toISOString());
       this.stmt.compact.run(upToSeq);
       this.stmt.bump.run(-n, 'n_synced');
       this.stmt.bump.run(-b, 'bytes_synced');

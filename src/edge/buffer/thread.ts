@@ -24,6 +24,7 @@ import {
   type NewTransaction,
   type Outcome,
   type TransactionBuffer,
+  type TransactionReceipt,
   type TxState,
   type VerifyReport,
 } from './buffer.js';
@@ -204,6 +205,9 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   }
   get(transactionId: string): Promise<BufferedTransaction | null> {
     return this.call('get', transactionId);
+  }
+  receipt(transactionId: string): Promise<TransactionReceipt | null> {
+    return this.call('receipt', transactionId);
   }
   list(q: ListQuery): Promise<BufferedTransaction[]> {
     return this.call('list', q);

@@ -317,6 +317,7 @@ export const TransactionState = z
     updated_at: z.string().nullable(),
     applied_at: z.string().nullable(),
     central_result: z.unknown().nullable(),
+    compacted_at: z.string().nullable().optional().openapi({ description: 'edge: when the buffer dropped its steps (the record is then kept for 7 days)' }),
   })
   .passthrough()
   .openapi('TransactionState');

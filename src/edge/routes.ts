@@ -124,6 +124,7 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
 
   route(api, {
     method: 'post', path: '/api/buffer/failed/{id}/retry', tag: 'buffer', roles: ADMIN_ROLES, params: UuidParams,
+    errors: { 409: 'Not failed or blocked' },
     response: Released, summary: 'Send a failed transaction again, then release its blocked dependents in order',
     handler: async ({ params, principal }) => {
       const t = await buffer.get(params.id);
@@ -147,6 +148,7 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
 
   route(api, {
     method: 'post', path: '/api/buffer/failed/{id}/discard', tag: 'buffer', roles: ADMIN_ROLES, params: UuidParams,
+    errors: { 409: 'Not failed or blocked' },
     body: Discard, bodyOptional: true, response: TransactionState,
     summary: 'Give up on a failed or blocked transaction (kept, with an audit record); the body and its reason are optional',
     handler: async ({ params, body, principal }) => {

@@ -39,6 +39,8 @@ export interface RouteDef<B extends ZodType, Q extends ZodType, P extends ZodTyp
   params?: P;
   status?: number;
   response?: ZodType;
+  /** Answers beyond those every route of its kind gets (below): an error code's description, or a body of its own. */
+  errors?: Record<number, string | { description: string; schema: ZodType }>;
   handler: (input: HandlerInput<z.infer<B>, z.infer<Q>, z.infer<P>>) => Promise<unknown>;
 }
 
@@ -121,6 +123,12 @@ export function requireRole(principal: Principal, roles: readonly Role[]): void 
   });
 }
 
+/** What a write buffered at an edge may answer besides its own errors (for the OpenAPI document). */
+export const BUFFERED_WRITE_ERRORS = {
+  503: 'The buffer is unavailable; nothing was stored',
+  507: 'Buffer full (BUFFER_MAX_BYTES) or disk low (MIN_FREE_DISK_BYTES); nothing was stored',
+};
+
 export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, P extends ZodType = ZodType>(
   api: ApiContext,
   def: RouteDef<B, Q, P>,
@@ -132,11 +140,18 @@ export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, 
       ...(def.response ? { content: { 'application/json': { schema: def.response } } } : {}),
     },
   };
-  const errors: Record<number, string> = { 422: 'Invalid input' };
+  const errors: NonNullable<RouteDef<B, Q, P>['errors']> = { 422: 'Invalid input' };
   if (def.roles) Object.assign(errors, { 401: 'Missing or invalid token', 403: 'Role not allowed' });
-  if (def.body) Object.assign(errors, { 400: 'Malformed JSON', 413: 'Body too large' });
-  for (const [code, description] of Object.entries(errors)) {
-    responses[code] = { description, content: { 'application/json': { schema: ErrorBody } } };
+  if (def.body) Object.assign(errors, { 400: 'Malformed JSON', 413: 'Body too large', 415: 'Content-Type is not application/json' });
+  if (def.params) Object.assign(errors, { 404: 'Not found' });
+  // A write the edge buffers (answered 201/202 there) can meet a buffer that is full or unavailable.
+  if (api.backend.siteType === 'secondary' && (status === 201 || status === 202)) {
+    Object.assign(errors, BUFFERED_WRITE_ERRORS);
+  }
+  Object.assign(errors, def.errors);
+  for (const [code, e] of Object.entries(errors)) {
+    const { description, schema } = typeof e === 'string' ? { description: e, schema: ErrorBody } : e;
+    responses[code] = { description, content: { 'application/json': { schema } } };
   }
   api.openapi.registerPath({
     method: def.method,

@@ -1,5 +1,5 @@
 import * as S from '../schemas.js';
-import { route, type ApiContext } from '../route.js';
+import { BUFFERED_WRITE_ERRORS, route, type ApiContext } from '../route.js';
 import { READ_ROLES, WRITE_ROLES } from '../../auth.js';
 import { ForbiddenError, NotFoundError } from '../../errors.js';
 import { createStep, newDraft, newRowId, updateStep, type Step } from '../transaction.js';
@@ -147,6 +147,7 @@ export function observationRoutes(api: ApiContext): void {
 
   route(api, {
     method: 'post', path: '/api/demo/update-user-preferences', tag: 'demo', roles: READ_ROLES, body: S.UpdatePreferences,
+    errors: backend.siteType === 'secondary' ? BUFFERED_WRITE_ERRORS : {},
     response: S.UpdatePreferencesResult, summary: "Store a user's preferences (your own; admin: anyone's)",
     handler: async ({ body, principal }) => {
       if (body.user_id !== principal.userId && !principal.roles.has('admin')) {

@@ -8,6 +8,7 @@ export function systemRoutes(api: ApiContext, opts: { demoMode: boolean }): void
 
   route(api, {
     method: 'get', path: '/health', tag: 'system', roles: null, response: S.Health,
+    errors: { 503: { description: 'Unhealthy (e.g. the buffer cannot be read); the same fields', schema: S.Health } },
     summary: 'Liveness and readiness: database, buffer and sync engine',
     handler: async ({ ctx }) => {
       const h = await backend.health();
@@ -18,6 +19,7 @@ export function systemRoutes(api: ApiContext, opts: { demoMode: boolean }): void
 
   route(api, {
     method: 'post', path: '/api/demo/create-demo-token', tag: 'demo', roles: null, response: S.DemoToken,
+    errors: { 404: 'Demo mode is off (DEMO_MODE=false)' },
     summary: 'Mint an admin token for local trials (only when DEMO_MODE=true)',
     handler: async () => {
       if (!opts.demoMode) throw new NotFoundError('Demo mode is off (set DEMO_MODE=true to enable demo tokens)');

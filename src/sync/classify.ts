@@ -12,11 +12,12 @@ export type Failure =
   /** The batch was too big for central or for the link: send less at once. */
   | { kind: 'too_large'; code: string; message: string }
   /**
-   * Central refused the batch's content as a whole (400, 422): something in
-   * one transaction, not the link. Send less at once until the transaction at
-   * fault is alone; alone, it is that transaction's rejection.
+   * Central refused the whole batch because of one transaction in it: a 422
+   * validation_error whose details name `transactions.<index>…` (text it
+   * cannot store, a step it does not know). That transaction is rejected;
+   * the others are sent again at once.
    */
-  | { kind: 'refused'; code: string; message: string };
+  | { kind: 'refused'; code: string; message: string; index: number };
 
 export function retryAfterMs(value: string | null, now = Date.now()): number | null {
   if (!value) return null;
@@ -40,12 +41,31 @@ export function classifyError(err: unknown): Failure {
   return { kind: 'transient', code: 'internal', message: String((err as Error)?.message ?? err), retryAfterMs: null, unreachable: false, shrink: false };
 }
 
-/** `batch`: the reply to a sync batch, whose content central may refuse (any other request's 4xx is no data's fault). */
+/**
+ * The index of the transaction central's 422 for a sync batch blames, from
+ * the paths in its details (`transactions.3.steps.0.data.name`). Null when the
+ * reply is not central's validation error or blames no transaction (then
+ * nothing about one transaction is known, and the batch is retried as usual).
+ */
+function refusedTransaction(body: unknown): number | null {
+  const error = (body as { error?: { code?: unknown; details?: unknown } } | null)?.error;
+  if (error?.code !== 'validation_error' || !Array.isArray(error.details)) return null;
+  for (const d of error.details as { path?: unknown }[]) {
+    const m = typeof d?.path === 'string' ? /^transactions\.(\d+)(?:\.|$)/.exec(d.path) : null;
+    if (m) return Number(m[1]);
+  }
+  return null;
+}
+
+/** `batch`: the reply to a sync batch, which central may refuse for one transaction's sake (see refusedTransaction). */
 export function classifyReply(r: Reply, { batch = false }: { batch?: boolean } = {}): Failure {
   const msg = message(r);
   if (r.status === 401 || r.status === 403) return { kind: 'auth', code: `http_${r.status}`, message: msg };
   if (r.status === 413) return { kind: 'too_large', code: 'http_413', message: msg };
-  if (batch && (r.status === 400 || r.status === 422)) return { kind: 'refused', code: `http_${r.status}`, message: msg };
+  if (batch && r.status === 422) {
+    const index = refusedTransaction(r.body);
+    if (index !== null) return { kind: 'refused', code: 'validation_error', message: msg, index };
+  }
   // A batch sent early whose predecessor never committed: resend both, in order.
   if (r.status === 409 && (r.body as { error?: { code?: string } } | null)?.error?.code === 'out_of_order') {
     return { kind: 'transient', code: 'out_of_order', message: msg, retryAfterMs: null, unreachable: false, shrink: false };

@@ -338,13 +338,17 @@ export class SyncEngine implements SyncView {
     return null;
   }
 
-  private async pushFailed(batch: BufferedTransaction[], f: Failure, started: number, bytes: number): Promise<Failure> {
+  private async pushFailed(batch: BufferedTransaction[], failure: Failure, started: number, bytes: number): Promise<Failure> {
+    // A refusal that names no transaction of this batch tells nothing about one: retried, with backoff, as any other.
+    const f: Failure = failure.kind === 'refused' && !batch[failure.index]
+      ? { kind: 'transient', code: 'http_422', message: failure.message, retryAfterMs: null, unreachable: false, shrink: false }
+      : failure;
     const error: TxError = { code: f.code, message: f.message, at: new Date().toISOString() };
-    const alone = (f.kind === 'too_large' || f.kind === 'refused') && batch.length === 1;
-    // One transaction central will never take (in one piece, or at all) is that transaction's fault alone;
-    // in a bigger batch, halving it finds that one without holding back the others for long.
-    await this.o.buffer.settle(batch.map((t) => (alone ? { seq: t.seq, outcome: 'rejected' as const, error } : { seq: t.seq, outcome: 'retry' as const, error })));
-    if (f.kind === 'too_large' || f.kind === 'refused' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
+    // One transaction central will never take in one piece, or will not take at all (it named it), is that
+    // transaction's fault alone: it is rejected, and the others go again at once.
+    const culprit = f.kind === 'too_large' && batch.length === 1 ? batch[0] : f.kind === 'refused' ? batch[f.index] : undefined;
+    await this.o.buffer.settle(batch.map((t) => (t === culprit ? { seq: t.seq, outcome: 'rejected' as const, error } : { seq: t.seq, outcome: 'retry' as const, error })));
+    if (f.kind === 'too_large' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
     if (f.kind === 'auth') this.pause(f);
     // out_of_order: the batch before it failed; that failure is the one to report and back off from.
     else if (f.kind === 'transient' && f.code !== 'out_of_order') this.fail(f);

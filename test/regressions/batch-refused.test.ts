@@ -3,12 +3,16 @@
 // (422: PostgreSQL cannot take it as JSON). The engine treated that 422 as transient, resent the
 // same batch forever, and every later transaction of the site waited behind it, while the bad one
 // stayed `pending`, where it could not even be discarded (SPEC §2.3, §2.4, §2.8).
-// Now the edge refuses such text at input (422, nothing buffered), and a batch central refuses as
-// a whole is halved until the transaction at fault is alone, which then fails on its own.
+// Now the edge refuses such text at input (422, nothing buffered), and when central refuses a batch
+// because of one transaction (a 422 whose details name `transactions.<i>…`), that one fails alone and
+// the rest goes on. A 400/422 that names no transaction (a proxy, a field of the batch itself) stays
+// what it was: retried with backoff, nothing dead-lettered.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { startTestCentral, type TestCentral } from '../support/central.js';
 import { startTestEdge, type TestEdge } from '../support/edge.js';
 import { until } from '../support/daemon.js';
@@ -16,6 +20,22 @@ import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
 import { uuidv7 } from '../../src/lib/uuid.js';
 
 const SITE = 'surrogate';
+
+/** A server that answers every request with `status` and a body that is not central's (nginx's, say). */
+async function startStatusProxy(status: number) {
+  let posts = 0;
+  const server = createServer((req, res) => {
+    if (req.method === 'POST') posts += 1;
+    req.resume();
+    res.writeHead(status, { 'content-type': 'text/html' }).end('<html><body>400 Bad Request: The plain HTTP request was sent to HTTPS port</body></html>');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    posts: () => posts,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
 
 /** A start-observation transaction as the edge drafts it; `packageName` goes into a package made with it. */
 function startTx(packageName: string) {
@@ -70,7 +90,7 @@ describe('a transaction central refuses with the whole batch', { timeout: 60_000
     }
     const failed = (await edge.admin.get(`/api/transactions/${bad.transaction_id}`)).body;
     assert.equal(failed.state, 'failed');
-    assert.equal(failed.last_error.code, 'http_422');
+    assert.equal(failed.last_error.code, 'validation_error');
     assert.match(failed.last_error.message, /lone UTF-16 surrogate/);
     assert.equal((await central.admin.get(`/api/transactions/${bad.transaction_id}`)).status, 404, 'nothing of it reached central');
     const stats = (await edge.anonymous.get('/buffer-stats')).body;
@@ -78,5 +98,27 @@ describe('a transaction central refuses with the whole batch', { timeout: 60_000
     // Failed, not stuck: the operator can discard it.
     const d = await edge.admin.post(`/api/buffer/failed/${bad.transaction_id}/discard`, { body: { reason: 'cannot be stored at central' } });
     assert.equal(d.status, 200, d.text);
+  });
+
+  it('a 400 or 422 that names no transaction (a proxy in front of central) dead-letters nothing', async () => {
+    for (const status of [400, 422]) {
+      const proxy = await startStatusProxy(status);
+      try {
+        const lone = await startTestEdge('batch-refused-proxy', { seed: false, overrides: { ...overrides, CENTRAL_URL: proxy.url } });
+        try {
+          for (let i = 0; i < 5; i++) assert.equal((await lone.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).status, 201);
+          await until(`several batches answered ${status}`, async () => proxy.posts() >= 3, 10_000);
+          const stats = (await lone.anonymous.get('/buffer-stats')).body;
+          assert.equal(stats.failed_transactions, 0, `HTTP ${status} from a proxy dead-letters nothing`);
+          assert.equal(stats.pending_transactions + stats.in_flight_transactions, 5);
+          assert.equal(stats.last_error.code, `http_${status}`, 'and the operator sees why nothing moves');
+          assert.ok(stats.consecutive_failures >= 2, 'retried with backoff, counted');
+        } finally {
+          await lone.stop();
+        }
+      } finally {
+        await proxy.close();
+      }
+    }
   });
 });

@@ -328,6 +328,19 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    it('compacts any number at once (more than one Redis script call takes)', async () => {
+      const all = await b.append(Array.from({ length: 2500 }, () => tx()));
+      const claimed = await b.claim(5000, 1e12);
+      assert.equal(claimed.length, 2500);
+      await b.settle(claimed.map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(all.at(-1)!.seq), 2500);
+      const s = await b.stats();
+      assert.equal(s.synced, 0);
+      assert.equal(s.held_bytes, 0);
+      assert.equal((await b.receipt(all[1234]!.transaction_id))?.seq, all[1234]!.seq);
+      await assertLedger(b);
+    });
+
     it('stats report the oldest pending creation time', async () => {
       assert.equal((await b.stats()).oldest_pending_created_at, null);
       const first = tx();

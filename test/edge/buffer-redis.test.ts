@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { BufferUnavailableError } from '../../src/edge/buffer/buffer.js';
+import { BufferUnavailableError, RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
 import { RedisBuffer } from '../../src/edge/buffer/redis.js';
 import { freePort } from '../support/ports.js';
 import { redisKeyPrefix, redisUrl, startRedisServer, tempDir, type RedisServer, type TempDir } from '../support/services.js';
@@ -196,6 +196,27 @@ describe('RedisBuffer.verify', () => {
       assert.ok(v.problems.some((p) => p.includes(`seq ${a!.seq} has a record but is in no state set`)), v.problems.join('\n'));
       assert.ok(v.problems.some((p) => p.includes(`${c!.transaction_id} (seq ${c!.seq}) is missing from the id index`)), v.problems.join('\n'));
       assert.equal(v.counted.pending, 1);
+    } finally {
+      await b.close();
+    }
+  });
+});
+
+describe('Redis receipts', () => {
+  it(`expire by themselves ${RECEIPT_DAYS} days after compaction, and hold no steps`, async () => {
+    const keyPrefix = redisKeyPrefix('receipts');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      const [t] = await b.append([tx()]);
+      await b.settle((await b.claim(10, 1e9)).map((c) => ({ seq: c.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(t!.seq), 1);
+      await withClient(redisUrl(), async (r) => {
+        const ttl = await r.ttl(`${keyPrefix}receipt:${t!.transaction_id}`);
+        assert.ok(ttl > RECEIPT_DAYS * 86_400 - 60 && ttl <= RECEIPT_DAYS * 86_400, `ttl ${ttl}`);
+        const stored = JSON.parse((await r.get(`${keyPrefix}receipt:${t!.transaction_id}`))!);
+        assert.equal(stored.steps, undefined);
+        assert.equal(await r.exists(`${keyPrefix}tx:${t!.seq}`), 0, 'the transaction itself is gone');
+      });
     } finally {
       await b.close();
     }

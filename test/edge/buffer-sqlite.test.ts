@@ -1,9 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after } from 'node:test';
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
-import { bufferConformance } from './buffer-conformance.js';
+import { RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
+import { bufferConformance, tx } from './buffer-conformance.js';
 
 const dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-buffer-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -15,4 +18,27 @@ bufferConformance('SQLite (WAL, synchronous=FULL, a real file)', {
     await b.close();
     return new SqliteBuffer((b as SqliteBuffer).path);
   },
+});
+
+describe('SQLite receipts expire', () => {
+  it(`answers a receipt for ${RECEIPT_DAYS} days after compaction, then not, and the next compaction drops it`, async () => {
+    const path = join(dir, 'receipts.db');
+    const b = new SqliteBuffer(path);
+    try {
+      const [old, fresh] = await b.append([tx(), tx()]);
+      await b.settle((await b.claim(10, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(fresh!.seq), 2);
+      // Age one receipt past the limit, through a second connection to the real file.
+      const db = new Database(path);
+      const aged = new Date(Date.now() - (RECEIPT_DAYS * 86_400_000 + 60_000)).toISOString();
+      db.prepare('UPDATE receipt SET compacted_at = ? WHERE transaction_id = ?').run(aged, old!.transaction_id);
+      assert.equal(await b.receipt(old!.transaction_id), null, 'too old to answer');
+      assert.ok(await b.receipt(fresh!.transaction_id), 'a recent one still answers');
+      await b.compact(0); // nothing to compact, but it prunes
+      assert.deepEqual(db.prepare('SELECT transaction_id FROM receipt').all(), [{ transaction_id: fresh!.transaction_id }]);
+      db.close();
+    } finally {
+      await b.close();
+    }
+  });
 });

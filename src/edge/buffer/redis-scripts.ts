@@ -210,26 +210,28 @@ return 1
 `;
 
 // COMPACT: synced transactions with seq ≤ ARGV[2] leave the store with their id mappings and byte counts.
+// COMPACT: up to ARGV[5] synced transactions with seq <= ARGV[2], oldest first, each leaving a receipt: its
+// record without the steps, as JSON, expiring after ARGV[4] seconds (ARGV[3]: now). Chunked by the caller,
+// so one call never holds Redis for long.
 const COMPACT_LUA = `
-local seqs = redis.call('ZRANGEBYSCORE', setKey('synced'), '-inf', ARGV[2])
+local seqs = redis.call('ZRANGEBYSCORE', setKey('synced'), '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
+local FIELDS = {'seq', 'transaction_id', 'site', 'endpoint', 'created_at', 'depends_on', 'bytes', 'state', 'attempts',
+  'last_error', 'central_result', 'updated_at'}
 local bytes = 0
 for _, seq in ipairs(seqs) do
-  local rec = redis.call('HMGET', txKey(seq), 'transaction_id', 'bytes')
-  -- The receipt: the record without its steps, expiring after ARGV[4] seconds.
-  local all = redis.call('HGETALL', txKey(seq))
-  local keep = {'compacted_at', ARGV[3]}
-  for i = 1, #all, 2 do
-    if all[i] ~= 'steps' then keep[#keep + 1] = all[i]; keep[#keep + 1] = all[i + 1] end
+  local v = redis.call('HMGET', txKey(seq), unpack(FIELDS))
+  local receipt = {compacted_at = ARGV[3]}
+  for i, f in ipairs(FIELDS) do
+    if v[i] then receipt[f] = v[i] end
   end
-  local receipt = K('receipt:' .. rec[1])
-  redis.call('HSET', receipt, unpack(keep))
-  redis.call('EXPIRE', receipt, ARGV[4])
-  redis.call('HDEL', K('ids'), rec[1])
+  redis.call('SET', K('receipt:' .. v[2]), cjson.encode(receipt), 'EX', ARGV[4])
+  redis.call('HDEL', K('ids'), v[2])
   redis.call('DEL', txKey(seq))
-  bytes = bytes + tonumber(rec[2])
+  bytes = bytes + tonumber(v[7])
 end
 if #seqs > 0 then
-  redis.call('ZREMRANGEBYSCORE', setKey('synced'), '-inf', ARGV[2])
+  -- Ascending, so these are exactly the synced seqs up to the last one taken.
+  redis.call('ZREMRANGEBYSCORE', setKey('synced'), '-inf', seqs[#seqs])
   redis.call('HINCRBY', K('counters'), 'bytes_synced', -bytes)
 end
 return #seqs

@@ -11,8 +11,8 @@
  *   state:<state>    sorted set of seqs in that state (score = seq)
  *   counters         hash: accepted_total, applied_total, discarded_total, bytes_<state>
  *   audit            list of JSON audit records, newest first, capped at AUDIT_MAX (redis-scripts.ts)
- *   receipt:<id>     hash: a compacted transaction's record without its steps, plus compacted_at;
- *                    it expires RECEIPT_DAYS after compaction
+ *   receipt:<id>     string: a compacted transaction's record without its steps, plus compacted_at,
+ *                    as JSON; it expires RECEIPT_DAYS after compaction
  * Every mutation is one Lua script, so it is atomic, and its reply comes after
  * the fsync. Counts by state are ZCARDs, so stats() never scans.
  */
@@ -43,6 +43,9 @@ const RECONNECT_MAX_MS = 2_000;
 
 /** Prefixed so no script shadows an ioredis method (`append`, `get` …). */
 const command = (name: ScriptName) => `opsdbBuffer_${name}`;
+
+/** Transactions compacted per script call: Redis runs one script at a time, so each call is kept short. */
+const COMPACT_CHUNK = 1000;
 
 const pairs = (flat: unknown[]): Record<string, string> => {
   const out: Record<string, string> = {};
@@ -273,19 +276,26 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   async compact(upToSeq: number): Promise<number> {
-    return this.run<number>('compact', String(upToSeq), new Date().toISOString(), RECEIPT_DAYS * 86_400);
+    const now = new Date().toISOString();
+    let total = 0;
+    for (;;) {
+      const n = await this.run<number>('compact', String(upToSeq), now, RECEIPT_DAYS * 86_400, COMPACT_CHUNK);
+      total += n;
+      if (n < COMPACT_CHUNK) return total;
+    }
   }
 
   async receipt(transactionId: string): Promise<TransactionReceipt | null> {
-    let flat: Record<string, string>;
+    let json: string | null;
     try {
-      flat = await this.redis.hgetall(`${this.keyPrefix}receipt:${transactionId}`);
+      json = await this.redis.get(`${this.keyPrefix}receipt:${transactionId}`);
     } catch (err) {
       throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
     }
-    if (!flat.transaction_id) return null;
-    const { steps: _, ...t } = fromHash(Object.entries({ ...flat, steps: '[]' }).flat());
-    return { ...t, compacted_at: flat.compacted_at! };
+    if (!json) return null;
+    const fields = JSON.parse(json) as Record<string, string>;
+    const { steps: _, ...t } = fromHash(Object.entries({ ...fields, steps: '[]' }).flat());
+    return { ...t, compacted_at: fields.compacted_at! };
   }
 
   async verify(): Promise<VerifyReport> {

@@ -112,6 +112,9 @@ export function readStates(stateOf: Database.Statement, seqs: number[]): Map<num
   return out;
 }
 
+/** Receipts compacted before this are no longer answered, and go at the next compaction. */
+const receiptCutoff = (now: Date) => new Date(now.getTime() - RECEIPT_DAYS * 86_400_000).toISOString();
+
 const BLOCKING: ReadonlySet<TxState> = new Set(['failed', 'blocked', 'discarded']);
 
 export class SqliteBuffer implements TransactionBuffer {
@@ -161,7 +164,7 @@ export class SqliteBuffer implements TransactionBuffer {
           SELECT transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, @now
             FROM tx WHERE state = 'synced' AND seq <= @upTo`),
       dropReceipts: db.prepare('DELETE FROM receipt WHERE compacted_at < ?'),
-      receipt: db.prepare('SELECT * FROM receipt WHERE transaction_id = ?'),
+      receipt: db.prepare('SELECT * FROM receipt WHERE transaction_id = ? AND compacted_at >= ?'),
     };
   }
 
@@ -361,7 +364,7 @@ export class SqliteBuffer implements TransactionBuffer {
   }
 
   async receipt(transactionId: string): Promise<TransactionReceipt | null> {
-    const r = this.stmt.receipt.get(transactionId) as (Omit<Row, 'steps' | 'state'> & { compacted_at: string }) | undefined;
+    const r = this.stmt.receipt.get(transactionId, receiptCutoff(new Date())) as (Omit<Row, 'steps' | 'state'> & { compacted_at: string }) | undefined;
     if (!r) return null;
     const { steps: _, ...t } = fromRow({ ...r, steps: '[]', state: 'synced' });
     return { ...t, compacted_at: r.compacted_at };
@@ -398,11 +401,11 @@ export class SqliteBuffer implements TransactionBuffer {
 
   async compact(upToSeq: number): Promise<number> {
     return this.atomic(() => {
+      const now = new Date();
+      this.stmt.dropReceipts.run(receiptCutoff(now));
       const { n, b } = this.stmt.compactable.get(upToSeq) as { n: number; b: number };
       if (n === 0) return 0;
-      const now = new Date();
       this.stmt.keepReceipts.run({ now: now.toISOString(), upTo: upToSeq });
-      this.stmt.dropReceipts.run(new Date(now.getTime() - RECEIPT_DAYS * 86_400_000).toISOString());
       this.stmt.compact.run(upToSeq);
       this.stmt.bump.run(-n, 'n_synced');
       this.stmt.bump.run(-b, 'bytes_synced');

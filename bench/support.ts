@@ -1,6 +1,6 @@
 /** Shared pieces of the benchmarks: child processes, autocannon runs, RSS, and the report file. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync, existsSync, openSync, closeSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, openSync, closeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 
@@ -97,24 +97,17 @@ export function cpuSeconds(pid: number): number {
 /**
  * CPU seconds a process has used so far, split into its main thread (the
  * event loop) and all its other threads (for the edge: the storage thread,
- * V8's GC helpers and libuv's pool).
+ * V8's GC helpers and libuv's pool). The process's own total counts threads
+ * that have ended too, so "other" is that total less the main thread.
  */
 export function threadCpuSeconds(pid: number): { main: number; other: number } {
-  let main = 0;
-  let other = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    } catch {
-      continue; // the thread ended between the listing and the read
-    }
+  const seconds = (statPath: string) => {
+    const stat = readFileSync(statPath, 'utf8');
     const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-    const seconds = (Number(f[11]) + Number(f[12])) / 100;
-    if (Number(tid) === pid) main += seconds;
-    else other += seconds;
-  }
-  return { main, other };
+    return (Number(f[11]) + Number(f[12])) / 100;
+  };
+  const main = seconds(`/proc/${pid}/task/${pid}/stat`);
+  return { main, other: seconds(`/proc/${pid}/stat`) - main };
 }
 
 /** CPU per request, in µs, of one load run: the server's main thread, its other threads, and autocannon (this process). */

@@ -101,7 +101,9 @@ export const bufferDiscardCommand: Command = {
   options: { reason: { type: 'string' } },
   async run({ config, args, options }) {
     const id = oneArg(args, 'transaction id');
-    const reason = (options.reason as string | undefined)?.trim() || NO_REASON;
+    const given = options.reason as string | undefined;
+    if (given !== undefined && given.trim() === '') throw new UsageError('--reason, when given, must say something (or leave it out)');
+    const reason = given?.trim() ?? NO_REASON;
     const ok = await withBuffer(config, (b) => b.discard(id, actor(), reason));
     if (!ok) {
       console.error(`transaction ${id} is not failed or blocked (see: opsdb buffer show ${id})`);

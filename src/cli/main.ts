@@ -47,7 +47,8 @@ export async function main(argv: string[]): Promise<number> {
   const found = findCommand(argv);
   if (!found) {
     // A group of commands (`opsdb buffer`, `opsdb token` …) on its own or with --help: list its commands.
-    const words = argv.filter((a) => !a.startsWith('-'));
+    const first = argv.findIndex((a) => a.startsWith('-'));
+    const words = first === -1 ? argv : argv.slice(0, first);
     const group = Object.entries(COMMANDS).filter(([name]) => words.length > 0 && name.startsWith(`${words.join(' ')} `));
     if (group.length > 0) {
       const asked = argv.includes('--help') || argv.includes('-h');

@@ -265,7 +265,8 @@ const specific: BadInputCase[] = [
   { name: 'preferences: user_id zero', ...PREFS, body: { user_id: 0, preferences: {} }, ...V },
   { name: 'preferences: preferences is an array', ...PREFS, body: { user_id: 1, preferences: ['dark'] }, ...V },
   { name: 'preferences: preferences is a string', ...PREFS, body: { user_id: 1, preferences: 'dark' }, ...V },
-  // Free-form JSON passes the schema, so only the body's own NUL and depth checks stand in the way.
+  // Free-form JSON passes the schema, so only the body's own text checks stand in the way of NUL and lone
+  // surrogates. (Nesting is refused twice over: by the body's 64 levels and by the preferences' own 16.)
   { name: 'preferences: NUL character in a free-form value', ...PREFS, body: { user_id: 1, preferences: { note: 'a\u0000b' } }, ...V },
   { name: 'preferences: NUL character in a free-form key', ...PREFS, body: { user_id: 1, preferences: { 'a\u0000b': 1 } }, ...V },
   { name: 'preferences: lone UTF-16 surrogate in a free-form value', ...PREFS, raw: '{"user_id":1,"preferences":{"note":"a\\ud800b"}}', ...V },

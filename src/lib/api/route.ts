@@ -74,7 +74,9 @@ function parse<T extends ZodType>(schema: T | undefined, value: unknown, where: 
 
 /**
  * A client sends the same token with every request: its SHA-256 is kept
- * rather than made again each time (bounded; cleared when full).
+ * rather than made again each time (bounded; cleared when full). The keys
+ * are the tokens themselves, in this process's memory only, as each request's
+ * headers already are; nothing here is logged or stored.
  */
 const tokenHashes = new Map<string, string>();
 function tokenHash(token: string): string {

@@ -34,7 +34,7 @@ export async function readJsonBody(ctx: Context, limitBytes: number): Promise<un
     throw new BadRequestError(`Request body is not valid JSON: ${(err as Error).message}`, null, 'invalid_json');
   }
   // Nesting needs an opening bracket per level, so a body with few of them cannot be too deep: the walk is skipped.
-  if (openings(text) > MAX_JSON_DEPTH) {
+  if (moreOpeningsThan(text, MAX_JSON_DEPTH)) {
     const depth = jsonDepth(value);
     if (depth > MAX_JSON_DEPTH) {
       throw new ValidationError(`Request body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted`, { max_depth: MAX_JSON_DEPTH });
@@ -64,14 +64,14 @@ export function jsonDepth(value: unknown): number {
   return max;
 }
 
-/** How many `{` and `[` the text holds (inside strings too: an upper bound on nesting). */
-function openings(text: string): number {
+/** Whether the text holds more than `max` of `{` and `[` (inside strings too: a bound on nesting); stops once it does. */
+function moreOpeningsThan(text: string, max: number): boolean {
   let n = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c === 123 || c === 91) n++;
+    if ((c === 123 || c === 91) && ++n > max) return true;
   }
-  return n;
+  return false;
 }
 
 /** A lone UTF-16 surrogate: half of a pair, which no UTF-8 text (PostgreSQL's, for one) can hold. */

@@ -11,7 +11,7 @@
 import type { Client } from './db.js';
 import { TABLES } from '../lib/api/tables.js';
 import type { Step, Transaction } from '../lib/api/transaction.js';
-import { AppError, ConflictError, NotFoundError, ValidationError } from '../lib/errors.js';
+import { AppError, ConflictError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
 import { canonicalJson, sha256Hex } from '../lib/canonical.js';
 
 export type ApplyOutcome = { result: 'applied' | 'duplicate' };
@@ -140,9 +140,22 @@ export async function applyPrepared(c: Client, site: string, appliedBy: number |
 }
 
 /** Maps PostgreSQL data and constraint errors to 4xx; anything else stays as it is (a 500). */
+/**
+ * The connection to PostgreSQL was lost, or the server is going down. node-postgres gives a lost socket no
+ * SQLSTATE, only its own messages, so those are matched too.
+ */
+function connectionLost(e: { code?: string; message?: string }): boolean {
+  if (typeof e.code === 'string') return e.code.startsWith('08') || e.code.startsWith('57P') || ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'].includes(e.code);
+  return /^Connection terminated|is not queryable/.test(e.message ?? '');
+}
+
 export function mapPgError(err: unknown, step?: Step): unknown {
   const e = err as { code?: string; constraint?: string; detail?: string; table?: string; column?: string; message?: string };
-  if (!e || typeof e.code !== 'string' || err instanceof AppError) return err;
+  if (!e || err instanceof AppError) return err;
+  if (connectionLost(e)) {
+    return new UnavailableError('The connection to the database was lost during this request; retry shortly. A write may have been made before it was lost: check before sending it again (sync batches are applied exactly once, so resending one is safe).');
+  }
+  if (typeof e.code !== 'string') return err;
   const details = { step: step?.step_id ?? null, table: e.table ?? step?.table ?? null, constraint: e.constraint ?? null, detail: e.detail ?? null };
   switch (e.code) {
     case '23503':

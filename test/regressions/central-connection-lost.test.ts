@@ -1,0 +1,76 @@
+// Found by an adversarial review: central exited ("Unhandled 'error' event … Connection terminated
+// unexpectedly") when PostgreSQL dropped a connection that a request had checked out — a restart, a
+// failover, pg_terminate_backend. Only idle connections had an error handler. Every central on the
+// database died at once, and writes in flight got a connection reset instead of an answer.
+// Central runs as a real `opsdb serve` process, so a crash shows as its exit.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Pool } from 'pg';
+import { createPool } from '../../src/central/db.js';
+import { migrate } from '../../src/central/migrate.js';
+import { seed } from '../../src/central/seed.js';
+import { PgAccounts } from '../../src/central/accounts.js';
+import { createTestDatabase, type TestDatabase } from '../support/services.js';
+import { spawnCentral } from '../support/processes.js';
+import type { DaemonProcess } from '../support/daemon.js';
+import { client, type Client } from '../support/http.js';
+
+describe('central when PostgreSQL drops its connections mid-request', () => {
+  let database: TestDatabase;
+  let db: Pool;
+  let central: DaemonProcess;
+  let admin: Client;
+  before(async () => {
+    database = await createTestDatabase('connection-lost');
+    db = createPool(database.url, 2);
+    await migrate(db);
+    await seed(db);
+    const accounts = new PgAccounts(db);
+    const token = (await accounts.createToken(await accounts.ensureUser('admin-lost', ['admin']), { name: 't', scopes: [] })).token;
+    central = await spawnCentral({ DATABASE_URL: database.url });
+    admin = client(central.url, token);
+  });
+  after(async () => {
+    await central?.kill('SIGKILL');
+    await db?.end();
+    await database?.drop();
+  });
+
+  it('answers every request (never a reset), keeps running, and works again afterwards', { timeout: 60_000 }, async () => {
+    const dbName = new URL(database.url).pathname.slice(1);
+    let stop = false;
+    let terminated = 0;
+    const killer = (async () => {
+      while (!stop) {
+        const r = await db.query(
+          'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = $2',
+          [dbName, 'client backend'],
+        );
+        terminated += r.rowCount ?? 0;
+        await new Promise((res) => setTimeout(res, 15));
+      }
+    })();
+    const statuses = new Map<number, number>();
+    const write = async () => {
+      const r = await admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      if (r.status >= 500) {
+        assert.equal(r.status, 503, r.text);
+        assert.equal(r.body.error.code, 'service_unavailable');
+        assert.match(r.body.error.message, /connection to the database was lost/);
+      } else assert.equal(r.status, 201, r.text);
+    };
+    try {
+      for (let round = 0; round < 15; round++) await Promise.all(Array.from({ length: 20 }, write));
+    } finally {
+      stop = true;
+      await killer;
+    }
+    assert.ok(terminated > 0, 'connections were dropped during the run');
+    assert.ok((statuses.get(201) ?? 0) > 0, `some writes went through: ${JSON.stringify([...statuses])}`);
+    assert.equal(central.child.exitCode, null, `central is still running:\n${central.lines.slice(-5).join('\n')}`);
+    // Afterwards: healthy and writing, on fresh connections.
+    assert.equal((await fetch(`${central.url}/health`)).status, 200);
+    assert.equal((await admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).status, 201);
+  });
+});

@@ -8,11 +8,20 @@ import { statfs } from 'node:fs/promises';
 import type { BufferedTransaction, NewTransaction, TransactionBuffer } from './buffer/buffer.js';
 import { OutcomeUnknownError, transactionBytes } from './buffer/buffer.js';
 import { ThreadedSqliteBuffer } from './buffer/thread.js';
-import { applyOrCatchUp, type LocalApply, type LocalStore } from './local-store.js';
+import { applyOrCatchUp, catchUp, type LocalApply, type LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
 import { InsufficientStorageError, UnavailableError } from '../lib/errors.js';
 
 const DISK_CHECK_MS = 1000;
+/** Closer than this to MIN_FREE_DISK_BYTES, free space is asked for at every group, not once a second. */
+const DISK_NEAR_BYTES = 64 * 1024 * 1024;
+/**
+ * What a write costs on disk, as a multiple of its transaction's bytes, until the next look at the
+ * disk: the buffer row, its copy in the WAL, and the local store's rows.
+ */
+const DISK_COST_FACTOR = 3;
+/** Retrying the local store's catch-up after it failed: first after 1 s, doubling up to 30 s. */
+const LOCAL_RETRY_MS = { first: 1000, max: 30_000 };
 
 interface Item {
   tx: NewTransaction;
@@ -28,10 +37,20 @@ export interface CommitLimits {
   dataDir: string;
 }
 
+/** The buffer's storage is out of space: SQLite's disk full, or Redis refusing writes for maxmemory. */
+function storageFull(err: unknown): boolean {
+  for (let e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.code === 'SQLITE_FULL' || (typeof e.message === 'string' && e.message.startsWith('OOM '))) return true;
+  }
+  return false;
+}
+
 export class GroupCommitter {
   private queue: Item[] = [];
   private running: Promise<void> | null = null;
   private disk = { at: 0, free: Number.POSITIVE_INFINITY };
+  /** Set while the local store is behind the buffer after a failed apply: a timer catches it up. */
+  private localRetry: { timer: NodeJS.Timeout | null; delayMs: number } = { timer: null, delayMs: LOCAL_RETRY_MS.first };
   /** Sizes of the groups committed, for benchmarks and logs. */
   readonly groups = { count: 0, transactions: 0 };
 
@@ -66,14 +85,29 @@ export class GroupCommitter {
     }
   }
 
-  /** Free bytes under DATA_DIR (checked at most once a second). */
+  /**
+   * Free bytes under DATA_DIR: asked of the file system once a second, or at
+   * every call when near MIN_FREE_DISK_BYTES; in between, what was accepted
+   * since is taken off the last figure (see spend).
+   */
   async freeDisk(): Promise<number> {
     const now = Date.now();
-    if (now - this.disk.at > DISK_CHECK_MS) {
+    if (now - this.disk.at > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
       const s = await statfs(this.limits.dataDir).catch(() => null);
       this.disk = { at: now, free: s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY };
     }
     return this.disk.free;
+  }
+
+  /** Takes what a group just accepted off the free-space figure until the next look at the disk. */
+  private spend(bytes: number): void {
+    this.disk.free -= bytes * DISK_COST_FACTOR;
+  }
+
+  /** Stops the local store's catch-up timer (the daemon is stopping). */
+  close(): void {
+    if (this.localRetry.timer) clearTimeout(this.localRetry.timer);
+    this.localRetry.timer = null;
   }
 
   /** Read-your-writes: applies a durable group to the local view, and logs what could not be. */
@@ -82,8 +116,39 @@ export class GroupCommitter {
   }
 
   private report(stored: BufferedTransaction[], r: LocalApply): void {
-    if (r.error) this.log.error({ first_seq: stored[0]?.seq, problem: r.error }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write');
+    if (r.error) {
+      this.log.error({ first_seq: stored[0]?.seq, problem: r.error }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write or within seconds');
+      this.retryLocal();
+    } else if (this.localRetry.timer) {
+      // A later group applied, which catches up whatever came before it.
+      this.close();
+      this.localRetry.delayMs = LOCAL_RETRY_MS.first;
+    }
     if (r.recovered) this.log.warn({ first_seq: stored[0]?.seq, problem: r.recovered }, 'applying buffered writes to the local store failed once; the catch-up from the buffer applied them');
+  }
+
+  /**
+   * Catches the local store up with the buffer on a timer, so writes answered
+   * 201 while it could not take them become readable without waiting for the
+   * next write (SPEC §2.7). Retries with a growing delay until it works.
+   */
+  private retryLocal(): void {
+    if (this.localRetry.timer) return;
+    this.localRetry.timer = setTimeout(() => {
+      const run = this.buffer instanceof ThreadedSqliteBuffer ? this.buffer.catchUpLocal() : catchUp(this.buffer, this.local);
+      void run.then(
+        (n) => {
+          this.localRetry = { timer: null, delayMs: LOCAL_RETRY_MS.first };
+          this.log.info({ applied: n }, 'the local store caught up with the buffer');
+        },
+        (err: unknown) => {
+          this.localRetry = { timer: null, delayMs: Math.min(this.localRetry.delayMs * 2, LOCAL_RETRY_MS.max) };
+          this.log.warn({ problem: (err as Error).message, next_try_ms: this.localRetry.delayMs }, 'the local store could not catch up with the buffer yet');
+          this.retryLocal();
+        },
+      );
+    }, this.localRetry.delayMs);
+    this.localRetry.timer.unref();
   }
 
   /**
@@ -129,7 +194,7 @@ export class GroupCommitter {
       let held = stats.held_bytes;
       for (const item of group) {
         const bytes = transactionBytes(item.tx);
-        if (free - bytes < this.limits.minFreeDiskBytes) {
+        if (free - (held - stats.held_bytes + bytes) * DISK_COST_FACTOR < this.limits.minFreeDiskBytes) {
           item.reject(new InsufficientStorageError(
             `Disk under the buffer is nearly full (${free} bytes free, MIN_FREE_DISK_BYTES=${this.limits.minFreeDiskBytes}); nothing accepted is lost, but new writes are refused until space is freed`,
             { free_disk_bytes: free, min_free_disk_bytes: this.limits.minFreeDiskBytes },
@@ -145,6 +210,7 @@ export class GroupCommitter {
         }
       }
       if (accepted.length === 0) return;
+      this.spend(held - stats.held_bytes);
       const stored = await this.appendAndApply(accepted.map((i) => i.tx));
       this.groups.count += 1;
       this.groups.transactions += stored.length;
@@ -163,6 +229,14 @@ export class GroupCommitter {
             { transaction_id: id },
           ));
         }
+        return;
+      }
+      if (storageFull(err)) {
+        const full = new InsufficientStorageError(
+          `The ${this.buffer.backend === 'redis' ? 'Redis server holding the buffer is out of memory' : 'disk under the buffer is full'}; nothing was stored, and nothing accepted is lost. New writes are refused until space is freed`,
+          { min_free_disk_bytes: this.limits.minFreeDiskBytes },
+        );
+        for (const item of accepted.length ? accepted : group) item.reject(full);
         return;
       }
       const unavailable = new UnavailableError('The write buffer is unavailable; nothing was stored, retry later');

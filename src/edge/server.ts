@@ -141,6 +141,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
           srv.closeIdleConnections();
         });
         await committer.idle();
+        committer.close();
         // The batch in flight gets a few seconds to be answered; after that it is abandoned (sent again later, deduplicated).
         const abandon = setTimeout(() => stopSync.abort(), 5000);
         await engine?.stop();

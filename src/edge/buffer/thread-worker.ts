@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SqliteBuffer } from './sqlite.js';
 import { rememberStepsJson, type NewTransaction, type TransactionBuffer } from './buffer.js';
-import { LocalStore, applyOrCatchUp } from '../local-store.js';
+import { LocalStore, applyOrCatchUp, catchUp } from '../local-store.js';
 import { wireError, type CommitReply, type Reply, type Request, type WireTransaction } from './thread-protocol.js';
 
 const port = parentPort!;
@@ -44,6 +44,7 @@ async function commitGroup(wire: WireTransaction[]): Promise<CommitReply> {
 
 async function handle(req: Request): Promise<unknown> {
   if (req.method === 'commitGroup') return commitGroup(req.args[0] as WireTransaction[]);
+  if (req.method === 'catchUpLocal') return catchUp(buffer, local);
   if (req.method === 'close') {
     await buffer.close();
     local.close();

@@ -206,6 +206,10 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   get(transactionId: string): Promise<BufferedTransaction | null> {
     return this.call('get', transactionId);
   }
+  /** Brings the storage thread's local-store connection up to the buffer (after a failed apply). Returns how many it applied. */
+  catchUpLocal(): Promise<number> {
+    return this.call('catchUpLocal');
+  }
   receipt(transactionId: string): Promise<TransactionReceipt | null> {
     return this.call('receipt', transactionId);
   }

@@ -14,7 +14,9 @@ import { userInfo } from 'node:os';
 async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer) => Promise<T>): Promise<T> {
   if (config.siteType !== 'secondary') throw new UsageError('the buffer exists only at an edge (SITE_TYPE=secondary)');
   mkdirSync(config.dataDir, { recursive: true });
-  checkSiteOfDataDir(config.dataDir, join(config.dataDir, 'local.db'), config.siteName);
+  // A Redis buffer is found by SITE_NAME (its keys carry it): under another name it would look empty. The
+  // SQLite buffer is its file, whatever the name.
+  if (config.bufferBackend === 'redis') checkSiteOfDataDir(config.dataDir, join(config.dataDir, 'local.db'), config.siteName);
   const { buffer } = await openBuffer(config);
   try {
     return await fn(buffer);

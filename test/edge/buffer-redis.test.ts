@@ -222,3 +222,42 @@ describe('Redis receipts', () => {
     }
   });
 });
+
+describe('Redis at maxmemory', () => {
+  let dir: TempDir;
+  let server: RedisServer;
+  before(async () => {
+    dir = await tempDir('redis-oom');
+    server = await startRedisServer(dir.path);
+  });
+  after(async () => {
+    await server.stop();
+    await dir.cleanup();
+  });
+
+  it('refuses appends with OOM, but syncing and compaction still run and free it again', async () => {
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix: redisKeyPrefix('oom') });
+    try {
+      await withClient(server.url, async (r) => {
+        const used = Number(/used_memory:(\d+)/.exec(await r.info('memory'))![1]);
+        await r.config('SET', 'maxmemory-policy', 'noeviction');
+        await r.config('SET', 'maxmemory', String(used + 2 * 1024 * 1024));
+      });
+      let refused: Error | null = null;
+      for (let i = 0; i < 2000 && !refused; i++) await b.append([tx([], 'x'.repeat(4000))]).catch((err: Error) => (refused = err));
+      assert.ok(refused, 'Redis reached maxmemory');
+      assert.match(String((refused as Error).message), /OOM/);
+      const held = await b.claim(5000, 1e12);
+      assert.ok(held.length > 100);
+      await b.settle(held.map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(held.at(-1)!.seq), held.length, 'compaction runs at maxmemory, and frees it');
+      assert.ok(await b.receipt(held[0]!.transaction_id), 'with its receipts');
+      await b.append([tx()]);
+      const v = await b.verify();
+      assert.deepEqual(v.problems, []);
+    } finally {
+      await withClient(server.url, (r) => r.config('SET', 'maxmemory', '0'));
+      await b.close();
+    }
+  });
+});

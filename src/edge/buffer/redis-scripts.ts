@@ -224,9 +224,11 @@ for _, seq in ipairs(seqs) do
   for i, f in ipairs(FIELDS) do
     if v[i] then receipt[f] = v[i] end
   end
-  redis.call('SET', K('receipt:' .. v[2]), cjson.encode(receipt), 'EX', ARGV[4])
+  -- Deletes first: Redis at maxmemory refuses a script whose first write needs memory (SET), but lets
+  -- one that has begun by freeing some run to its end. Compaction is what frees a full buffer.
   redis.call('HDEL', K('ids'), v[2])
   redis.call('DEL', txKey(seq))
+  redis.call('SET', K('receipt:' .. v[2]), cjson.encode(receipt), 'EX', ARGV[4])
   bytes = bytes + tonumber(v[7])
 end
 if #seqs > 0 then

@@ -141,19 +141,24 @@ export async function applyPrepared(c: Client, site: string, appliedBy: number |
 
 /** Maps PostgreSQL data and constraint errors to 4xx; anything else stays as it is (a 500). */
 /**
- * The connection to PostgreSQL was lost, or the server is going down. node-postgres gives a lost socket no
- * SQLSTATE, only its own messages, so those are matched too.
+ * The connection to PostgreSQL was lost, could not be made, or the server is going down. node-postgres
+ * gives a lost socket and a pool wait that timed out no SQLSTATE, only its own messages, so those are
+ * matched too.
  */
 function connectionLost(e: { code?: string; message?: string }): boolean {
-  if (typeof e.code === 'string') return e.code.startsWith('08') || e.code.startsWith('57P') || ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'].includes(e.code);
-  return /^Connection terminated|is not queryable/.test(e.message ?? '');
+  if (typeof e.code === 'string') {
+    // 08: connection exceptions; 57P: the server shutting down; 53300: too many connections.
+    return e.code.startsWith('08') || e.code.startsWith('57P') || e.code === '53300' ||
+      ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(e.code);
+  }
+  return /^Connection terminated|^Client has encountered a connection error|^timeout exceeded when trying to connect/.test(e.message ?? '');
 }
 
 export function mapPgError(err: unknown, step?: Step): unknown {
   const e = err as { code?: string; constraint?: string; detail?: string; table?: string; column?: string; message?: string };
   if (!e || err instanceof AppError) return err;
   if (connectionLost(e)) {
-    return new UnavailableError('The connection to the database was lost during this request; retry shortly. A write may have been made before it was lost: check before sending it again (sync batches are applied exactly once, so resending one is safe).');
+    return new UnavailableError('The database could not be reached, or the connection to it was lost during this request; retry shortly. A write may have been made before it was lost: check before sending it again (sync batches are applied exactly once, so resending one is safe).');
   }
   if (typeof e.code !== 'string') return err;
   const details = { step: step?.step_id ?? null, table: e.table ?? step?.table ?? null, constraint: e.constraint ?? null, detail: e.detail ?? null };

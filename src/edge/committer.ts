@@ -49,8 +49,12 @@ export class GroupCommitter {
   private queue: Item[] = [];
   private running: Promise<void> | null = null;
   private disk = { at: 0, free: Number.POSITIVE_INFINITY };
-  /** Set while the local store is behind the buffer after a failed apply: a timer catches it up. */
-  private localRetry: { timer: NodeJS.Timeout | null; delayMs: number } = { timer: null, delayMs: LOCAL_RETRY_MS.first };
+  /**
+   * The local store's catch-up after a failed apply: a timer waiting, or a
+   * catch-up running (`again`: another failure came in meanwhile, so one more
+   * pass follows). Nothing is scheduled once closed.
+   */
+  private localRetry = { timer: null as NodeJS.Timeout | null, running: false, again: false, delayMs: LOCAL_RETRY_MS.first, closed: false };
   /** Sizes of the groups committed, for benchmarks and logs. */
   readonly groups = { count: 0, transactions: 0 };
 
@@ -91,8 +95,8 @@ export class GroupCommitter {
    * since is taken off the last figure (see spend).
    */
   async freeDisk(): Promise<number> {
-    const now = Date.now();
-    if (now - this.disk.at > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
+    const now = performance.now();
+    if (Math.abs(now - this.disk.at) > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
       const s = await statfs(this.limits.dataDir).catch(() => null);
       this.disk = { at: now, free: s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY };
     }
@@ -104,8 +108,9 @@ export class GroupCommitter {
     this.disk.free -= bytes * DISK_COST_FACTOR;
   }
 
-  /** Stops the local store's catch-up timer (the daemon is stopping). */
+  /** Stops the local store's catch-up timer for good (the daemon is stopping). */
   close(): void {
+    this.localRetry.closed = true;
     if (this.localRetry.timer) clearTimeout(this.localRetry.timer);
     this.localRetry.timer = null;
   }
@@ -120,8 +125,9 @@ export class GroupCommitter {
       this.log.error({ first_seq: stored[0]?.seq, problem: r.error }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write or within seconds');
       this.retryLocal();
     } else if (this.localRetry.timer) {
-      // A later group applied, which catches up whatever came before it.
-      this.close();
+      // A later group applied, which catches up whatever came before it: no need to wait for the timer.
+      clearTimeout(this.localRetry.timer);
+      this.localRetry.timer = null;
       this.localRetry.delayMs = LOCAL_RETRY_MS.first;
     }
     if (r.recovered) this.log.warn({ first_seq: stored[0]?.seq, problem: r.recovered }, 'applying buffered writes to the local store failed once; the catch-up from the buffer applied them');
@@ -133,22 +139,35 @@ export class GroupCommitter {
    * next write (SPEC §2.7). Retries with a growing delay until it works.
    */
   private retryLocal(): void {
-    if (this.localRetry.timer) return;
-    this.localRetry.timer = setTimeout(() => {
+    const state = this.localRetry;
+    if (state.closed) return;
+    if (state.running) {
+      state.again = true;
+      return;
+    }
+    if (state.timer) return;
+    state.timer = setTimeout(() => {
+      state.timer = null;
+      state.running = true;
+      state.again = false;
       const run = this.buffer instanceof ThreadedSqliteBuffer ? this.buffer.catchUpLocal() : catchUp(this.buffer, this.local);
       void run.then(
         (n) => {
-          this.localRetry = { timer: null, delayMs: LOCAL_RETRY_MS.first };
+          state.running = false;
+          state.delayMs = LOCAL_RETRY_MS.first;
           this.log.info({ applied: n }, 'the local store caught up with the buffer');
+          if (state.again) this.retryLocal();
         },
         (err: unknown) => {
-          this.localRetry = { timer: null, delayMs: Math.min(this.localRetry.delayMs * 2, LOCAL_RETRY_MS.max) };
-          this.log.warn({ problem: (err as Error).message, next_try_ms: this.localRetry.delayMs }, 'the local store could not catch up with the buffer yet');
+          state.running = false;
+          state.delayMs = Math.min(state.delayMs * 2, LOCAL_RETRY_MS.max);
+          if (state.closed) return;
+          this.log.warn({ problem: (err as Error).message, next_try_ms: state.delayMs }, 'the local store could not catch up with the buffer yet');
           this.retryLocal();
         },
       );
-    }, this.localRetry.delayMs);
-    this.localRetry.timer.unref();
+    }, state.delayMs);
+    state.timer.unref();
   }
 
   /**

@@ -347,7 +347,11 @@ export class SyncEngine implements SyncView {
     // One transaction central will never take in one piece, or will not take at all (it named it), is that
     // transaction's fault alone: it is rejected, and the others go again at once.
     const culprit = f.kind === 'too_large' && batch.length === 1 ? batch[0] : f.kind === 'refused' ? batch[f.index] : undefined;
-    await this.o.buffer.settle(batch.map((t) => (t === culprit ? { seq: t.seq, outcome: 'rejected' as const, error } : { seq: t.seq, outcome: 'retry' as const, error })));
+    // The others of a batch refused for one transaction's sake are not at fault: their error says so.
+    const resent: TxError = culprit && f.kind === 'refused'
+      ? { code: 'resent', message: `sent again: central refused another transaction of its batch (seq ${culprit.seq})`, at: error.at }
+      : error;
+    await this.o.buffer.settle(batch.map((t) => (t === culprit ? { seq: t.seq, outcome: 'rejected' as const, error } : { seq: t.seq, outcome: 'retry' as const, error: resent })));
     if (f.kind === 'too_large' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
     if (f.kind === 'auth') this.pause(f);
     // out_of_order: the batch before it failed; that failure is the one to report and back off from.

@@ -93,6 +93,11 @@ describe('a transaction central refuses with the whole batch', { timeout: 60_000
     assert.equal(failed.last_error.code, 'validation_error');
     assert.match(failed.last_error.message, /lone UTF-16 surrogate/);
     assert.equal((await central.admin.get(`/api/transactions/${bad.transaction_id}`)).status, 404, 'nothing of it reached central');
+    for (const t of good) {
+      const sibling = (await edge.admin.get(`/api/transactions/${t.transaction_id}`)).body;
+      assert.equal(sibling.state, 'synced');
+      assert.notEqual(sibling.last_error?.code, 'validation_error', 'a sibling is not blamed for the refused one');
+    }
     const stats = (await edge.anonymous.get('/buffer-stats')).body;
     assert.equal(stats.failed_transactions, 1);
     // Failed, not stuck: the operator can discard it.

@@ -48,7 +48,8 @@ function storageFull(err: unknown): boolean {
 export class GroupCommitter {
   private queue: Item[] = [];
   private running: Promise<void> | null = null;
-  private disk = { at: 0, free: Number.POSITIVE_INFINITY };
+  /** The last look at the disk (`at`: performance.now(), monotonic; none yet at start). */
+  private disk = { at: Number.NEGATIVE_INFINITY, free: Number.POSITIVE_INFINITY };
   /**
    * The local store's catch-up after a failed apply: a timer waiting, or a
    * catch-up running (`again`: another failure came in meanwhile, so one more
@@ -96,7 +97,7 @@ export class GroupCommitter {
    */
   async freeDisk(): Promise<number> {
     const now = performance.now();
-    if (Math.abs(now - this.disk.at) > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
+    if (now - this.disk.at > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
       const s = await statfs(this.limits.dataDir).catch(() => null);
       this.disk = { at: now, free: s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY };
     }

@@ -16,7 +16,7 @@ import { LocalStore } from '../../src/edge/local-store.js';
 import { GroupCommitter } from '../../src/edge/committer.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { InsufficientStorageError } from '../../src/lib/errors.js';
-import { startTestEdge, type TestEdge } from '../support/edge.js';
+import { edgeDataDir, localClient, spawnEdge, startTestEdge, type TestEdge } from '../support/edge.js';
 import { until } from '../support/daemon.js';
 import { tx } from '../edge/buffer-conformance.js';
 
@@ -50,6 +50,22 @@ describe('the buffer out of space', () => {
     committer.close();
     local.close();
     await buffer.close();
+  });
+});
+
+describe('the free-space limit in a daemon just started', () => {
+  it('holds from its first write (the first look at the disk is not skipped)', async () => {
+    const dataDir = edgeDataDir('disk-first');
+    const token = (await localClient(dataDir, 'http://unused', ['observer'], 'w')).token!;
+    const edge = await spawnEdge({ DATA_DIR: dataDir, MIN_FREE_DISK_BYTES: String(Number.MAX_SAFE_INTEGER) });
+    try {
+      const r = await fetch(`${edge.url}/executed_obs_units/start`, {
+        method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ obs_unit_id: 1 }),
+      });
+      assert.equal(r.status, 507, await r.text());
+    } finally {
+      await edge.kill('SIGKILL');
+    }
   });
 });
 

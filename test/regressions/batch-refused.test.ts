@@ -11,31 +11,14 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { startTestCentral, type TestCentral } from '../support/central.js';
 import { startTestEdge, type TestEdge } from '../support/edge.js';
 import { until } from '../support/daemon.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
 import { uuidv7 } from '../../src/lib/uuid.js';
 
 const SITE = 'surrogate';
-
-/** A server that answers every request with `status` and a body that is not central's (nginx's, say). */
-async function startStatusProxy(status: number) {
-  let posts = 0;
-  const server = createServer((req, res) => {
-    if (req.method === 'POST') posts += 1;
-    req.resume();
-    res.writeHead(status, { 'content-type': 'text/html' }).end('<html><body>400 Bad Request: The plain HTTP request was sent to HTTPS port</body></html>');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    posts: () => posts,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
 
 /** A start-observation transaction as the edge drafts it; `packageName` goes into a package made with it. */
 function startTx(packageName: string) {
@@ -107,12 +90,15 @@ describe('a transaction central refuses with the whole batch', { timeout: 60_000
 
   it('a 400 or 422 that names no transaction (a proxy in front of central) dead-letters nothing', async () => {
     for (const status of [400, 422]) {
-      const proxy = await startStatusProxy(status);
+      // A middlebox in front of central that answers everything itself, with a body that is not central's.
+      const proxy = await FaultProxy.start(Number(new URL(central.url).port), {
+        respond: { status, body: '<html><body>400 Bad Request: The plain HTTP request was sent to HTTPS port</body></html>', headers: { 'content-type': 'text/html' } },
+      });
       try {
         const lone = await startTestEdge('batch-refused-proxy', { seed: false, overrides: { ...overrides, CENTRAL_URL: proxy.url } });
         try {
           for (let i = 0; i < 5; i++) assert.equal((await lone.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).status, 201);
-          await until(`several batches answered ${status}`, async () => proxy.posts() >= 3, 10_000);
+          await until(`several batches answered ${status}`, async () => proxy.count('/api/sync/transactions', 'POST') >= 3, 10_000);
           const stats = (await lone.anonymous.get('/buffer-stats')).body;
           assert.equal(stats.failed_transactions, 0, `HTTP ${status} from a proxy dead-letters nothing`);
           assert.equal(stats.pending_transactions + stats.in_flight_transactions, 5);

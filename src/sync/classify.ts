@@ -57,14 +57,17 @@ function refusedTransaction(body: unknown): number | null {
   return null;
 }
 
-/** `batch`: the reply to a sync batch, which central may refuse for one transaction's sake (see refusedTransaction). */
-export function classifyReply(r: Reply, { batch = false }: { batch?: boolean } = {}): Failure {
+/**
+ * `batchSize`: the reply is to a sync batch of that many transactions, which central may refuse for one
+ * of them (see refusedTransaction); a refusal naming none of them is retried like any other answer.
+ */
+export function classifyReply(r: Reply, { batchSize = 0 }: { batchSize?: number } = {}): Failure {
   const msg = message(r);
   if (r.status === 401 || r.status === 403) return { kind: 'auth', code: `http_${r.status}`, message: msg };
   if (r.status === 413) return { kind: 'too_large', code: 'http_413', message: msg };
-  if (batch && r.status === 422) {
+  if (batchSize > 0 && r.status === 422) {
     const index = refusedTransaction(r.body);
-    if (index !== null) return { kind: 'refused', code: 'validation_error', message: msg, index };
+    if (index !== null && index < batchSize) return { kind: 'refused', code: 'validation_error', message: msg, index };
   }
   // A batch sent early whose predecessor never committed: resend both, in order.
   if (r.status === 409 && (r.body as { error?: { code?: string } } | null)?.error?.code === 'out_of_order') {

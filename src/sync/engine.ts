@@ -307,7 +307,7 @@ export class SyncEngine implements SyncView {
       if (cancel?.aborted) return this.pushFailed(batch, NOT_AFTER_FAILURE, started, bytes);
       return this.pushFailed(batch, classifyError(err), started, bytes);
     }
-    if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply, { batch: true }), started, bytes);
+    if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply, { batchSize: batch.length }), started, bytes);
     // A 200 from something that is not central (a captive portal, a misrouted proxy) is not an answer.
     const parsed = SyncBatchResult.safeParse(reply.body);
     if (!parsed.success) return this.pushFailed(batch, notAnAnswer(reply), started, bytes);
@@ -338,11 +338,7 @@ export class SyncEngine implements SyncView {
     return null;
   }
 
-  private async pushFailed(batch: BufferedTransaction[], failure: Failure, started: number, bytes: number): Promise<Failure> {
-    // A refusal that names no transaction of this batch tells nothing about one: retried, with backoff, as any other.
-    const f: Failure = failure.kind === 'refused' && !batch[failure.index]
-      ? { kind: 'transient', code: 'http_422', message: failure.message, retryAfterMs: null, unreachable: false, shrink: false }
-      : failure;
+  private async pushFailed(batch: BufferedTransaction[], f: Failure, started: number, bytes: number): Promise<Failure> {
     const error: TxError = { code: f.code, message: f.message, at: new Date().toISOString() };
     // One transaction central will never take in one piece, or will not take at all (it named it), is that
     // transaction's fault alone: it is rejected, and the others go again at once.

@@ -175,10 +175,15 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   /** Runs one script with the key prefix as ARGV[1]; a Redis failure becomes BufferUnavailableError. */
-  private async run<T>(name: ScriptName, ...args: (string | number)[]): Promise<T> {
+  private run<T>(name: ScriptName, ...args: (string | number)[]): Promise<T> {
     const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<T>>)[command(name)]!;
+    return this.call(() => fn.call(this.redis, this.keyPrefix, ...args));
+  }
+
+  /** One Redis call; a Redis failure becomes BufferUnavailableError. */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn.call(this.redis, this.keyPrefix, ...args);
+      return await fn();
     } catch (err) {
       throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
     }
@@ -259,12 +264,7 @@ export class RedisBuffer implements TransactionBuffer {
 
   async audit(limit: number): Promise<AuditRecord[]> {
     if (limit <= 0) return [];
-    let raw: string[];
-    try {
-      raw = await this.redis.lrange(`${this.keyPrefix}audit`, 0, limit - 1);
-    } catch (err) {
-      throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
-    }
+    const raw = await this.call(() => this.redis.lrange(`${this.keyPrefix}audit`, 0, limit - 1));
     return raw.map((s) => {
       const a = JSON.parse(s) as AuditRecord;
       return { at: a.at, transaction_id: a.transaction_id, seq: a.seq, action: a.action, actor: a.actor, reason: a.reason ?? null };
@@ -286,12 +286,7 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   async receipt(transactionId: string): Promise<TransactionReceipt | null> {
-    let json: string | null;
-    try {
-      json = await this.redis.get(`${this.keyPrefix}receipt:${transactionId}`);
-    } catch (err) {
-      throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
-    }
+    const json = await this.call(() => this.redis.get(`${this.keyPrefix}receipt:${transactionId}`));
     if (!json) return null;
     const fields = JSON.parse(json) as Record<string, string>;
     const { steps: _, ...t } = fromHash(Object.entries({ ...fields, steps: '[]' }).flat());

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import { AppError } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { accessLogger, type Logger } from '../logger.js';
 import type { AppMetrics } from '../metrics.js';
 
 export function errorBody(code: string, message: string, details: unknown = null) {
@@ -14,6 +14,7 @@ export function errorBody(code: string, message: string, details: unknown = null
  * Unexpected errors become a 500 whose body reveals nothing internal.
  */
 export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err: unknown) => unknown = (e) => e) {
+  const access = accessLogger(log);
   return async (ctx: Context, next: Next) => {
     const started = process.hrtime.bigint();
     const incoming = ctx.get('x-request-id');
@@ -53,6 +54,6 @@ export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err
       user: (ctx.state.principal as { username?: string } | undefined)?.username,
     };
     if (failure && !(failure instanceof AppError)) log.error({ ...line, err: failure }, 'request failed');
-    else log.info(line, 'request');
+    else access.info(line, 'request');
   };
 }

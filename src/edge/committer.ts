@@ -13,6 +13,8 @@ import type { Logger } from '../lib/logger.js';
 import { InsufficientStorageError, UnavailableError } from '../lib/errors.js';
 
 const DISK_CHECK_MS = 1000;
+/** How often the buffer's held bytes are read again while every write fits (see GroupCommitter.held). */
+const HELD_CHECK_MS = 1000;
 /** Closer than this to MIN_FREE_DISK_BYTES, free space is asked for at every group, not once a second. */
 const DISK_NEAR_BYTES = 64 * 1024 * 1024;
 /**
@@ -56,6 +58,12 @@ export class GroupCommitter {
    * pass follows). Nothing is scheduled once closed.
    */
   private localRetry = { timer: null as NodeJS.Timeout | null, running: false, again: false, delayMs: LOCAL_RETRY_MS.first, closed: false };
+  /**
+   * Bytes the buffer holds, as last read plus what was appended since. Only
+   * appends make it grow, so it is never below the truth; it is read again
+   * before a write would be refused for it, and once a second.
+   */
+  private held = { bytes: 0, at: Number.NEGATIVE_INFINITY };
   /** Sizes of the groups committed, for benchmarks and logs. */
   readonly groups = { count: 0, transactions: 0 };
 
@@ -80,13 +88,26 @@ export class GroupCommitter {
     while (this.running) await this.running;
   }
 
+  /**
+   * Commits the queue group after group. A group's writers are answered only
+   * once the next group is on its way to storage: answering takes the event
+   * loop about a millisecond for a large group, and the storage would
+   * otherwise sit idle through it.
+   */
   private async run(): Promise<void> {
     // Let every request already readable on a socket join the first group.
     await new Promise<void>((r) => setImmediate(r));
+    let answer: () => void = () => {};
     try {
-      while (this.queue.length > 0) await this.commit(this.queue.splice(0, this.limits.groupCommitMax));
+      while (this.queue.length > 0) {
+        const next = this.commit(this.queue.splice(0, this.limits.groupCommitMax));
+        // After the microtasks that send the next group to storage have run.
+        setImmediate(answer);
+        answer = await next;
+      }
     } finally {
       this.running = null;
+      answer();
     }
   }
 
@@ -206,38 +227,64 @@ export class GroupCommitter {
     }
   }
 
-  private async commit(group: Item[]): Promise<void> {
+  /** The buffer's held bytes (see `held`); read from the buffer when `fresh`, or when the last read is a second old. */
+  private async heldBytes(fresh: boolean): Promise<number> {
+    const now = performance.now();
+    if (fresh || now - this.held.at > HELD_CHECK_MS) this.held = { bytes: (await this.buffer.stats()).held_bytes, at: now };
+    return this.held.bytes;
+  }
+
+  /** Which writes of a group fit under the limits; the others are refused with 507. Returns those to store, and their bytes. */
+  private async admit(group: Item[]): Promise<{ accepted: Item[]; bytes: number }> {
+    const fits = (held: number, bytes: number) => held + bytes <= this.limits.bufferMaxBytes;
+    const sizes = group.map((item) => transactionBytes(item.tx));
+    let held = await this.heldBytes(false);
+    // The figure kept may be high (the backlog drained since): read it again rather than refuse on it.
+    if (!fits(held, sizes.reduce((a, b) => a + b, 0))) held = await this.heldBytes(true);
+    const free = await this.freeDisk();
     const accepted: Item[] = [];
-    try {
-      const stats = await this.buffer.stats();
-      const free = await this.freeDisk();
-      let held = stats.held_bytes;
-      for (const item of group) {
-        const bytes = transactionBytes(item.tx);
-        if (free - (held - stats.held_bytes + bytes) * DISK_COST_FACTOR < this.limits.minFreeDiskBytes) {
-          item.reject(new InsufficientStorageError(
-            `Disk under the buffer is nearly full (${free} bytes free, MIN_FREE_DISK_BYTES=${this.limits.minFreeDiskBytes}); nothing accepted is lost, but new writes are refused until space is freed`,
-            { free_disk_bytes: free, min_free_disk_bytes: this.limits.minFreeDiskBytes },
-          ));
-        } else if (held + bytes > this.limits.bufferMaxBytes) {
-          item.reject(new InsufficientStorageError(
-            `Buffer is full (${held} of BUFFER_MAX_BYTES=${this.limits.bufferMaxBytes} bytes held); nothing accepted is lost, but new writes are refused until the backlog drains to central`,
-            { held_bytes: held, buffer_max_bytes: this.limits.bufferMaxBytes },
-          ));
-        } else {
-          held += bytes;
-          accepted.push(item);
-        }
+    let bytes = 0;
+    group.forEach((item, i) => {
+      const size = sizes[i]!;
+      if (free - (bytes + size) * DISK_COST_FACTOR < this.limits.minFreeDiskBytes) {
+        item.reject(new InsufficientStorageError(
+          `Disk under the buffer is nearly full (${free} bytes free, MIN_FREE_DISK_BYTES=${this.limits.minFreeDiskBytes}); nothing accepted is lost, but new writes are refused until space is freed`,
+          { free_disk_bytes: free, min_free_disk_bytes: this.limits.minFreeDiskBytes },
+        ));
+      } else if (!fits(held + bytes, size)) {
+        item.reject(new InsufficientStorageError(
+          `Buffer is full (${held + bytes} of BUFFER_MAX_BYTES=${this.limits.bufferMaxBytes} bytes held); nothing accepted is lost, but new writes are refused until the backlog drains to central`,
+          { held_bytes: held + bytes, buffer_max_bytes: this.limits.bufferMaxBytes },
+        ));
+      } else {
+        bytes += size;
+        accepted.push(item);
       }
-      if (accepted.length === 0) return;
-      this.spend(held - stats.held_bytes);
+    });
+    return { accepted, bytes };
+  }
+
+  /**
+   * Stores a group (those of its writes that fit) and returns how to answer
+   * its writers; refusals and failures are answered at once.
+   */
+  private async commit(group: Item[]): Promise<() => void> {
+    let accepted: Item[] = [];
+    try {
+      const admitted = await this.admit(group);
+      accepted = admitted.accepted;
+      if (accepted.length === 0) return () => {};
+      this.spend(admitted.bytes);
       const stored = await this.appendAndApply(accepted.map((i) => i.tx));
+      this.held.bytes += admitted.bytes;
       this.groups.count += 1;
       this.groups.transactions += stored.length;
-      accepted.forEach((item, i) => item.resolve(stored[i]!));
       this.onCommit();
+      return () => accepted.forEach((item, i) => item.resolve(stored[i]!));
     } catch (err) {
-      if (accepted.length > 0 && (await this.landed(accepted))) return;
+      // The figure kept is no longer known to be right.
+      this.held.at = Number.NEGATIVE_INFINITY;
+      if (accepted.length > 0 && (await this.landed(accepted))) return () => {};
       this.log.error({ err }, 'buffer append failed');
       if (err instanceof OutcomeUnknownError && accepted.length > 0) {
         // The storage stopped mid-commit: the write may be on disk. Say so, and how to find out, so a
@@ -249,7 +296,7 @@ export class GroupCommitter {
             { transaction_id: id },
           ));
         }
-        return;
+        return () => {};
       }
       if (storageFull(err)) {
         const full = new InsufficientStorageError(
@@ -257,10 +304,11 @@ export class GroupCommitter {
           { min_free_disk_bytes: this.limits.minFreeDiskBytes },
         );
         for (const item of accepted.length ? accepted : group) item.reject(full);
-        return;
+        return () => {};
       }
       const unavailable = new UnavailableError('The write buffer is unavailable; nothing was stored, retry later');
       for (const item of accepted.length ? accepted : group) item.reject(unavailable);
+      return () => {};
     }
   }
 }

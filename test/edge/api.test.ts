@@ -208,6 +208,16 @@ describe('edge limits', () => {
       const s = (await e.anonymous.get('/buffer-stats')).body;
       assert.equal(s.accepted_total, 10);
       assert.equal((await e.anonymous.get('/health')).body.status, 'degraded', 'a buffer ≥ 90 % full degrades health');
+
+      // Drained a moment later (synced and compacted), it takes writes again at once: the committer's own
+      // running figure of the bytes held still says full, and must be read again rather than trusted.
+      const buffer = e.running.buffer;
+      const claimed = await buffer.claim(1000, 1e12);
+      await buffer.settle(claimed.map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      await buffer.compact(Math.max(...claimed.map((t) => t.seq)));
+      assert.equal((await e.anonymous.get('/buffer-stats')).body.held_bytes, 0);
+      const again = await observer.post('/api/demo/create-observation', { body: OBS });
+      assert.equal(again.status, 201, JSON.stringify(again.body));
     } finally {
       await e.stop();
     }

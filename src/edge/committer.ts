@@ -77,6 +77,7 @@ export class GroupCommitter {
   ) {}
 
   submit(tx: NewTransaction): Promise<BufferedTransaction> {
+    if (this.buffer instanceof ThreadedSqliteBuffer) this.buffer.poll();
     return new Promise((resolve, reject) => {
       this.queue.push({ tx, resolve, reject });
       this.running ??= this.run();

@@ -5,14 +5,14 @@
  * writes is appended (one commit, one fsync) and applied to the local store
  * here, so neither the commit nor the row inserts hold up the HTTP thread.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { SqliteBuffer } from './sqlite.js';
 import { rememberStepsJson, type NewTransaction, type TransactionBuffer } from './buffer.js';
 import { LocalStore, applyOrCatchUp, catchUp } from '../local-store.js';
 import { wireError, type CommitReply, type Reply, type Request, type WireTransaction } from './thread-protocol.js';
 
 const port = parentPort!;
-const { bufferPath, localPath } = workerData as { bufferPath: string; localPath: string };
+const { bufferPath, localPath, replies } = workerData as { bufferPath: string; localPath: string; replies: MessagePort };
 
 let buffer: SqliteBuffer;
 let local: LocalStore;
@@ -57,9 +57,9 @@ async function handle(req: Request): Promise<unknown> {
 /** Answers one call; an answer that cannot cross to the caller's thread becomes an error answer, never a silence. */
 function answer(reply: Reply): void {
   try {
-    port.postMessage(reply);
+    replies.postMessage(reply);
   } catch (err) {
-    port.postMessage({ id: reply.id, ok: false, error: { kind: 'other', message: `the buffer's answer could not be sent: ${(err as Error).message}` } });
+    replies.postMessage({ id: reply.id, ok: false, error: { kind: 'other', message: `the buffer's answer could not be sent: ${(err as Error).message}` } });
   }
 }
 
@@ -71,7 +71,10 @@ port.on('message', (req: Request) => {
     } catch (err) {
       answer({ id: req.id, ok: false, error: wireError(err) });
     }
-    if (req.method === 'close') port.close();
+    if (req.method === 'close') {
+      port.close();
+      replies.close();
+    }
   });
 });
 // A call that arrives unreadable cannot be answered by id: the caller's thread then treats the thread as failed.

@@ -18,11 +18,16 @@ const REDACT = [
 
 const accessLoggers = new WeakMap<Logger, Logger>();
 
+/** Log text held in memory while stdout does not keep up (journald stalled, a full pipe): beyond it, lines are dropped. */
+const STDOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
+
 /**
  * Structured JSON logs on stdout (or the given stream), secrets redacted.
  * Stdout is written asynchronously: lines wait in memory while a write is
  * under way and go out together, off the event loop; they are flushed when
- * the process exits (a SIGKILL loses at most the lines of that moment).
+ * the process exits (a SIGKILL loses at most the lines of that moment). A
+ * reader that stops reading never stalls the daemon: past 16 MB waiting,
+ * new lines are dropped (and counted in one line once it reads again).
  */
 export function createLogger(level: string, stream?: NodeJS.WritableStream): Logger {
   const opts = {
@@ -30,7 +35,7 @@ export function createLogger(level: string, stream?: NodeJS.WritableStream): Log
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  const dest = (stream as pino.DestinationStream | undefined) ?? pino.destination({ dest: 1, sync: false });
+  const dest = (stream as pino.DestinationStream | undefined) ?? stdoutDestination();
   const log = pino({ ...opts, redact: { paths: REDACT, censor: '[redacted]' } }, dest);
   accessLoggers.set(log, pino(opts, dest));
   return log;
@@ -44,4 +49,19 @@ export function createLogger(level: string, stream?: NodeJS.WritableStream): Log
  */
 export function accessLogger(log: Logger): Logger {
   return accessLoggers.get(log) ?? log;
+}
+
+function stdoutDestination(): pino.DestinationStream {
+  const out = pino.destination({ dest: 1, sync: false, maxLength: STDOUT_BACKLOG_BYTES });
+  let dropped = 0;
+  out.on('drop', () => {
+    if (dropped++ === 0) {
+      // Said once the backlog has gone out: the drop itself has nowhere to go yet.
+      out.once('drain', () => {
+        out.write(`${JSON.stringify({ level: 40, time: new Date().toISOString(), pid: process.pid, dropped_lines: dropped, msg: 'stdout did not keep up; log lines were dropped' })}\n`);
+        dropped = 0;
+      });
+    }
+  });
+  return out;
 }

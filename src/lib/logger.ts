@@ -20,6 +20,8 @@ const accessLoggers = new WeakMap<Logger, Logger>();
 
 /** Log text held in memory while stdout does not keep up (journald stalled, a full pipe): beyond it, lines are dropped. */
 const STDOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
+/** A write to stdout under way for longer than this: its reader has stalled. */
+const STALLED_MS = 1000;
 
 /**
  * Structured JSON logs on stdout (or the given stream), secrets redacted.
@@ -53,6 +55,17 @@ export function accessLogger(log: Logger): Logger {
 
 function stdoutDestination(): pino.DestinationStream {
   const out = pino.destination({ dest: 1, sync: false, maxLength: STDOUT_BACKLOG_BYTES });
+  // At exit pino writes what is waiting synchronously. If the reader has taken nothing for a while, that
+  // write could block for ever and the process would never exit (systemd would not restart it): give the
+  // waiting lines up instead.
+  let progress = performance.now();
+  out.on('write', () => (progress = performance.now()));
+  const flushSync = out.flushSync.bind(out);
+  const state = out as unknown as { _writing: boolean };
+  out.flushSync = () => {
+    if (state._writing && performance.now() - progress > STALLED_MS) return;
+    flushSync();
+  };
   let dropped = 0;
   out.on('drop', () => {
     if (dropped++ === 0) {

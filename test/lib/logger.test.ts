@@ -62,3 +62,27 @@ it('a stalled stdout neither stops the event loop nor grows the backlog past its
     child.kill('SIGKILL');
   }
 });
+
+it('a process whose stdout has stalled still exits when it calls process.exit', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-logger-'));
+  const script = join(dir, 'child.mts');
+  // As the daemon's watchdog does when its storage thread has died: process.exit, with lines still waiting.
+  writeFileSync(script, `
+    import { createLogger } from ${JSON.stringify(LOGGER)};
+    const log = createLogger('info');
+    const line = 'x'.repeat(1000);
+    for (let i = 0; i < 4000; i++) log.info({ i, line }, 'fill');
+    setTimeout(() => process.exit(3), 1500);
+  `);
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    child.stdout.pause(); // never read
+    const code = await new Promise<number | string>((resolve) => {
+      child.once('exit', (c) => resolve(c ?? 'signal'));
+      setTimeout(() => resolve('still running 20 s later'), 20_000);
+    });
+    assert.equal(code, 3);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});

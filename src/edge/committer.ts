@@ -84,7 +84,7 @@ export class GroupCommitter {
     });
   }
 
-  /** Resolves when everything submitted so far is committed. */
+  /** Resolves when everything submitted so far is committed (a group's writers may be answered a moment later: see run). */
   async idle(): Promise<void> {
     while (this.running) await this.running;
   }

@@ -105,6 +105,22 @@ describe('the storage thread', () => {
     await assert.rejects(ThreadedSqliteBuffer.open(p.buffer, p.local), (err: unknown) => err instanceof BufferUnavailableError && err.message.includes(p.buffer));
   });
 
+  it('a commit that finished just before the thread stopped is answered as stored, not as "may or may not"', async () => {
+    const p = fresh();
+    const b = await ThreadedSqliteBuffer.open(p.buffer, p.local);
+    const worker = (b as unknown as { worker: import('node:worker_threads').Worker }).worker;
+    const done = b.commitGroup([tx()]);
+    // The thread commits, answers, and then stops on its own (here: made to exit by a message of its own
+    // protocol) while this thread is busy, as the HTTP thread is under load, and has not read the answer.
+    worker.postMessage({ id: 0, method: 'close', args: [] });
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+    const r = await done;
+    assert.deepEqual(r.stored.map((t) => t.seq), [1]);
+    await exited;
+    await b.close();
+  });
+
   it('when the thread dies, calls waiting and later calls fail as unavailable, and the daemon is told once', async () => {
     const p = fresh();
     const failures: Error[] = [];

@@ -140,8 +140,16 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
    * idles. The group committer calls this as each write comes in.
    */
   poll(): void {
-    if (this.failure) return;
-    for (let m = receiveMessageOnPort(this.replies); m; m = receiveMessageOnPort(this.replies)) this.answer(m.message as Reply);
+    if (!this.failure) this.takeReplies();
+  }
+
+  /** Answers every call whose reply is waiting on the channel. */
+  private takeReplies(): void {
+    try {
+      for (let m = receiveMessageOnPort(this.replies); m; m = receiveMessageOnPort(this.replies)) this.answer(m.message as Reply);
+    } catch {
+      // The channel is closed: nothing is waiting on it.
+    }
   }
 
   private answer(m: Reply): void {
@@ -154,6 +162,10 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
 
   private fail(cause: Error, onFailure: (err: Error) => void): void {
     if (this.failure) return;
+    // Node tells of a thread's exit (or error) before it delivers what the thread sent on a channel of
+    // one's own: a call that finished just before the thread stopped has its answer waiting there, and
+    // must get it, not "may or may not have taken effect".
+    this.takeReplies();
     this.failure = new BufferUnavailableError(
       this.closing ? 'the buffer is closed' : `the buffer thread stopped (${cause.message}); nothing more can be stored until the daemon restarts`,
       { cause },

@@ -3,7 +3,7 @@ import { randomFillSync } from 'node:crypto';
 let lastMs = 0;
 let counter = 0;
 
-// Random bits are drawn 4 KiB at a time: one call into OpenSSL per 256 ids, not one per id.
+// Random bits are drawn 4 KiB at a time: one call into OpenSSL per 512 ids (8 random bytes each), not one per id.
 const pool = Buffer.alloc(4096);
 let poolAt = pool.length;
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));

@@ -22,6 +22,8 @@ const DISK_NEAR_BYTES = 64 * 1024 * 1024;
  * disk: the buffer row, its copy in the WAL, and the local store's rows.
  */
 const DISK_COST_FACTOR = 3;
+/** What commit() returns for a group whose writers it has already answered (refused, failed, or found stored). */
+const ANSWERED = (): void => {};
 /** Retrying the local store's catch-up after it failed: first after 1 s, doubling up to 30 s. */
 const LOCAL_RETRY_MS = { first: 1000, max: 30_000 };
 
@@ -98,7 +100,7 @@ export class GroupCommitter {
   private async run(): Promise<void> {
     // Let every request already readable on a socket join the first group.
     await new Promise<void>((r) => setImmediate(r));
-    let answer: () => void = () => {};
+    let answer: () => void = ANSWERED;
     try {
       while (this.queue.length > 0) {
         const next = this.commit(this.queue.splice(0, this.limits.groupCommitMax));
@@ -274,7 +276,7 @@ export class GroupCommitter {
     try {
       const admitted = await this.admit(group);
       accepted = admitted.accepted;
-      if (accepted.length === 0) return () => {};
+      if (accepted.length === 0) return ANSWERED;
       this.spend(admitted.bytes);
       const stored = await this.appendAndApply(accepted.map((i) => i.tx));
       this.held.bytes += admitted.bytes;
@@ -285,7 +287,7 @@ export class GroupCommitter {
     } catch (err) {
       // The figure kept is no longer known to be right.
       this.held.at = Number.NEGATIVE_INFINITY;
-      if (accepted.length > 0 && (await this.landed(accepted))) return () => {};
+      if (accepted.length > 0 && (await this.landed(accepted))) return ANSWERED;
       this.log.error({ err }, 'buffer append failed');
       if (err instanceof OutcomeUnknownError && accepted.length > 0) {
         // The storage stopped mid-commit: the write may be on disk. Say so, and how to find out, so a
@@ -297,7 +299,7 @@ export class GroupCommitter {
             { transaction_id: id },
           ));
         }
-        return () => {};
+        return ANSWERED;
       }
       if (storageFull(err)) {
         const full = new InsufficientStorageError(
@@ -305,11 +307,11 @@ export class GroupCommitter {
           { min_free_disk_bytes: this.limits.minFreeDiskBytes },
         );
         for (const item of accepted.length ? accepted : group) item.reject(full);
-        return () => {};
+        return ANSWERED;
       }
       const unavailable = new UnavailableError('The write buffer is unavailable; nothing was stored, retry later');
       for (const item of accepted.length ? accepted : group) item.reject(unavailable);
-      return () => {};
+      return ANSWERED;
     }
   }
 }

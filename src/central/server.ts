@@ -45,7 +45,7 @@ export async function startCentral(config: Config, log: Logger, given?: Pool): P
     mapError: (err) => mapPgError(err),
     extraRoutes: (api) => centralRoutes(api, pool, log, metrics),
   });
-  const server: Server = createServer(app.callback());
+  const server: Server = createServer(app);
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -6,7 +6,7 @@ import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { createMetrics } from '../lib/metrics.js';
 import { registerEdgeMetrics } from './metrics.js';
-import { createHttpApp } from '../lib/http/app.js';
+import { createHttpApp, type HttpAppOptions } from '../lib/http/app.js';
 import { isBufferUnavailable, type TransactionBuffer } from './buffer/buffer.js';
 import { UnavailableError } from '../lib/errors.js';
 import { openBuffer } from './buffer/open.js';
@@ -41,7 +41,7 @@ export interface RunningEdge {
  * keep writes safe), returns in-flight work to pending, brings the local
  * view up to date, then opens the port.
  */
-export async function startEdge(config: Config, log: Logger): Promise<RunningEdge> {
+export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppOptions, 'fastLane'> = {}): Promise<RunningEdge> {
   mkdirSync(config.dataDir, { recursive: true });
   // The local store first: its schema exists before the storage thread opens a second connection to it.
   const localPath = join(config.dataDir, 'local.db');
@@ -98,7 +98,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
     const metrics = createMetrics();
     registerEdgeMetrics(metrics, buffer, engine);
     const app = createHttpApp({
-      config, log, metrics, backend,
+      ...http, config, log, metrics, backend,
       mapError: (err) =>
         isBufferUnavailable(err) ? new UnavailableError('The write buffer is not answering; nothing was stored, retry later', { backend: buffer.backend }) : err,
       extraRoutes: (api) =>
@@ -110,7 +110,7 @@ export async function startEdge(config: Config, log: Logger): Promise<RunningEdg
           },
         }),
     });
-    server = createServer(app.callback());
+    server = createServer(app);
     server.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       server!.once('error', reject);

@@ -55,7 +55,7 @@ let n = 0;
 
 export async function startTestEdge(
   label: string,
-  opts: { overrides?: LoadOptions['overrides']; seed?: boolean; dataDir?: string } = {},
+  opts: { overrides?: LoadOptions['overrides']; seed?: boolean; dataDir?: string; http?: Parameters<typeof startEdge>[2] } = {},
 ): Promise<TestEdge> {
   const dataDir = opts.dataDir ?? edgeDataDir(label);
   if (opts.seed !== false) {
@@ -67,7 +67,7 @@ export async function startTestEdge(
     env: {},
     overrides: { SITE_TYPE: 'secondary', SITE_NAME: 'observatory', DATA_DIR: dataDir, PORT: 0, LOG_LEVEL: 'silent', ...opts.overrides },
   });
-  const running = await startEdge(config, createLogger(config.logLevel));
+  const running = await startEdge(config, createLogger(config.logLevel), opts.http);
   const as = (roles: Role[], name = `edge-user-${++n}`) => localClient(dataDir, running.url, roles, name);
   return {
     url: running.url, dataDir, config, running, admin: await as(['admin'], 'edge-admin'), as,

@@ -2,7 +2,6 @@
  * One definition per endpoint: the same zod schemas validate the request,
  * shape the OpenAPI document, and type the handler's input.
  */
-import type { Context } from 'koa';
 import type Router from '@koa/router';
 import { OpenAPIRegistry, OpenApiGeneratorV31, type RouteConfig } from '@asteasolutions/zod-to-openapi';
 import type { ZodType } from 'zod';
@@ -13,11 +12,12 @@ import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js
 import { badTextError, findBadText, readJsonBody } from '../http/body.js';
 import { effectiveRoles, hashToken, looksLikeToken, type Principal } from '../auth.js';
 import type { OpsBackend } from './backend.js';
+import type { FastLane, HttpContext } from '../http/context.js';
 
 type Method = 'get' | 'post' | 'put' | 'delete';
 
 export interface HandlerInput<B, Q, P> {
-  ctx: Context;
+  ctx: HttpContext;
   body: B;
   query: Q;
   params: P;
@@ -42,6 +42,8 @@ export interface RouteDef<B extends ZodType, Q extends ZodType, P extends ZodTyp
   response?: ZodType;
   /** Answers beyond those every route of its kind gets (below): an error code's description, or a body of its own. */
   errors?: Record<number, string | { description: string; schema: ZodType }>;
+  /** A hot write: served without koa (FastLane) when its path is named exactly. */
+  hot?: true;
   handler: (input: HandlerInput<z.infer<B>, z.infer<Q>, z.infer<P>>) => Promise<unknown>;
 }
 
@@ -50,6 +52,7 @@ export interface ApiContext {
   openapi: OpenAPIRegistry;
   backend: OpsBackend;
   maxBodyBytes: number;
+  fastLane: FastLane;
 }
 
 function issues(err: z.ZodError, where: string) {
@@ -97,7 +100,7 @@ function tokenHash(token: string): string {
 }
 
 /** Checks the bearer token; throws 401 for a missing, unknown, revoked or expired one. */
-export async function authenticate(ctx: Context, backend: OpsBackend): Promise<Principal> {
+export async function authenticate(ctx: HttpContext, backend: OpsBackend): Promise<Principal> {
   const header = ctx.get('authorization');
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   if (!m) throw new UnauthorizedError(header ? 'Authorization header must be "Bearer <token>"' : 'Missing bearer token');
@@ -120,7 +123,7 @@ export async function authenticate(ctx: Context, backend: OpsBackend): Promise<P
 }
 
 /** A request that carries no body at all: no Content-Length (or 0) and no chunked one. */
-function noBody(ctx: Context): boolean {
+function noBody(ctx: HttpContext): boolean {
   return !ctx.get('transfer-encoding') && Number(ctx.get('content-length') || 0) === 0;
 }
 
@@ -179,7 +182,7 @@ export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, 
   });
 
   const koaPath = def.path.replace(/\{(\w+)\}/g, ':$1');
-  api.router[def.method](koaPath, async (ctx) => {
+  const run = async (ctx: HttpContext): Promise<void> => {
     const principal = def.roles ? await authenticate(ctx, api.backend) : (null as unknown as Principal);
     if (def.roles) {
       ctx.state.principal = principal;
@@ -193,7 +196,9 @@ export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, 
       ctx.status = status;
       ctx.body = result;
     }
-  });
+  };
+  api.router[def.method](koaPath, (ctx) => run(ctx));
+  if (def.hot) api.fastLane.add(def.method, def.path, koaPath, run);
 }
 
 export function buildOpenApiDocument(registry: OpenAPIRegistry, siteType: string) {

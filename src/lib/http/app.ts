@@ -1,4 +1,5 @@
 import Koa from 'koa';
+import type { RequestListener } from 'node:http';
 import Router from '@koa/router';
 import { OpenAPIRegistry } from '@asteasolutions/zod-to-openapi';
 import type { Config } from '../config.js';
@@ -6,6 +7,7 @@ import type { Logger } from '../logger.js';
 import type { AppMetrics } from '../metrics.js';
 import type { OpsBackend } from '../api/backend.js';
 import { requestPipeline } from './middleware.js';
+import { FastLane } from './context.js';
 import { docsRoutes } from './docs.js';
 import { buildOpenApiDocument, authenticate, requireRole, type ApiContext } from '../api/route.js';
 import { systemRoutes } from '../api/routes/system.js';
@@ -21,15 +23,18 @@ export interface HttpAppOptions {
   mapError?: (err: unknown) => unknown;
   /** Site-specific routes (sync endpoints at central, buffer control at the edge). */
   extraRoutes?: (api: ApiContext) => void;
+  /** Serves the hot writes without koa (a new one by default); `false` serves them with koa too, to compare the two in tests. */
+  fastLane?: FastLane | false;
 }
 
-/** The common HTTP surface (SPEC §4), served the same way by central and edge. */
-export function createHttpApp(opts: HttpAppOptions): Koa {
+/** The common HTTP surface (SPEC §4), served the same way by central and edge: the server's request listener. */
+export function createHttpApp(opts: HttpAppOptions): RequestListener {
   const { config, log, metrics, backend } = opts;
   const app = new Koa({ proxy: false });
   app.silent = true; // errors are logged by requestPipeline
   const router = new Router();
-  const api: ApiContext = { router, openapi: new OpenAPIRegistry(), backend, maxBodyBytes: config.maxBodyBytes };
+  const fastLane = opts.fastLane || new FastLane();
+  const api: ApiContext = { router, openapi: new OpenAPIRegistry(), backend, maxBodyBytes: config.maxBodyBytes, fastLane };
 
   systemRoutes(api, { demoMode: config.demoMode });
   referenceRoutes(api);
@@ -43,8 +48,9 @@ export function createHttpApp(opts: HttpAppOptions): Koa {
   });
   docsRoutes(router, () => buildOpenApiDocument(api.openapi, config.siteType));
 
-  app.use(requestPipeline(log, metrics, opts.mapError));
+  const pipeline = requestPipeline(log, metrics, opts.mapError);
+  app.use(pipeline);
   app.use(router.routes());
   app.use(router.allowedMethods());
-  return app;
+  return opts.fastLane === false ? app.callback() : fastLane.listener(pipeline, app.callback());
 }

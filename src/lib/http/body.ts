@@ -1,4 +1,4 @@
-import type { Context } from 'koa';
+import type { HttpContext } from './context.js';
 import { BadRequestError, PayloadTooLargeError, AppError, ValidationError } from '../errors.js';
 
 /**
@@ -8,7 +8,7 @@ import { BadRequestError, PayloadTooLargeError, AppError, ValidationError } from
  * UTF-16 surrogate with 422;
  * none of them reaches a handler.
  */
-export async function readJsonBody(ctx: Context, limitBytes: number): Promise<unknown> {
+export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitBytes: number): Promise<unknown> {
   const declared = Number(ctx.get('content-length') || NaN);
   if (Number.isFinite(declared) && declared > limitBytes) throw new PayloadTooLargeError(limitBytes);
   const type = ctx.get('content-type');

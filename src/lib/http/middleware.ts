@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Context, Next } from 'koa';
+import type { HttpContext } from './context.js';
 import { AppError } from '../errors.js';
 import { accessLogger, type Logger } from '../logger.js';
 import type { AppMetrics } from '../metrics.js';
@@ -15,7 +15,7 @@ export function errorBody(code: string, message: string, details: unknown = null
  */
 export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err: unknown) => unknown = (e) => e) {
   const access = accessLogger(log);
-  return async (ctx: Context, next: Next) => {
+  return async (ctx: HttpContext, next: () => Promise<unknown>) => {
     const started = process.hrtime.bigint();
     const incoming = ctx.get('x-request-id');
     const id = /^[\w.-]{1,100}$/.test(incoming) ? incoming : randomUUID();
@@ -43,7 +43,7 @@ export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err
       if (ctx.status === 401) ctx.set('WWW-Authenticate', 'Bearer');
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    const route = (ctx as Context & { routerPath?: string }).routerPath ?? (ctx.status === 404 ? 'unmatched' : ctx.path);
+    const route = ctx.routerPath ?? (ctx.status === 404 ? 'unmatched' : ctx.path);
     metrics.httpDuration.labels(ctx.method, route, String(ctx.status)).observe(seconds);
     const line = {
       req_id: id,

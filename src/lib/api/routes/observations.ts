@@ -13,7 +13,7 @@ export function observationRoutes(api: ApiContext): void {
     backend.submit(newDraft(backend.siteName, endpoint, steps), principal);
 
   route(api, {
-    method: 'post', path: '/executed_obs_units/start', tag: 'observations', roles: WRITE_ROLES,
+    method: 'post', hot: true, path: '/executed_obs_units/start', tag: 'observations', roles: WRITE_ROLES,
     body: S.StartObservation, status: 201, response: S.WriteResult, summary: 'Start an observation',
     handler: async ({ body, principal }) => {
       const id = newRowId();
@@ -24,7 +24,7 @@ export function observationRoutes(api: ApiContext): void {
   });
 
   route(api, {
-    method: 'put', path: '/executed_obs_units/{id}/finish', tag: 'observations', roles: WRITE_ROLES,
+    method: 'put', hot: true, path: '/executed_obs_units/{id}/finish', tag: 'observations', roles: WRITE_ROLES,
     params: S.UuidParams, body: S.FinishObservation, status: 202, response: S.WriteResult,
     summary: 'Finish an observation (also one that has not synced yet)',
     handler: async ({ params, body, principal }) => {
@@ -64,7 +64,7 @@ export function observationRoutes(api: ApiContext): void {
   });
 
   route(api, {
-    method: 'post', path: '/raw_data_files/', tag: 'files', roles: WRITE_ROLES, body: S.CreateRawDataFile,
+    method: 'post', hot: true, path: '/raw_data_files/', tag: 'files', roles: WRITE_ROLES, body: S.CreateRawDataFile,
     status: 201, response: S.WriteResult, summary: 'Register one raw data file',
     handler: async ({ body, principal }) => {
       const id = newRowId();
@@ -74,7 +74,7 @@ export function observationRoutes(api: ApiContext): void {
   });
 
   route(api, {
-    method: 'post', path: '/raw_data_files/bulk', tag: 'files', roles: WRITE_ROLES, body: S.BulkRawDataFiles,
+    method: 'post', hot: true, path: '/raw_data_files/bulk', tag: 'files', roles: WRITE_ROLES, body: S.BulkRawDataFiles,
     status: 201, response: S.BulkWriteResult, summary: 'Register many raw data files in one transaction',
     handler: async ({ body, principal }) => {
       const rows = body.files.map((f) =>
@@ -96,7 +96,7 @@ export function observationRoutes(api: ApiContext): void {
   });
 
   route(api, {
-    method: 'post', path: '/raw_data_package/', tag: 'files', roles: WRITE_ROLES, body: S.CreateRawDataPackage,
+    method: 'post', hot: true, path: '/raw_data_package/', tag: 'files', roles: WRITE_ROLES, body: S.CreateRawDataPackage,
     status: 201, response: S.WriteResult, summary: 'Open a raw data package',
     handler: async ({ body, principal }) => {
       const id = newRowId();
@@ -116,7 +116,7 @@ export function observationRoutes(api: ApiContext): void {
   });
 
   route(api, {
-    method: 'put', path: '/raw_data_package/{id}/finalize', tag: 'files', roles: WRITE_ROLES, params: S.UuidParams,
+    method: 'put', hot: true, path: '/raw_data_package/{id}/finalize', tag: 'files', roles: WRITE_ROLES, params: S.UuidParams,
     body: S.FinalizeRawDataPackage, status: 202, response: S.WriteResult, summary: 'Finalize a package: size and checksum',
     handler: async ({ params, body, principal }) => {
       const step = updateStep('finalize', 'raw_data_package', params.id, { state: 'finalized', ...body });
@@ -126,7 +126,7 @@ export function observationRoutes(api: ApiContext): void {
   });
 
   route(api, {
-    method: 'post', path: '/api/demo/create-observation', tag: 'demo', roles: WRITE_ROLES, body: S.CreateObservation,
+    method: 'post', hot: true, path: '/api/demo/create-observation', tag: 'demo', roles: WRITE_ROLES, body: S.CreateObservation,
     status: 201, response: S.CreateObservationResult,
     summary: 'One transaction: an observation, its package and its files (the seed tutorial)',
     handler: async ({ body, principal }) => {
@@ -146,7 +146,7 @@ export function observationRoutes(api: ApiContext): void {
   });
 
   route(api, {
-    method: 'post', path: '/api/demo/update-user-preferences', tag: 'demo', roles: READ_ROLES, body: S.UpdatePreferences,
+    method: 'post', hot: true, path: '/api/demo/update-user-preferences', tag: 'demo', roles: READ_ROLES, body: S.UpdatePreferences,
     errors: backend.siteType === 'secondary' ? BUFFERED_WRITE_ERRORS : {},
     response: S.UpdatePreferencesResult, summary: "Store a user's preferences (your own; admin: anyone's)",
     handler: async ({ body, principal }) => {

@@ -1,0 +1,137 @@
+// The hot writes are served without koa (FastLane in src/lib/http/context.ts).
+// Two edges on the same data, one with the fast lane and one serving every
+// request with koa, get the same requests: every answer must be the same
+// status, headers and body, and so must what was stored and the metrics.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { FastLane } from '../../src/lib/http/context.js';
+import { startTestEdge, type TestEdge } from '../support/edge.js';
+import { request } from '../support/http.js';
+import { BAD_INPUT_CASES, BAD_INPUT_MAX_BODY_BYTES, START_TIME_OF_OBS, fillPlaceholders, type Placeholders } from '../support/bad-input-cases.js';
+
+const FILE = { name: 'f.fits', path: '/data/f.fits', size: 1024, checksum: 'abc', file_type: 'fits' };
+
+interface Site {
+  edge: TestEdge;
+  p: Placeholders;
+  viewer: string;
+}
+
+interface Call {
+  name: string;
+  method: 'POST' | 'PUT';
+  path: string;
+  body?: unknown;
+  raw?: string;
+  headers?: Record<string, string>;
+  /** 'admin' (default), 'viewer', or no token at all. */
+  as?: 'viewer' | 'none';
+  /** Whether the fast lane takes it (an exact hot path) or koa does. */
+  lane: 'fast' | 'koa';
+}
+
+const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
+const TIME = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g;
+
+/** An answer with what differs between two edges by nature (their ids, clocks) named instead. */
+function normalise(s: Site, text: string): string {
+  return text.replaceAll(s.p.obs, '{obs}').replaceAll(s.p.pkg, '{pkg}').replace(UUID, '<uuid>').replace(TIME, '<time>');
+}
+
+async function send(s: Site, c: Call) {
+  const token = c.as === 'none' ? undefined : c.as === 'viewer' ? s.viewer : s.edge.admin.token;
+  const opts: { token?: string; body?: unknown; raw?: string; headers: Record<string, string> } = {
+    token, headers: { 'x-request-id': 'fast-lane-test', ...c.headers },
+  };
+  if (c.raw !== undefined) opts.raw = fillPlaceholders(c.raw, s.p);
+  else if (c.body !== undefined) opts.body = fillPlaceholders(c.body, s.p);
+  const r = await request(s.edge.url, c.method, fillPlaceholders(c.path, s.p), opts);
+  const headers = [...r.headers].filter(([k]) => k !== 'date').sort();
+  return { status: r.status, headers, body: normalise(s, r.text) };
+}
+
+describe('the fast lane answers as koa does', () => {
+  const lane = new FastLane();
+  const missing = randomUUID();
+  let fast: Site;
+  let koa: Site;
+
+  const site = async (label: string, http: { fastLane: FastLane | false }): Promise<Site> => {
+    const edge = await startTestEdge(label, { overrides: { MAX_BODY_BYTES: BAD_INPUT_MAX_BODY_BYTES }, http });
+    const obs = await edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1, start_time: START_TIME_OF_OBS } });
+    const pkg = await edge.admin.post('/raw_data_package/', { body: { name: 'lane-pkg', executed_obs_unit_id: obs.body.id } });
+    assert.equal(pkg.status, 201, pkg.text);
+    return { edge, p: { obs: obs.body.id, pkg: pkg.body.id, missing }, viewer: (await edge.as(['viewer'])).token! };
+  };
+
+  before(async () => {
+    fast = await site('lane-fast', { fastLane: lane });
+    koa = await site('lane-koa', { fastLane: false });
+  });
+  after(async () => {
+    await fast?.edge.stop();
+    await koa?.edge.stop();
+  });
+
+  const valid: Call[] = [
+    { name: 'start', method: 'POST', path: '/executed_obs_units/start', body: { obs_unit_id: 2, start_time: '2025-07-01T00:00:00Z' }, lane: 'fast' },
+    { name: 'file', method: 'POST', path: '/raw_data_files/', body: { ...FILE, executed_obs_unit_id: '{obs}' }, lane: 'fast' },
+    { name: 'bulk', method: 'POST', path: '/raw_data_files/bulk', body: { executed_obs_unit_id: '{obs}', files: [{ ...FILE, name: 'g.fits' }] }, lane: 'fast' },
+    { name: 'package', method: 'POST', path: '/raw_data_package/', body: { name: 'second', executed_obs_unit_id: '{obs}' }, lane: 'fast' },
+    { name: 'finalize', method: 'PUT', path: '/raw_data_package/{pkg}/finalize', body: { checksum: 'sha:1', size: 10 }, lane: 'fast' },
+    { name: 'finish', method: 'PUT', path: '/executed_obs_units/{obs}/finish', body: { status: 'success' }, lane: 'fast' },
+    {
+      name: 'create-observation', method: 'POST', path: '/api/demo/create-observation', lane: 'fast',
+      body: { obs_data: { obs_unit_id: 1, start_time: '2025-01-01T00:00:00Z', package_name: 'p', instrument_module_configuration_id: 1 }, raw_files: [FILE] },
+    },
+    { name: 'preferences', method: 'POST', path: '/api/demo/update-user-preferences', body: { user_id: 1, preferences: { theme: 'dark' } }, lane: 'fast' },
+    // Not the path exactly: koa decides, in both edges.
+    { name: 'trailing slash', method: 'POST', path: '/executed_obs_units/start/', body: { obs_unit_id: 2 }, lane: 'koa' },
+    { name: 'query string', method: 'POST', path: '/executed_obs_units/start?x=1', body: { obs_unit_id: 2 }, lane: 'koa' },
+    { name: 'upper case', method: 'POST', path: '/EXECUTED_OBS_UNITS/start', body: { obs_unit_id: 2 }, lane: 'koa' },
+    { name: 'escaped parameter', method: 'PUT', path: '/executed_obs_units/%7Bobs%7D/finish', body: { status: 'success' }, lane: 'koa' },
+    { name: 'no route there', method: 'PUT', path: '/executed_obs_units/start', body: { obs_unit_id: 2 }, lane: 'koa' },
+  ];
+  const refused: Call[] = [
+    { name: 'no token', method: 'POST', path: '/executed_obs_units/start', body: { obs_unit_id: 2 }, as: 'none', lane: 'fast' },
+    { name: 'not a bearer token', method: 'POST', path: '/executed_obs_units/start', body: { obs_unit_id: 2 }, headers: { authorization: 'Basic x' }, as: 'none', lane: 'fast' },
+    { name: 'unknown token', method: 'POST', path: '/raw_data_files/', body: {}, headers: { authorization: `Bearer opsdb_${'x'.repeat(40)}` }, as: 'none', lane: 'fast' },
+    { name: 'viewer may not write', method: 'PUT', path: '/executed_obs_units/{obs}/finish', body: { status: 'success' }, as: 'viewer', lane: 'fast' },
+    { name: 'not a uuid', method: 'PUT', path: '/raw_data_package/pkg-1/finalize', body: { checksum: 'x', size: 1 }, lane: 'fast' },
+    ...BAD_INPUT_CASES.filter((c) => c.method === 'POST' || c.method === 'PUT').map((c): Call => ({
+      name: `bad input: ${c.name}`, method: c.method as 'POST' | 'PUT', path: c.path, body: c.body, raw: c.raw, headers: c.headers, lane: 'koa',
+    })),
+  ];
+
+  for (const c of [...valid, ...refused]) {
+    it(`${c.method} ${c.path}: ${c.name}`, async () => {
+      const before = lane.served;
+      const a = await send(fast, c);
+      const b = await send(koa, c);
+      assert.deepEqual(a, b);
+      if (c.lane === 'koa' && !c.name.startsWith('bad input')) assert.equal(lane.served, before, 'koa served it');
+      if (c.lane === 'fast') assert.equal(lane.served, before + 1, 'the fast lane served it');
+    });
+  }
+
+  it('the bad-input cases on hot paths went through the fast lane', () => {
+    // Each valid and refused call marked 'fast' took it once; the bad-input table adds its hot-path cases.
+    const marked = [...valid, ...refused].filter((c) => c.lane === 'fast').length;
+    assert.ok(lane.served > marked + 20, `served ${lane.served}, of which ${marked} marked`);
+  });
+
+  it('what was stored and the request metrics are the same', async () => {
+    const ledger = async (s: Site) => {
+      const st = await s.edge.running.buffer.stats();
+      const txs = await s.edge.running.buffer.list({ state: 'pending', limit: 1000 });
+      return { accepted: st.accepted_total, steps: txs.map((t) => normalise(s, JSON.stringify([t.endpoint, t.steps, t.depends_on.length]))) };
+    };
+    assert.deepEqual(await ledger(fast), await ledger(koa));
+    const counts = async (s: Site) => (await request(s.edge.url, 'GET', '/metrics', { token: s.edge.admin.token })).text
+      .split('\n').filter((l) => l.startsWith('opsdb_http_request_duration_seconds_count{') && !l.includes('route="/metrics"')).sort();
+    const [a, b] = [await counts(fast), await counts(koa)];
+    assert.ok(a.length > 10, a.join('\n'));
+    assert.deepEqual(a, b);
+  });
+});

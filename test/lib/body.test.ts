@@ -2,7 +2,8 @@
 // cannot need it must still refuse what they refused before, and accept what only looks like it.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import { MAX_JSON_DEPTH, readJsonBody } from '../../src/lib/http/body.js';
@@ -13,6 +14,7 @@ describe('readJsonBody', () => {
   let url: string;
   before(async () => {
     const app = new Koa();
+    app.silent = true;
     app.use(async (ctx) => {
       try {
         ctx.body = { value: await readJsonBody(ctx, 1_000_000) };
@@ -78,5 +80,35 @@ describe('readJsonBody', () => {
     const r = await send(JSON.stringify({ a: text, b: [{ c: [] }] }));
     assert.equal(r.status, 200);
     assert.deepEqual(r.body.value, { a: text, b: [{ c: [] }] });
+  });
+
+  it('refuses a chunked body (no Content-Length) past the limit with 413, answering before the client stops sending', async () => {
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, text }));
+      });
+      req.on('error', reject);
+      assert.equal(req.getHeader('content-length'), undefined);
+      const piece = '"' + 'x'.repeat(64 * 1024 - 3) + '",';
+      req.write('[');
+      // Past the 1,000,000-byte limit, and keeps going a while after it.
+      for (let i = 0; i < 20; i++) req.write(piece);
+      req.end('0]');
+    });
+    assert.equal(status, 413);
+    assert.match(JSON.parse(text).message, /1000000/);
+    assert.equal((await send('{"after":1}')).status, 200);
+  });
+
+  it('a client that hangs up in the middle of its body leaves the server serving', async () => {
+    await new Promise<void>((resolve, reject) => {
+      const sock = connect((server.address() as AddressInfo).port, '127.0.0.1', () => {
+        sock.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":');
+        setTimeout(() => sock.destroy(), 50);
+      });
+      sock.on('close', () => resolve()).on('error', reject);
+    });
+    assert.deepEqual((await send('{"after":2}')).body.value, { after: 2 });
   });
 });

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { HttpContext } from './context.js';
 import { BadRequestError, PayloadTooLargeError, AppError, ValidationError } from '../errors.js';
 
@@ -15,17 +16,7 @@ export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitB
   if (type && !/^application\/([\w.+-]+\+)?json\b/i.test(type)) {
     throw new AppError(415, 'unsupported_media_type', `Content-Type must be application/json, got "${type}"`);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limitBytes) {
-      ctx.req.resume();
-      throw new PayloadTooLargeError(limitBytes);
-    }
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = (await readAll(ctx.req, limitBytes)).toString('utf8');
   if (text.trim() === '') throw new BadRequestError('Request body is empty; a JSON object is required', null, 'empty_body');
   let value: unknown;
   try {
@@ -46,6 +37,47 @@ export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitB
     if (bad) throw badTextError('body', bad);
   }
   return value;
+}
+
+/**
+ * The request's bytes, refused with 413 once past the limit (the rest is then
+ * read and dropped, so the answer reaches the client). A request that ends
+ * early, aborted by its client, rejects with the stream's error.
+ */
+function readAll(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limitBytes) {
+        done();
+        req.resume();
+        reject(new PayloadTooLargeError(limitBytes));
+      } else {
+        chunks.push(chunk);
+      }
+    };
+    const onEnd = () => {
+      done();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    const onClose = () => onError(Object.assign(new Error('The request ended before its body did'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
 }
 
 /** Deep enough for any request of this API with room to spare; deeper input only serves to exhaust stacks. */

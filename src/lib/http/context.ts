@@ -96,10 +96,9 @@ export class FastLane {
       if (!hit) return koa(req, res);
       this.served += 1;
       const ctx = new LiteContext(req, res, hit.route.method, hit.path, hit.params, hit.route.routerPath);
-      pipeline(ctx, () => hit.route.run(ctx)).then(
-        () => respond(ctx),
-        () => respond(ctx, true),
-      );
+      pipeline(ctx, () => hit.route.run(ctx))
+        .then(() => respond(ctx))
+        .catch(() => fail(res));
     };
   }
 
@@ -116,21 +115,33 @@ export class FastLane {
 }
 
 /** What koa's respond() does for a JSON body or none (all the fast lane's routes answer with). */
-function respond(ctx: LiteContext, failed = false): void {
+function respond(ctx: LiteContext): void {
   const res = ctx.res;
   if (res.writableEnded || res.destroyed) return;
-  if (failed) {
-    // The pipeline answers every error itself; reaching here is a bug. Answer as koa would: a bare 500.
-    res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': 21 });
-    res.end('Internal Server Error');
-  } else if (ctx.body === undefined || ctx.body === null) {
+  if (ctx.body === undefined || ctx.body === null) {
     res.statusCode = 204;
     res.end();
-  } else {
-    const body = JSON.stringify(ctx.body);
-    res.statusCode = ctx.status;
-    res.setHeader('Content-Type', 'application/json; charset=utf-8');
-    res.setHeader('Content-Length', Buffer.byteLength(body));
-    res.end(body);
+    return;
   }
+  const body = JSON.stringify(ctx.body);
+  res.statusCode = ctx.status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+/**
+ * The pipeline answers every error itself, so reaching here is a bug (a body
+ * that cannot be serialised, say). As koa does: a bare 500, or, once the
+ * answer has begun, the connection closed.
+ */
+function fail(res: ServerResponse): void {
+  if (res.writableEnded || res.destroyed) return;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': 21 });
+  res.end('Internal Server Error');
 }

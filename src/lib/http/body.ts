@@ -46,6 +46,9 @@ export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitB
  */
 function readAll(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    // Nothing more will be emitted by a request already read to its end, or torn down.
+    if (req.readableEnded) return resolve(Buffer.alloc(0));
+    if (req.destroyed) return reject(prematureClose());
     const chunks: Buffer[] = [];
     let size = 0;
     const done = () => {
@@ -72,13 +75,15 @@ function readAll(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
       done();
       reject(err);
     };
-    const onClose = () => onError(Object.assign(new Error('The request ended before its body did'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    const onClose = () => onError(prematureClose());
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onError);
     req.on('close', onClose);
   });
 }
+
+const prematureClose = () => Object.assign(new Error('The request ended before its body did'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 
 /** Deep enough for any request of this API with room to spare; deeper input only serves to exhaust stacks. */
 export const MAX_JSON_DEPTH = 64;

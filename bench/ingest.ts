@@ -3,7 +3,8 @@
  * the same run (SPEC §2.1 with group commit), plus RSS and start-up time of
  * an edge holding 1,000,000 pending transactions.
  *
- * The echo and the edge are loaded in turn, BENCH_ROUNDS times: on a shared
+ * The echo, the edge, and the edge serving every request through koa
+ * (HTTP_FAST_LANE=false) are loaded in turn, BENCH_ROUNDS times: on a shared
  * machine the throughput of either moves by a quarter from one minute to the
  * next, and a ratio taken from runs minutes apart says more about the
  * neighbours than about the code. The median round's figures are reported.
@@ -45,28 +46,33 @@ function adminToken(dataDir: string): Promise<string> {
 
 type Measured = Awaited<ReturnType<typeof loadWithCpu>>;
 
-/** One round: the echo, then the edge, each under the same load. */
+/** One round: the echo, the edge, and the edge with its hot writes through koa, each under the same load. */
 interface Round {
   echo: Measured;
   edge: Measured;
+  koa: Measured;
   ratio: number;
 }
 
 async function ingest(work: string) {
   const echo = await spawnServer(['--import', 'tsx', `${ROOT}bench/echo-server.ts`], {}, /echo listening/, join(work, 'echo.log'));
   const edge = await startEdge(work, 'edge', {});
+  const viaKoa = await startEdge(work, 'edge-koa', { HTTP_FAST_LANE: 'false' });
   const rounds: Round[] = [];
   try {
     await load({ url: echo.url, connections: CONNECTIONS, seconds: 2, body: BODY }); // warm-up
     await load({ ...edge.load, seconds: 2 });
+    await load({ ...viaKoa.load, seconds: 2 });
     for (let r = 0; r < ROUNDS; r++) {
       const e = await loadWithCpu(echo.child.pid!, { url: echo.url, connections: CONNECTIONS, seconds: SECONDS, body: BODY });
       const d = await loadWithCpu(edge.proc.child.pid!, { ...edge.load, seconds: SECONDS });
-      rounds.push({ echo: e, edge: d, ratio: d.requests_per_s / e.requests_per_s });
+      const k = await loadWithCpu(viaKoa.proc.child.pid!, { ...viaKoa.load, seconds: SECONDS });
+      rounds.push({ echo: e, edge: d, koa: k, ratio: d.requests_per_s / e.requests_per_s });
     }
   } finally {
     await echo.stop();
   }
+  await viaKoa.stop();
   const edgeRun = await edge.stop();
   const single = await startEdge(work, 'edge-single', { GROUP_COMMIT_MAX: '1' });
   await load({ ...single.load, seconds: 2 });
@@ -81,7 +87,9 @@ async function ingest(work: string) {
   };
   return {
     rounds, median, base: median.echo, edge: median.edge,
-    echoCpu: cpuOf(rounds.map((r) => r.echo)), edgeCpu: cpuOf(rounds.map((r) => r.edge)),
+    echoCpu: cpuOf(rounds.map((r) => r.echo)), edgeCpu: cpuOf(rounds.map((r) => r.edge)), koaCpu: cpuOf(rounds.map((r) => r.koa)),
+    // The fast lane's gain, edge / the same edge through koa: the round where it is the median.
+    laneRound: [...rounds].sort((a, b) => a.edge.requests_per_s / a.koa.requests_per_s - b.edge.requests_per_s / b.koa.requests_per_s)[Math.floor(rounds.length / 2)]!,
     rss: edgeRun.rss, accepted: edgeRun.accepted, groupSize: edgeRun.groupSize, single: singleResult, singleGroup: singleRun.groupSize,
   };
 }
@@ -165,17 +173,20 @@ try {
 Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}; ${CONNECTIONS} connections, autocannon in the benchmark
 process, each server its own process on loopback. The write is \`POST /api/demo/create-observation\` with
 3 files (one transaction: 1 observation, 1 package, 3 files), answered only after its commit is on disk
-(SQLite WAL, \`synchronous=FULL\`), request logging on. The echo and the edge were loaded in turn,
+(SQLite WAL, \`synchronous=FULL\`), request logging on. The echo, the edge, and a second edge serving every request
+through koa were loaded in turn,
 ${ROUNDS} rounds of ${SECONDS} s each after a 2 s warm-up of both, so each ratio compares runs seconds apart:
 
-| round | bare koa JSON echo req/s (p50 / p99 ms) | durable edge req/s (p50 / p99 ms) | edge / echo |
-|---|---:|---:|---:|
-${i.rounds.map((r, k) => `| ${k + 1}${r === i.median ? ' (median)' : ''} | ${r.echo.requests_per_s} (${r.echo.p50_ms} / ${r.echo.p99_ms}) | ${r.edge.requests_per_s} (${r.edge.p50_ms} / ${r.edge.p99_ms}) | ${r.ratio.toFixed(2)} |`).join('\n')}
+| round | bare koa JSON echo req/s (p50 / p99 ms) | durable edge req/s (p50 / p99 ms) | edge / echo | the edge through koa (\`HTTP_FAST_LANE=false\`) req/s (p50 / p99 ms) |
+|---|---:|---:|---:|---:|
+${i.rounds.map((r, k) => `| ${k + 1}${r === i.median ? ' (median)' : ''} | ${r.echo.requests_per_s} (${r.echo.p50_ms} / ${r.echo.p99_ms}) | ${r.edge.requests_per_s} (${r.edge.p50_ms} / ${r.edge.p99_ms}) | ${r.ratio.toFixed(2)} | ${r.koa.requests_per_s} (${r.koa.p50_ms} / ${r.koa.p99_ms}) |`).join('\n')}
 
 **Ratio durable edge / bare echo: ${ratio.toFixed(2)}** in the median round (target ≥ 0.5; all rounds
 ${Math.min(...i.rounds.map((r) => r.ratio)).toFixed(2)}–${Math.max(...i.rounds.map((r) => r.ratio)).toFixed(2)}); edge p99 ${i.edge.p99_ms} ms in that round
 (target ≤ 20 ms; ${Math.min(...i.rounds.map((r) => r.edge.p99_ms))}–${Math.max(...i.rounds.map((r) => r.edge.p99_ms))} ms over the rounds). Errors and non-2xx answers over all rounds:
-${i.rounds.reduce((a, r) => a + r.edge.errors + r.edge.non2xx + r.echo.errors + r.echo.non2xx, 0)}.
+${i.rounds.reduce((a, r) => a + r.edge.errors + r.edge.non2xx + r.echo.errors + r.echo.non2xx + r.koa.errors + r.koa.non2xx, 0)}.
+Serving the hot writes without koa (the default) gives **${(i.laneRound.edge.requests_per_s / i.laneRound.koa.requests_per_s).toFixed(2)}×** the throughput of the same edge with
+\`HTTP_FAST_LANE=false\` (the median of the rounds' ratios), for ${i.edgeCpu.main_us} instead of ${i.koaCpu.main_us} µs of main-thread CPU per write.
 Group commit made ${i.groupSize.toFixed(1)} writes durable per commit (one fsync) on average; with one commit per
 write (\`GROUP_COMMIT_MAX=1\`, one run of ${SECONDS} s) the same edge answers ${i.single.requests_per_s} requests/s
 (p99 ${i.single.p99_ms} ms): group commit gives ${(i.edge.requests_per_s / i.single.requests_per_s).toFixed(2)}× the durable throughput.
@@ -187,6 +198,7 @@ Where each request's CPU went (from \`/proc/<pid>/task/*/stat\` over every round
 |---|---:|---:|---:|---:|---:|
 ${cpuRow('bare koa JSON echo', i.echoCpu, i.base.requests_per_s)}
 ${cpuRow('edge create-observation, durable', i.edgeCpu, i.base.requests_per_s)}
+${cpuRow('the same through koa (HTTP_FAST_LANE=false)', i.koaCpu, i.base.requests_per_s)}
 
 The last two columns are upper bounds for this code on this machine, as a share of the echo's throughput
 in the median round: one event loop cannot answer more than 1 s / (its µs per request), and two cores cannot run
@@ -211,6 +223,7 @@ Buffer and local store filled directly (${b.fillS.toFixed(1)} s), then \`opsdb s
   writeSection('ingest', md);
   recordFigures('ingest', [
     { what: 'durable create-observation (3 files), 64 connections, median of interleaved rounds', value: i.edge.requests_per_s, unit: 'req/s', baseline_what: 'bare koa JSON echo', baseline: i.base.requests_per_s, target: 'ratio ≥ 0.5' },
+    { what: 'hot writes without koa vs through koa (durable create-observation, median round)', value: i.laneRound.edge.requests_per_s, unit: 'req/s', baseline_what: 'the same edge through koa (HTTP_FAST_LANE=false)', baseline: i.laneRound.koa.requests_per_s, target: 'ratio > 1' },
     { what: 'group commit vs one commit per write (durable create-observation)', value: i.edge.requests_per_s, unit: 'req/s', baseline_what: 'GROUP_COMMIT_MAX=1', baseline: i.single.requests_per_s, target: 'ratio > 1' },
     { what: 'durable create-observation p99', value: i.edge.p99_ms, unit: 'ms', baseline_what: 'bare koa JSON echo p99', baseline: i.base.p99_ms, target: '≤ 20 ms' },
     { what: `start-up with ${BACKLOG.toLocaleString('en')} pending`, value: b.readyMs, unit: 'ms', baseline_what: null, baseline: null, target: '≤ 1000 ms' },

@@ -44,6 +44,7 @@ const schema = z
     DEMO_MODE: bool.default(false),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     METRICS_PUBLIC: bool.default(false),
+    HTTP_FAST_LANE: bool.default(true),
   })
   .strict();
 
@@ -90,6 +91,8 @@ export interface Config {
   readonly demoMode: boolean;
   readonly logLevel: Parsed['LOG_LEVEL'];
   readonly metricsPublic: boolean;
+  /** Serve the hot writes without koa (src/lib/http/context.ts). */
+  readonly httpFastLane: boolean;
 }
 
 export const CONFIG_KEYS = Object.keys(schema.shape) as (keyof Parsed)[];
@@ -197,6 +200,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     demoMode: c.DEMO_MODE,
     logLevel: c.LOG_LEVEL,
     metricsPublic: c.METRICS_PUBLIC,
+    httpFastLane: c.HTTP_FAST_LANE,
   };
   // Secrets stay usable but never show up in JSON.stringify, util.inspect or logs.
   for (const key of ['databaseUrl', 'siteToken', 'redisUrl'] as const) {

@@ -52,7 +52,8 @@ export interface ApiContext {
   openapi: OpenAPIRegistry;
   backend: OpsBackend;
   maxBodyBytes: number;
-  fastLane: FastLane;
+  /** Where hot routes register; false when they are served by koa too. */
+  fastLane: FastLane | false;
 }
 
 function issues(err: z.ZodError, where: string) {
@@ -198,7 +199,7 @@ export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, 
     }
   };
   api.router[def.method](koaPath, (ctx) => run(ctx));
-  if (def.hot) api.fastLane.add(def.method, def.path, koaPath, run);
+  if (def.hot && api.fastLane) api.fastLane.add(def.method, def.path, koaPath, run);
 }
 
 export function buildOpenApiDocument(registry: OpenAPIRegistry, siteType: string) {

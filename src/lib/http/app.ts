@@ -23,7 +23,7 @@ export interface HttpAppOptions {
   mapError?: (err: unknown) => unknown;
   /** Site-specific routes (sync endpoints at central, buffer control at the edge). */
   extraRoutes?: (api: ApiContext) => void;
-  /** Serves the hot writes without koa (a new one by default); `false` serves them with koa too, to compare the two in tests. */
+  /** Serves the hot writes without koa; `false` serves them with koa too. By default as HTTP_FAST_LANE says. */
   fastLane?: FastLane | false;
 }
 
@@ -33,7 +33,7 @@ export function createHttpApp(opts: HttpAppOptions): RequestListener {
   const app = new Koa({ proxy: false });
   app.silent = true; // errors are logged by requestPipeline
   const router = new Router();
-  const fastLane = opts.fastLane || new FastLane();
+  const fastLane = opts.fastLane ?? (config.httpFastLane ? new FastLane() : false);
   const api: ApiContext = { router, openapi: new OpenAPIRegistry(), backend, maxBodyBytes: config.maxBodyBytes, fastLane };
 
   systemRoutes(api, { demoMode: config.demoMode });
@@ -52,5 +52,5 @@ export function createHttpApp(opts: HttpAppOptions): RequestListener {
   app.use(pipeline);
   app.use(router.routes());
   app.use(router.allowedMethods());
-  return opts.fastLane === false ? app.callback() : fastLane.listener(pipeline, app.callback());
+  return fastLane ? fastLane.listener(pipeline, app.callback()) : app.callback();
 }

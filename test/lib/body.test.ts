@@ -16,6 +16,7 @@ describe('readJsonBody', () => {
     const app = new Koa();
     app.silent = true;
     app.use(async (ctx) => {
+      if (ctx.get('x-pause')) ctx.req.pause();
       try {
         ctx.body = { value: await readJsonBody(ctx, 1_000_000) };
       } catch (err) {
@@ -110,5 +111,10 @@ describe('readJsonBody', () => {
       sock.on('close', () => resolve()).on('error', reject);
     });
     assert.deepEqual((await send('{"after":2}')).body.value, { after: 2 });
+  });
+
+  it('reads a body whose stream was paused before the read began', async () => {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-pause': '1' }, body: '{"p":1}', signal: AbortSignal.timeout(5000) });
+    assert.deepEqual(await res.json(), { value: { p: 1 } });
   });
 });

@@ -8,11 +8,14 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { FastLane, type HttpContext, type Middleware } from '../../src/lib/http/context.js';
 
-/** A pipeline like the real one: sets a header first, then runs the route. */
+/** The status each request ended with, as the pipeline saw it (what the real one logs and counts). */
+const seen: number[] = [];
+/** A pipeline like the real one: sets a header first, runs the route, notes the status. */
 const pipeline: Middleware = async (ctx, next) => {
   ctx.set('X-Request-Id', 'r1');
   if (ctx.get('x-fail-pipeline')) throw new Error('the pipeline itself failed');
   await next();
+  seen.push(ctx.status);
 };
 const routes: Record<string, (ctx: HttpContext) => Promise<void>> = {
   '/ok': async (ctx) => {
@@ -89,9 +92,16 @@ describe('FastLane', () => {
     assert.equal((await both('/ok', { 'x-fail-pipeline': '1' })).status, 500);
   });
 
-  it('no body: 204 and nothing else', async () => {
+  it('no body: 204 and nothing else, and the pipeline sees the 204 it logs', async () => {
+    seen.length = 0;
     const r = await both('/nothing');
     assert.equal(r.status, 204);
     assert.equal(r.body, '');
+    assert.deepEqual(seen, [204, 204]);
+  });
+
+  it('serves each method and path once: a second registration is refused', () => {
+    assert.throws(() => lane.add('post', '/ok', '/ok', routes['/ok']!), /POST \/ok is already served/);
+    assert.throws(() => lane.add('POST', '/with/{id}/param', '/with/:id/param', routes['/ok']!), /already served/);
   });
 });

@@ -80,6 +80,8 @@ function readAll(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
     req.on('end', onEnd);
     req.on('error', onError);
     req.on('close', onClose);
+    // A 'data' listener starts the flow only on a stream nobody paused.
+    req.resume();
   });
 }
 

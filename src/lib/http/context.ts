@@ -30,12 +30,46 @@ export interface HttpContext {
 export type Middleware = (ctx: HttpContext, next: () => Promise<unknown>) => Promise<void>;
 type RouteRunner = (ctx: HttpContext) => Promise<void>;
 
-/** A request's context without koa: exactly what a JSON route and the pipeline need. */
+/** Statuses that carry no body (koa's `statuses.empty`). */
+const EMPTY = new Set([204, 205, 304]);
+
+/**
+ * A request's context without koa: exactly what a JSON route and the
+ * pipeline need. Setting the status and the body does what koa's response
+ * does for a JSON body or none, in the same order (headers included), so the
+ * pipeline logs and counts what goes out.
+ */
 class LiteContext implements HttpContext {
   readonly query: ParsedUrlQuery = {};
   state: Record<string, unknown> = {};
-  status = 404;
-  body: unknown = undefined;
+  private code = 404;
+  private explicitStatus = false;
+  private content: unknown = undefined;
+
+  get status(): number {
+    return this.code;
+  }
+
+  set status(code: number) {
+    this.code = code;
+    this.explicitStatus = true;
+  }
+
+  get body(): unknown {
+    return this.content;
+  }
+
+  set body(value: unknown) {
+    this.content = value;
+    if (value === undefined || value === null) {
+      if (!EMPTY.has(this.code)) this.code = 204;
+      this.res.removeHeader('Content-Type');
+      this.res.removeHeader('Content-Length');
+      return;
+    }
+    if (!this.explicitStatus) this.code = 200;
+    if (!this.res.hasHeader('Content-Type')) this.res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  }
 
   constructor(
     readonly req: IncomingMessage,
@@ -79,14 +113,20 @@ export class FastLane {
   private readonly exact = new Map<string, HotRoute>();
   private readonly patterns: HotRoute[] = [];
 
-  /** `path` in OpenAPI syntax (`/x/{id}/finish`). */
+  /** `path` in OpenAPI syntax (`/x/{id}/finish`); each method and path once. */
   add(method: string, path: string, routerPath: string, run: RouteRunner): void {
-    const params = /\{\w+\}/.test(path);
+    const key = `${method.toUpperCase()} ${path}`;
+    if (this.exact.has(key) || this.patterns.some((r) => `${r.method} ${r.path}` === key)) {
+      throw new Error(`FastLane: ${key} is already served (one FastLane per app)`);
+    }
     // Characters a parameter may hold here are those percent-decoding leaves as they are, so koa-router would see the same value.
-    const pattern = params ? new RegExp(`^${path.replace(/\{(\w+)\}/g, '(?<$1>[0-9A-Za-z_.~-]+)')}$`) : null;
+    const parts = path.split(/\{(\w+)\}/);
+    const pattern = parts.length === 1 ? null : new RegExp(`^${parts
+      .map((part, i) => (i % 2 === 1 ? `(?<${part}>[0-9A-Za-z_.~-]+)` : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .join('')}$`);
     const route: HotRoute = { method: method.toUpperCase(), path, pattern, routerPath, run };
     if (pattern) this.patterns.push(route);
-    else this.exact.set(`${route.method} ${path}`, route);
+    else this.exact.set(key, route);
   }
 
   /** The request listener: the fast lane for hot routes, koa for the rest. */
@@ -114,18 +154,16 @@ export class FastLane {
   }
 }
 
-/** What koa's respond() does for a JSON body or none (all the fast lane's routes answer with). */
+/** What koa's respond() does for a JSON body or none (all the fast lane's routes answer with); the headers are set already. */
 function respond(ctx: LiteContext): void {
   const res = ctx.res;
   if (res.writableEnded || res.destroyed) return;
-  if (ctx.body === undefined || ctx.body === null) {
-    res.statusCode = 204;
+  res.statusCode = ctx.status;
+  if (EMPTY.has(ctx.status) || ctx.body === undefined || ctx.body === null) {
     res.end();
     return;
   }
   const body = JSON.stringify(ctx.body);
-  res.statusCode = ctx.status;
-  res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(body));
   res.end(body);
 }

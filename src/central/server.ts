@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { createMetrics } from '../lib/metrics.js';
-import { createHttpApp } from '../lib/http/app.js';
+import { createHttpApp, type HttpAppOptions } from '../lib/http/app.js';
 import { createPool, type Pool } from './db.js';
 import { pendingMigrations } from './migrate.js';
 import { CentralBackend } from './backend.js';
@@ -25,7 +25,7 @@ export interface RunningCentral {
  * opening the port, so a misconfigured process fails at start, not at the
  * first request.
  */
-export async function startCentral(config: Config, log: Logger, given?: Pool): Promise<RunningCentral> {
+export async function startCentral(config: Config, log: Logger, given?: Pool, http: Pick<HttpAppOptions, 'fastLane'> = {}): Promise<RunningCentral> {
   // A given pool (the demo's single PGlite connection) stays open when central stops; its owner ends it.
   const pool = given ?? createPool(config.databaseUrl!, config.databasePoolMax);
   const endPool = () => (given ? Promise.resolve() : pool.end());
@@ -41,7 +41,7 @@ export async function startCentral(config: Config, log: Logger, given?: Pool): P
   const backend = new CentralBackend(pool, config.siteName);
   const metrics = createMetrics();
   const app = createHttpApp({
-    config, log, metrics, backend,
+    ...http, config, log, metrics, backend,
     mapError: (err) => mapPgError(err),
     extraRoutes: (api) => centralRoutes(api, pool, log, metrics),
   });

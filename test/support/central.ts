@@ -33,6 +33,7 @@ let users = 0;
 export async function startTestCentral(
   label: string,
   overrides: LoadOptions['overrides'] = {},
+  http: Parameters<typeof startCentral>[3] = {},
 ): Promise<TestCentral> {
   const database = await createTestDatabase(label);
   const db = createPool(database.url, 4);
@@ -42,7 +43,7 @@ export async function startTestCentral(
     env: {},
     overrides: { SITE_TYPE: 'main', SITE_NAME: 'main', DATABASE_URL: database.url, PORT: 0, LOG_LEVEL: 'silent', ...overrides },
   });
-  const running = await startCentral(config, createLogger(config.logLevel));
+  const running = await startCentral(config, createLogger(config.logLevel), undefined, http);
   const accounts = new PgAccounts(db);
   const as = async (roles: Role[], name = `u${++users}-${roles.join('-') || 'none'}`) => {
     const userId = await accounts.ensureUser(`${name}-${process.pid}`, roles);

@@ -1,23 +1,50 @@
-// The hot writes are served without koa (FastLane in src/lib/http/context.ts).
-// Two edges on the same data, one with the fast lane and one serving every
+// The hot writes are served without koa (FastLane in src/lib/http/context.ts), at the edge and at
+// central. Two sites of a kind on the same data, one with the fast lane and one serving every
 // request with koa (HTTP_FAST_LANE=false), get the same requests: every answer must be the same
 // status line, headers (in the same order) and body, and so must what was stored and the metrics.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { FastLane } from '../../src/lib/http/context.js';
-import { startTestEdge, type TestEdge } from '../support/edge.js';
+import { FastLane } from '../src/lib/http/context.js';
 import { request as httpRequest } from 'node:http';
-import { request } from '../support/http.js';
-import { BAD_INPUT_CASES, BAD_INPUT_MAX_BODY_BYTES, START_TIME_OF_OBS, fillPlaceholders, type Placeholders } from '../support/bad-input-cases.js';
+import { startTestEdge } from './support/edge.js';
+import { startTestCentral, writeCounts } from './support/central.js';
+import { request, type Client } from './support/http.js';
+import { BAD_INPUT_CASES, BAD_INPUT_MAX_BODY_BYTES, START_TIME_OF_OBS, fillPlaceholders, type Placeholders } from './support/bad-input-cases.js';
 
 const FILE = { name: 'f.fits', path: '/data/f.fits', size: 1024, checksum: 'abc', file_type: 'fits' };
 
 interface Site {
-  edge: TestEdge;
+  url: string;
+  admin: Client;
   p: Placeholders;
   viewer: string;
+  /** What the site stored, comparable between two sites of a kind. */
+  ledger(): Promise<unknown>;
+  stop(): Promise<void>;
 }
+
+const LIMITS = { MAX_BODY_BYTES: BAD_INPUT_MAX_BODY_BYTES };
+const switchOff = (off: boolean) => (off ? { HTTP_FAST_LANE: false } : {});
+
+/** A site of each kind, with the fast lane given or switched off. */
+const KINDS = {
+  edge: async (label: string, lane: FastLane | null) => {
+    const edge = await startTestEdge(label, { overrides: { ...LIMITS, ...switchOff(!lane) }, http: lane ? { fastLane: lane } : {} });
+    return {
+      url: edge.url, admin: edge.admin, as: edge.as, stop: () => edge.stop(),
+      ledger: async (p: Placeholders) => {
+        const st = await edge.running.buffer.stats();
+        const txs = await edge.running.buffer.list({ state: 'pending', limit: 1000 });
+        return { accepted: st.accepted_total, steps: txs.map((t) => normalise(p, JSON.stringify([t.endpoint, t.steps, t.depends_on.length]))) };
+      },
+    };
+  },
+  central: async (label: string, lane: FastLane | null) => {
+    const central = await startTestCentral(label, { ...LIMITS, ...switchOff(!lane) }, lane ? { fastLane: lane } : {});
+    return { url: central.url, admin: central.admin, as: central.as, stop: () => central.stop(), ledger: () => writeCounts(central.db) };
+  },
+};
 
 interface Call {
   name: string;
@@ -33,30 +60,30 @@ interface Call {
 }
 
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
-const TIME = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g;
+const TIME = /\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d(:?\d\d)?)?/g;
 
-/** An answer with what differs between two edges by nature (their ids, clocks) named instead. */
-function normalise(s: Site, text: string): string {
-  return text.replaceAll(s.p.obs, '{obs}').replaceAll(s.p.pkg, '{pkg}').replace(UUID, '<uuid>').replace(TIME, '<time>');
+/** An answer with what differs between two sites by nature (their ids, clocks) named instead. */
+function normalise(p: Placeholders, text: string): string {
+  return text.replaceAll(p.obs, '{obs}').replaceAll(p.pkg, '{pkg}').replace(UUID, '<uuid>').replace(TIME, '<time>');
 }
 
 /** One request over node:http, which keeps the response's headers in the order they were sent. */
 async function send(s: Site, c: Call) {
-  const token = c.as === 'none' ? undefined : c.as === 'viewer' ? s.viewer : s.edge.admin.token;
+  const token = c.as === 'none' ? undefined : c.as === 'viewer' ? s.viewer : s.admin.token;
   const headers: Record<string, string> = { 'x-request-id': 'fast-lane-test' };
   if (token) headers.authorization = `Bearer ${token}`;
   const body = c.raw !== undefined ? fillPlaceholders(c.raw, s.p) : c.body !== undefined ? JSON.stringify(fillPlaceholders(c.body, s.p)) : undefined;
   if (body !== undefined) headers['content-type'] = 'application/json';
   Object.assign(headers, c.headers);
   return new Promise<{ status: number; message: string; headers: string[]; body: string }>((resolve, reject) => {
-    const req = httpRequest(s.edge.url + fillPlaceholders(c.path, s.p), { method: c.method, headers, signal: AbortSignal.timeout(10_000) }, (res) => {
+    const req = httpRequest(s.url + fillPlaceholders(c.path, s.p), { method: c.method, headers, signal: AbortSignal.timeout(10_000) }, (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (d: string) => (text += d)).on('end', () => {
         const raw: string[] = [];
         for (let i = 0; i < res.rawHeaders.length; i += 2) {
-          if (res.rawHeaders[i]!.toLowerCase() !== 'date') raw.push(`${res.rawHeaders[i]}: ${normalise(s, res.rawHeaders[i + 1]!)}`);
+          if (res.rawHeaders[i]!.toLowerCase() !== 'date') raw.push(`${res.rawHeaders[i]}: ${normalise(s.p, res.rawHeaders[i + 1]!)}`);
         }
-        resolve({ status: res.statusCode!, message: res.statusMessage!, headers: raw, body: normalise(s, text) });
+        resolve({ status: res.statusCode!, message: res.statusMessage!, headers: raw, body: normalise(s.p, text) });
       });
     });
     req.on('error', reject);
@@ -64,31 +91,29 @@ async function send(s: Site, c: Call) {
   });
 }
 
-describe('the fast lane answers as koa does', () => {
+for (const [kind, start] of Object.entries(KINDS)) describe(`${kind}: the fast lane answers as koa does`, () => {
   const lane = new FastLane();
   const missing = randomUUID();
   let fast: Site;
   let koa: Site;
 
-  const site = async (label: string, opts: { lane?: FastLane; off?: true }): Promise<Site> => {
-    const edge = await startTestEdge(label, {
-      overrides: { MAX_BODY_BYTES: BAD_INPUT_MAX_BODY_BYTES, ...(opts.off ? { HTTP_FAST_LANE: false } : {}) },
-      http: opts.lane ? { fastLane: opts.lane } : {},
-    });
-    const obs = await edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1, start_time: START_TIME_OF_OBS } });
-    const pkg = await edge.admin.post('/raw_data_package/', { body: { name: 'lane-pkg', executed_obs_unit_id: obs.body.id } });
+  const site = async (label: string, lane: FastLane | null): Promise<Site> => {
+    const s = await start(label, lane);
+    const obs = await s.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1, start_time: START_TIME_OF_OBS } });
+    const pkg = await s.admin.post('/raw_data_package/', { body: { name: 'lane-pkg', executed_obs_unit_id: obs.body.id } });
     assert.equal(pkg.status, 201, pkg.text);
-    return { edge, p: { obs: obs.body.id, pkg: pkg.body.id, missing }, viewer: (await edge.as(['viewer'])).token! };
+    const p = { obs: obs.body.id, pkg: pkg.body.id, missing };
+    return { url: s.url, admin: s.admin, p, viewer: (await s.as(['viewer'])).token!, ledger: () => s.ledger(p), stop: s.stop };
   };
 
   before(async () => {
-    fast = await site('lane-fast', { lane });
+    fast = await site(`lane-fast-${kind}`, lane);
     // The operator's switch: every request through koa.
-    koa = await site('lane-koa', { off: true });
+    koa = await site(`lane-koa-${kind}`, null);
   });
   after(async () => {
-    await fast?.edge.stop();
-    await koa?.edge.stop();
+    await fast?.stop();
+    await koa?.stop();
   });
 
   const valid: Call[] = [
@@ -139,13 +164,8 @@ describe('the fast lane answers as koa does', () => {
   });
 
   it('what was stored and the request metrics are the same', async () => {
-    const ledger = async (s: Site) => {
-      const st = await s.edge.running.buffer.stats();
-      const txs = await s.edge.running.buffer.list({ state: 'pending', limit: 1000 });
-      return { accepted: st.accepted_total, steps: txs.map((t) => normalise(s, JSON.stringify([t.endpoint, t.steps, t.depends_on.length]))) };
-    };
-    assert.deepEqual(await ledger(fast), await ledger(koa));
-    const counts = async (s: Site) => (await request(s.edge.url, 'GET', '/metrics', { token: s.edge.admin.token })).text
+    assert.deepEqual(await fast.ledger(), await koa.ledger());
+    const counts = async (s: Site) => (await request(s.url, 'GET', '/metrics', { token: s.admin.token })).text
       .split('\n').filter((l) => l.startsWith('opsdb_http_request_duration_seconds_count{') && !l.includes('route="/metrics"')).sort();
     const [a, b] = [await counts(fast), await counts(koa)];
     assert.ok(a.length > 10, a.join('\n'));

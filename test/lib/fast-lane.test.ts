@@ -1,5 +1,5 @@
 // FastLane on its own: what it does when the code it runs goes wrong, next to a koa app running the same
-// code, so the two still answer alike. (test/edge/fast-lane.test.ts holds it to koa on the real routes.)
+// code, so the two still answer alike. (test/fast-lane.test.ts holds it to koa on the real routes.)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type RequestListener, type Server } from 'node:http';

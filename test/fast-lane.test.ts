@@ -81,7 +81,11 @@ async function send(s: Site, c: Call) {
       res.setEncoding('utf8').on('data', (d: string) => (text += d)).on('end', () => {
         const raw: string[] = [];
         for (let i = 0; i < res.rawHeaders.length; i += 2) {
-          if (res.rawHeaders[i]!.toLowerCase() !== 'date') raw.push(`${res.rawHeaders[i]}: ${normalise(s.p, res.rawHeaders[i + 1]!)}`);
+          const [name, value] = [res.rawHeaders[i]!, res.rawHeaders[i + 1]!];
+          if (name.toLowerCase() === 'date') continue;
+          // The body's length varies with what normalise() hides (PostgreSQL drops a timestamp's trailing zeros): it must be the body's.
+          if (name.toLowerCase() === 'content-length') raw.push(`${name}: ${Number(value) === Buffer.byteLength(text) ? 'the body\'s' : value}`);
+          else raw.push(`${name}: ${normalise(s.p, value)}`);
         }
         resolve({ status: res.statusCode!, message: res.statusMessage!, headers: raw, body: normalise(s.p, text) });
       });

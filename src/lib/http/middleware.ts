@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { HttpContext } from './context.js';
+import type { Middleware } from './context.js';
 import { AppError } from '../errors.js';
 import { accessLogger, type Logger } from '../logger.js';
 import type { AppMetrics } from '../metrics.js';
@@ -13,9 +13,9 @@ export function errorBody(code: string, message: string, details: unknown = null
  * the one JSON error shape, and writes one access-log line with the duration.
  * Unexpected errors become a 500 whose body reveals nothing internal.
  */
-export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err: unknown) => unknown = (e) => e) {
+export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err: unknown) => unknown = (e) => e): Middleware {
   const access = accessLogger(log);
-  return async (ctx: HttpContext, next: () => Promise<unknown>) => {
+  return async (ctx, next) => {
     const started = process.hrtime.bigint();
     const incoming = ctx.get('x-request-id');
     const id = /^[\w.-]{1,100}$/.test(incoming) ? incoming : randomUUID();

@@ -16,10 +16,11 @@
  * Every mutation is one Lua script, so it is atomic, and its reply comes after
  * the fsync. Counts by state are ZCARDs, so stats() never scans.
  */
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
 import {
   BufferUnavailableError,
   DuplicateTransactionError,
+  OutcomeUnknownError,
   RECEIPT_DAYS,
   TX_STATES,
   stepsJson,
@@ -126,6 +127,17 @@ export interface RedisBufferOptions {
   allowWeakDurability?: boolean;
 }
 
+/**
+ * Whether a call that failed may still have run in Redis: it was sent and no
+ * answer came (it timed out, or the connection closed first). Not when Redis
+ * answered with an error (a script that fails does so before it writes), nor
+ * when the call was never sent (no connection: there is no offline queue).
+ */
+function maybeRan(err: unknown): boolean {
+  if (err instanceof ReplyError) return false;
+  return !/Stream isn't writeable/.test(String((err as Error | undefined)?.message));
+}
+
 export class RedisBuffer implements TransactionBuffer {
   readonly backend = 'redis' as const;
   private closed = false;
@@ -199,7 +211,16 @@ export class RedisBuffer implements TransactionBuffer {
     const args = rows.flatMap(({ t, steps, bytes }) => [
       t.transaction_id, t.site, t.endpoint, t.created_at, steps, JSON.stringify(t.depends_on), bytes,
     ]);
-    const [status, value] = await this.run<[string, string | number]>('append', now, txs.length, ...args);
+    let reply: [string, string | number];
+    try {
+      reply = await this.run<[string, string | number]>('append', now, txs.length, ...args);
+    } catch (err) {
+      if (!maybeRan((err as Error).cause)) throw err;
+      // Sent, and then no answer: Redis may have run the script (a stall past COMMAND_TIMEOUT_MS, or the
+      // connection cut before the reply). The writers must not be told that nothing was stored.
+      throw new OutcomeUnknownError(`${(err as Error).message}; the append was sent, so it may or may not have been stored`, { cause: err });
+    }
+    const [status, value] = reply;
     if (status === 'duplicate') throw new DuplicateTransactionError(String(value));
     const first = Number(value);
     return rows.map(({ t, bytes }, i) => ({

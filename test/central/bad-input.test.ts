@@ -80,7 +80,7 @@ describe('central: bad input', () => {
     it(`${c.method} ${c.path}: ${c.name} → ${c.expectStatus}${c.expectCode ? ` ${c.expectCode}` : ''}`, async () => {
       const path = fillPlaceholders(c.path, p);
       const before = await counts();
-      const opts: { body?: unknown; raw?: string; headers?: Record<string, string> } = {};
+      const opts: { body?: unknown; raw?: string | Buffer; headers?: Record<string, string> } = {};
       if (c.raw !== undefined) opts.raw = fillPlaceholders(c.raw, p);
       else if (c.body !== undefined) opts.body = fillPlaceholders(c.body, p);
       if (c.headers) opts.headers = c.headers;

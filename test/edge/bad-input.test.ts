@@ -30,7 +30,7 @@ describe('edge: bad input (replica holds the reference data)', () => {
   for (const c of BAD_INPUT_CASES) {
     it(`${c.method} ${c.path}: ${c.name} → ${c.expectStatus}`, async () => {
       const before = await counts();
-      const opts: { body?: unknown; raw?: string; headers?: Record<string, string> } = {};
+      const opts: { body?: unknown; raw?: string | Buffer; headers?: Record<string, string> } = {};
       if (c.raw !== undefined) opts.raw = fillPlaceholders(c.raw, p);
       else if (c.body !== undefined) opts.body = fillPlaceholders(c.body, p);
       if (c.headers) opts.headers = c.headers;

@@ -6,7 +6,8 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
-import { MAX_JSON_DEPTH, readJsonBody } from '../../src/lib/http/body.js';
+import { isUtf8 } from 'node:buffer';
+import { MAX_JSON_DEPTH, firstBadUtf8, readJsonBody } from '../../src/lib/http/body.js';
 import { AppError } from '../../src/lib/errors.js';
 
 describe('readJsonBody', () => {
@@ -31,7 +32,7 @@ describe('readJsonBody', () => {
   });
   after(() => new Promise<void>((r) => server.close(() => r())));
 
-  const send = async (raw: string) => {
+  const send = async (raw: string | Buffer) => {
     const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
     return { status: res.status, body: (await res.json()) as { value?: unknown; message?: string; details?: unknown } };
   };
@@ -60,6 +61,39 @@ describe('readJsonBody', () => {
       const r = await send(raw);
       assert.equal(r.status, 422, raw);
       assert.match(r.body.message!, /text must be valid Unicode \(a lone UTF-16 surrogate was sent\)/, raw);
+    }
+  });
+
+  it('refuses bytes that are not UTF-8 with 400, saying where, instead of storing U+FFFD in their place', async () => {
+    const cases: [Buffer, number][] = [
+      [Buffer.concat([Buffer.from('{"name":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('b"}')]), 10],
+      // Latin-1 é, as a client with the wrong encoding sends it.
+      [Buffer.from('{"name":"caf\xe9"}', 'latin1'), 12],
+      // An overlong "/", a UTF-16 surrogate encoded in UTF-8, a code point past U+10FFFF, a sequence cut short at the end.
+      [Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc0, 0xaf, 0x22, 0x7d]), 6],
+      [Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xed, 0xa0, 0x80, 0x22, 0x7d]), 6],
+      [Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xf4, 0x90, 0x80, 0x80, 0x22, 0x7d]), 6],
+      [Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xe2, 0x82]), 6],
+    ];
+    for (const [raw, at] of cases) {
+      const r = await send(raw);
+      assert.equal(r.status, 400, raw.toString('hex'));
+      assert.equal(r.body.message, `Request body is not valid UTF-8 (at byte ${at}); JSON must be sent as UTF-8`);
+    }
+    assert.deepEqual((await send(Buffer.from('{"name":"café €"}'))).body.value, { name: 'café €' }, 'well-formed UTF-8 is read as before');
+  });
+
+  it('finds the first bad UTF-8 sequence wherever Node finds the bytes not UTF-8', () => {
+    // A fixed-seed walk over short byte strings mixing random bytes with pieces of real sequences.
+    let seed = 42;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    const pieces = [0x41, 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xed, 0xa0, 0xe0, 0xf4, 0x90, 0xc0];
+    for (let t = 0; t < 50_000; t++) {
+      const b = Buffer.alloc(1 + Math.floor(rand() * 8));
+      for (let i = 0; i < b.length; i++) b[i] = rand() < 0.4 ? Math.floor(rand() * 256) : pieces[Math.floor(rand() * pieces.length)]!;
+      const at = firstBadUtf8(b);
+      assert.equal(at === -1, isUtf8(b), b.toString('hex'));
+      if (at >= 0) assert.ok(isUtf8(b.subarray(0, at)), `everything before byte ${at} of ${b.toString('hex')} is UTF-8`);
     }
   });
 

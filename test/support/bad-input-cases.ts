@@ -27,8 +27,8 @@ export interface BadInputCase {
   path: string;
   /** Sent as JSON; string values may contain placeholders. */
   body?: unknown;
-  /** Sent byte for byte (malformed JSON, wrong media types, oversized bodies). */
-  raw?: string;
+  /** Sent byte for byte (malformed JSON, bytes that are not UTF-8, wrong media types, oversized bodies). */
+  raw?: string | Buffer;
   headers?: Record<string, string>;
   expectStatus: number;
   expectCode?: string;
@@ -49,6 +49,7 @@ export interface Placeholders {
 
 /** Replaces `{obs}`, `{pkg}`, `{missing}` in a string or, deeply, in a JSON value. */
 export function fillPlaceholders<T>(value: T, p: Placeholders): T {
+  if (Buffer.isBuffer(value)) return value;
   if (typeof value === 'string') {
     return value.replace(/\{(obs|pkg|missing)\}/g, (_, k: keyof Placeholders) => p[k]) as T;
   }
@@ -99,6 +100,15 @@ const oversized = (valid: Record<string, unknown>) =>
 const generic: BadInputCase[] = WRITES.flatMap(({ label, method, path, valid }) => [
   { name: `${label}: malformed JSON`, method, path, raw: '{"obs_unit_id": 1,', expectStatus: 400, expectCode: 'invalid_json' },
   { name: `${label}: empty body`, method, path, raw: '', expectStatus: 400, expectCode: 'empty_body' },
+  {
+    // Latin-1 text where UTF-8 is due: decoding it would store U+FFFD in place of each such letter.
+    name: `${label}: body not valid UTF-8`,
+    method,
+    path,
+    raw: Buffer.from(`{"caf\xe9":1,${JSON.stringify(valid).slice(1)}`, 'latin1'),
+    expectStatus: 400,
+    expectCode: 'invalid_json',
+  },
   { name: `${label}: whitespace-only body`, method, path, raw: ' \n\t ', expectStatus: 400, expectCode: 'empty_body' },
   { name: `${label}: JSON array instead of object`, method, path, body: [valid], expectStatus: 422, expectCode: 'validation_error' },
   { name: `${label}: JSON string instead of object`, method, path, body: 'hello', expectStatus: 422, expectCode: 'validation_error' },

@@ -1,12 +1,13 @@
 import type { IncomingMessage } from 'node:http';
+import { isUtf8 } from 'node:buffer';
 import type { HttpContext } from './context.js';
 import { BadRequestError, PayloadTooLargeError, AppError, ValidationError } from '../errors.js';
 
 /**
  * Reads a JSON request body with a hard size limit. Oversized bodies are
  * refused with 413 as soon as the limit is crossed (or from Content-Length),
- * malformed JSON with 400, too deep a nesting, a NUL character or a lone
- * UTF-16 surrogate with 422;
+ * malformed JSON or bytes that are not UTF-8 with 400, too deep a nesting,
+ * a NUL character or a lone UTF-16 surrogate with 422;
  * none of them reaches a handler.
  */
 export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitBytes: number): Promise<unknown> {
@@ -16,7 +17,12 @@ export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitB
   if (type && !/^application\/([\w.+-]+\+)?json\b/i.test(type)) {
     throw new AppError(415, 'unsupported_media_type', `Content-Type must be application/json, got "${type}"`);
   }
-  const text = (await readAll(ctx.req, limitBytes)).toString('utf8');
+  const bytes = await readAll(ctx.req, limitBytes);
+  // Decoding would turn each bad byte into U+FFFD and store that in place of what the client meant.
+  if (!isUtf8(bytes)) {
+    throw new BadRequestError(`Request body is not valid UTF-8 (at byte ${firstBadUtf8(bytes)}); JSON must be sent as UTF-8`, null, 'invalid_json');
+  }
+  const text = bytes.toString('utf8');
   if (text.trim() === '') throw new BadRequestError('Request body is empty; a JSON object is required', null, 'empty_body');
   let value: unknown;
   try {
@@ -37,6 +43,25 @@ export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitB
     if (bad) throw badTextError('body', bad);
   }
   return value;
+}
+
+/** Offset of the first sequence that is not well-formed UTF-8 (for the message only; -1 if none). */
+export function firstBadUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    const n = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+    if (n < 0) return i;
+    // The second byte's range excludes overlong forms (E0, F0), surrogates (ED) and code points past U+10FFFF (F4).
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80;
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+    for (let k = 1; k <= n; k++) {
+      const x = b[i + k];
+      if (x === undefined || x < (k === 1 ? lo : 0x80) || x > (k === 1 ? hi : 0xbf)) return i;
+    }
+    i += n + 1;
+  }
+  return -1;
 }
 
 /**

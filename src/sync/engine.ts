@@ -73,10 +73,12 @@ export class SyncEngine implements SyncView {
   private lastOk: string | null = null;
   private reachable: boolean | null = null;
   private batchSize: number;
-  private lastPull = 0;
+  /** When the last pull ended (performance.now(): intervals are measured on the monotonic clock, so a step of the wall clock neither stops nor hurries pulls and backoffs). */
+  private lastPull = Number.NEGATIVE_INFINITY;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private stopping = false;
+  /** Batches applied lately (`at`: performance.now()), for processingRate. */
   private applied: { at: number; n: number }[] = [];
   readonly totals = { applied: 0, batches: 0 };
   private listeners: Partial<EngineEvents>[] = [];
@@ -110,7 +112,7 @@ export class SyncEngine implements SyncView {
     return this.reachable;
   }
   processingRate() {
-    const since = Date.now() - RATE_WINDOW_MS;
+    const since = performance.now() - RATE_WINDOW_MS;
     this.applied = this.applied.filter((a) => a.at >= since);
     return this.applied.reduce((s, a) => s + a.n, 0) / (RATE_WINDOW_MS / 1000);
   }
@@ -212,11 +214,11 @@ export class SyncEngine implements SyncView {
   /** Waits out the backoff; while central is unreachable, a cheap /health probe ends the wait as soon as it answers. */
   private async backoff(f: Extract<Failure, { kind: 'transient' }>): Promise<void> {
     const delay = Math.max(backoffMs(this.failures, this.o.retryBaseMs, this.o.retryMaxMs, this.o.random), f.retryAfterMs ?? 0);
-    const until = Date.now() + delay;
+    const until = performance.now() + delay;
     const probe = this.o.probeMs ?? 1000;
-    while (!this.stopping && Date.now() < until) {
-      await this.sleep(Math.min(probe, until - Date.now()));
-      if (f.unreachable && !f.retryAfterMs && Date.now() < until && (await this.probe())) return;
+    while (!this.stopping && performance.now() < until) {
+      await this.sleep(Math.min(probe, until - performance.now()));
+      if (f.unreachable && !f.retryAfterMs && performance.now() < until && (await this.probe())) return;
     }
   }
 
@@ -327,7 +329,7 @@ export class SyncEngine implements SyncView {
     await this.o.buffer.settle(outcomes);
     this.succeed();
     this.batchSize = Math.min(this.o.batchSize, this.batchSize * 2);
-    this.applied.push({ at: Date.now(), n: applied });
+    this.applied.push({ at: performance.now(), n: applied });
     this.totals.applied += applied;
     this.totals.batches += 1;
     const rejected = batch.length - applied;
@@ -360,7 +362,7 @@ export class SyncEngine implements SyncView {
 
   /** While draining a backlog, pull now and then (the feed then brings whole batches back at once); when idle, every interval. */
   private pullDue(draining: boolean): boolean {
-    return Date.now() - this.lastPull >= (draining ? Math.max(this.o.intervalMs, BUSY_PULL_MS) : this.o.intervalMs);
+    return performance.now() - this.lastPull >= (draining ? Math.max(this.o.intervalMs, BUSY_PULL_MS) : this.o.intervalMs);
   }
 
   private async bufferPressed(): Promise<boolean> {
@@ -437,7 +439,7 @@ export class SyncEngine implements SyncView {
       this.o.replica.apply(body.changes, body.position, keep, origins);
       if (!body.more) break;
     }
-    this.lastPull = Date.now();
+    this.lastPull = performance.now();
     this.succeed();
     await this.compact();
     return null;

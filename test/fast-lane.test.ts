@@ -51,7 +51,7 @@ interface Call {
   method: 'POST' | 'PUT';
   path: string;
   body?: unknown;
-  raw?: string;
+  raw?: string | Buffer;
   headers?: Record<string, string>;
   /** 'admin' (default), 'viewer', or no token at all. */
   as?: 'viewer' | 'none';

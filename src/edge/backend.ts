@@ -63,12 +63,19 @@ export class EdgeBackend implements OpsBackend {
     return { status: 'buffered', transaction_id: draft.transaction_id };
   }
 
-  /** Replaces origin_seq with the row's sync_status. */
-  private async withStatus<T extends Row>(rows: T[]): Promise<(Omit<T, 'origin_seq'> & { sync_status: SyncStatus })[]> {
-    const seqs = rows.map((r) => r.origin_seq).filter((s): s is number => typeof s === 'number');
+  /**
+   * Replaces origin_seq and created_seq with the row's sync_status: the state
+   * of the transaction that created it here (SPEC §2.7). Once that is synced,
+   * or the row came from central, it is `synced` for good: a later local
+   * update does not turn it back (its own progress is at
+   * /api/transactions/{id}), and a failed creation is not hidden behind the
+   * `blocked` of an update that waits on it.
+   */
+  private async withStatus<T extends Row>(rows: T[]): Promise<(Omit<T, 'origin_seq' | 'created_seq'> & { sync_status: SyncStatus })[]> {
+    const seqs = rows.map((r) => r.created_seq).filter((s): s is number => typeof s === 'number');
     const states = seqs.length ? await this.d.buffer.states(seqs) : new Map<number, TxState>();
-    return rows.map(({ origin_seq, ...rest }) => {
-      const st = typeof origin_seq === 'number' ? states.get(origin_seq) : undefined;
+    return rows.map(({ origin_seq: _last, created_seq, ...rest }) => {
+      const st = typeof created_seq === 'number' ? states.get(created_seq) : undefined;
       return { ...rest, sync_status: st ? SYNC_STATUS[st] : 'synced' };
     });
   }

@@ -2,7 +2,9 @@
  * The edge's local SQLite store: a replica of what central sends in its
  * change feed (reference data, accounts, this site's rows) with the rows of
  * buffered transactions applied on top. `origin_seq` names the last local
- * transaction that wrote a row (NULL: the row is as central has it).
+ * transaction that wrote a row (NULL: the row is as central has it), and
+ * `created_seq` the local transaction that created it (NULL: created at
+ * central); a row's sync_status is that of its creation.
  * Everything here can be rebuilt from central plus the buffer, so it commits
  * with synchronous=NORMAL; the buffer is what must be durable.
  */
@@ -30,25 +32,26 @@ CREATE TABLE IF NOT EXISTS api_token (
 CREATE TABLE IF NOT EXISTS executed_obs_unit (
   id TEXT PRIMARY KEY, obs_unit_id INTEGER NOT NULL, site TEXT NOT NULL, status TEXT NOT NULL, start_time TEXT NOT NULL,
   end_time TEXT, mean_pwv REAL, mean_elevation REAL, instrument_module_configuration_id INTEGER,
-  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, origin_seq INTEGER);
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, origin_seq INTEGER, created_seq INTEGER);
 CREATE INDEX IF NOT EXISTS executed_obs_unit_start ON executed_obs_unit (start_time DESC, id DESC);
 CREATE TABLE IF NOT EXISTS raw_data_package (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, executed_obs_unit_id TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
-  size INTEGER, checksum TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, origin_seq INTEGER);
+  size INTEGER, checksum TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, origin_seq INTEGER, created_seq INTEGER);
 CREATE INDEX IF NOT EXISTS raw_data_package_obs ON raw_data_package (executed_obs_unit_id);
 CREATE TABLE IF NOT EXISTS raw_data_file (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, checksum TEXT NOT NULL,
   file_type TEXT NOT NULL, executed_obs_unit_id TEXT NOT NULL, raw_data_package_id TEXT, created_at TEXT NOT NULL,
-  origin_seq INTEGER);
+  origin_seq INTEGER, created_seq INTEGER);
 CREATE INDEX IF NOT EXISTS raw_data_file_obs ON raw_data_file (executed_obs_unit_id);
 CREATE INDEX IF NOT EXISTS raw_data_file_pkg ON raw_data_file (raw_data_package_id);
-CREATE TABLE IF NOT EXISTS user_preference (user_id INTEGER PRIMARY KEY, preferences TEXT NOT NULL, updated_at TEXT NOT NULL, origin_seq INTEGER);
+CREATE TABLE IF NOT EXISTS user_preference (
+  user_id INTEGER PRIMARY KEY, preferences TEXT NOT NULL, updated_at TEXT NOT NULL, origin_seq INTEGER, created_seq INTEGER);
 CREATE TABLE IF NOT EXISTS data_transfer (
   id TEXT PRIMARY KEY, raw_data_package_id TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL,
   status TEXT NOT NULL, bytes_transferred INTEGER NOT NULL DEFAULT 0, started_at TEXT, finished_at TEXT, created_at TEXT NOT NULL);
 `;
 
-/** Columns a local entity table stores, besides origin_seq; in the order of its CREATE. */
+/** Columns a local entity table stores, besides origin_seq and created_seq; in the order of its CREATE. */
 export const ENTITY_COLUMNS: Record<string, readonly string[]> = {
   executed_obs_unit: ['id', 'obs_unit_id', 'site', 'status', 'start_time', 'end_time', 'mean_pwv', 'mean_elevation',
     'instrument_module_configuration_id', 'created_at', 'updated_at'],

@@ -131,6 +131,28 @@ export class LocalStore implements ReplicaSink {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(LOCAL_SCHEMA);
+    this.addCreatedSeq();
+  }
+
+  /**
+   * Adds `created_seq` to a local store made before it existed. A row's
+   * creating transaction was not recorded then: its last local writer
+   * (`origin_seq`) stands in, which is what sync_status showed before.
+   */
+  private addCreatedSeq(): void {
+    for (const table of Object.keys(ENTITY_KEY)) {
+      const cols = this.db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[];
+      if (cols.some((c) => c.name === 'created_seq')) continue;
+      try {
+        this.db.transaction(() => {
+          this.db.exec(`ALTER TABLE ${table} ADD COLUMN created_seq INTEGER`);
+          this.db.exec(`UPDATE ${table} SET created_seq = origin_seq WHERE origin_seq IS NOT NULL`);
+        }).immediate();
+      } catch (err) {
+        // Another connection (the storage thread, `opsdb buffer`) added it first.
+        if (!/duplicate column name/.test((err as Error).message)) throw err;
+      }
+    }
   }
 
   getMeta(key: string): string | null {
@@ -209,15 +231,17 @@ export class LocalStore implements ReplicaSink {
     for (const c of cols) if (data[c] !== undefined || STAMPED.has(c)) present.push(c);
     const stmt = this.byShape(`insert|${table}|${present.join(',')}`, () => {
       const updates = present.filter((c) => c !== key && c !== 'created_at').map((c) => `${c} = excluded.${c}`);
-      return `INSERT INTO ${table} (${present.join(', ')}, origin_seq) VALUES (${present.map(() => '?').join(', ')}, ?)
-         ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq'].join(', ')}`;
+      // A row that is already here keeps the transaction that created it.
+      return `INSERT INTO ${table} (${present.join(', ')}, origin_seq, created_seq) VALUES (${present.map(() => '?').join(', ')}, ?, ?)
+         ON CONFLICT (${key}) DO UPDATE SET ${[...updates, 'origin_seq = excluded.origin_seq', 'created_seq = coalesce(created_seq, excluded.created_seq)'].join(', ')}`;
     });
-    const args: unknown[] = new Array(present.length + 1);
+    const args: unknown[] = new Array(present.length + 2);
     for (let i = 0; i < present.length; i++) {
       const c = present[i]!;
       args[i] = toSql(data[c] !== undefined ? data[c] : at);
     }
     args[present.length] = seq;
+    args[present.length + 1] = seq;
     stmt.run(args);
   }
 

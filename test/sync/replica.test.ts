@@ -89,7 +89,8 @@ describe('edge replica fed by the change feed', () => {
     assert.equal(fin.status, 202);
     const r = await edge.admin.get(`/executed_obs_units/${start.body.id}`);
     assert.equal(r.body.status, 'aborted', 'read-your-writes over a synced row');
-    await until('finish synced', async () => (await edge.admin.get(`/executed_obs_units/${start.body.id}`)).body.sync_status === 'synced');
+    // The record stays `synced` (SPEC §2.7); the update's own transaction says when it is at central.
+    await until('finish synced', async () => (await edge.admin.get(`/api/transactions/${fin.body.transaction_id}`)).body.state === 'synced');
     assert.equal((await edge.admin.get(`/executed_obs_units/${start.body.id}`)).body.status, 'aborted');
     assert.equal((await central.admin.get(`/executed_obs_units/${start.body.id}`)).body.status, 'aborted');
   });

@@ -41,12 +41,18 @@ export interface PreparedTransaction {
 }
 
 const HAS_UPDATED_AT = new Set(['executed_obs_unit', 'raw_data_package', 'user_preference']);
+const HAS_CREATED_AT = new Set(['executed_obs_unit', 'raw_data_package', 'raw_data_file']);
 
 export const payloadHash = (tx: Pick<Transaction, 'endpoint' | 'steps'>): string =>
   sha256Hex(canonicalJson({ endpoint: tx.endpoint, steps: tx.steps }));
 
-/** Validates one step's data against its table's columns; returns the step ready for the database. */
-function prepareStep(step: Step, site: string, index: number): PreparedStep {
+/**
+ * Validates one step's data against its table's columns; returns the step
+ * ready for the database, its rows stamped with `at`, the time the
+ * transaction was written at its site (migration 009): a row created or
+ * updated at the edge a week before the link came back keeps that time.
+ */
+function prepareStep(step: Step, site: string, index: number, at: string): PreparedStep {
   const spec = TABLES[step.table];
   const where = `steps[${index}] (${step.op} ${step.table})`;
   const input =
@@ -67,19 +73,22 @@ function prepareStep(step: Step, site: string, index: number): PreparedStep {
     }
     return data;
   });
+  const stamps: Record<string, string> = {};
+  if (HAS_UPDATED_AT.has(step.table)) stamps.updated_at = at;
   if (step.op === 'update') {
     const cols = Object.keys(rows[0]!);
     if (cols.length === 0) throw new ValidationError(`${where}: nothing to update`);
-    return { op: 'update', table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: [{ ...rows[0], [spec.key]: step.id }] };
+    return { op: 'update', table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: [{ ...rows[0], ...stamps, [spec.key]: step.id }] };
   }
+  if (HAS_CREATED_AT.has(step.table)) stamps.created_at = at;
   const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  return { op: step.op, table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows };
+  return { op: step.op, table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: rows.map((r) => ({ ...r, ...stamps })) };
 }
 
 /** Throws ValidationError (or 403) for a transaction central will not even try. */
 export function prepareTransaction(tx: Transaction): PreparedTransaction {
   // Steps first: the hash walks the whole payload, which must have passed the column schemas.
-  const steps = tx.steps.map((s, i) => prepareStep(s, tx.site, i));
+  const steps = tx.steps.map((s, i) => prepareStep(s, tx.site, i, tx.created_at));
   return { transaction_id: tx.transaction_id, seq: tx.seq, endpoint: tx.endpoint, created_at: tx.created_at, hash: payloadHash(tx), steps };
 }
 

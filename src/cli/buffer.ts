@@ -1,7 +1,9 @@
 /** `opsdb buffer …`: the edge buffer, with the daemon running or stopped. */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkSiteOfDataDir } from '../edge/local-store.js';
+import { existsSync } from 'node:fs';
+import { LocalStore, checkSiteOfDataDir } from '../edge/local-store.js';
+import { acceptLostSeqs, bufferBehind, describeLoss, lostSeqs, type LostSeqs } from '../edge/lost-seqs.js';
 import type { Config } from '../lib/config.js';
 import { openBuffer } from '../edge/buffer/open.js';
 import { RECEIPT_DAYS, TX_STATES, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
@@ -26,13 +28,27 @@ async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer) => Promi
 }
 
 const actor = () => `cli:${userInfo().username}`;
+
+/** Runs `fn` on the edge's local store, or on null when no edge has run on DATA_DIR yet. */
+async function withLocal<T>(config: Config, fn: (local: LocalStore | null) => T | Promise<T>): Promise<T> {
+  const path = join(config.dataDir, 'local.db');
+  if (!existsSync(path)) return fn(null);
+  const local = new LocalStore(path);
+  try {
+    return await fn(local);
+  } finally {
+    local.close();
+  }
+}
+
+const lostOf = (config: Config): Promise<LostSeqs[]> => withLocal(config, (local) => (local ? lostSeqs(local) : []));
 const json = (v: unknown) => console.log(JSON.stringify(v, null, 2));
 
 export const bufferStatsCommand: Command = {
   summary: 'the buffer ledger, as /buffer-stats shows it (sync fields need the daemon)',
   usage: 'opsdb buffer stats [--config FILE]',
   async run({ config }) {
-    json(await withBuffer(config, (b) => bufferStats(b, SYNC_DISABLED, config.bufferMaxBytes)));
+    json(await withBuffer(config, async (b) => bufferStats(b, SYNC_DISABLED, config.bufferMaxBytes, await lostOf(config))));
   },
 };
 
@@ -121,7 +137,15 @@ export const bufferVerifyCommand: Command = {
   options: { json: { type: 'boolean' } },
   async run({ config, options }) {
     console.error('checking storage integrity and recounting every transaction…');
-    const report = await withBuffer(config, (b) => b.verify());
+    const report = await withBuffer(config, async (b) => {
+      const r = await b.verify();
+      // Transactions the buffer lost (lost-seqs.ts): found by the daemon at start and not yet accepted, or
+      // found here (a buffer restored while the daemon was stopped).
+      const problems = await withLocal(config, (local) => (local ? lostProblems(local) : []));
+      const behind = await withLocal(config, (local) => (local ? bufferBehind(b, local) : null));
+      if (behind && !problems.length) problems.push(`${describeLoss(behind)}; the daemon records this at its next start`);
+      return { ...r, ok: r.ok && problems.length === 0, problems: [...r.problems, ...problems] };
+    });
     if (options.json) json(report);
     else {
       const s = report.stats;
@@ -133,6 +157,27 @@ export const bufferVerifyCommand: Command = {
       console.log(report.ok ? 'ok' : `${report.problems.length} problem(s)`);
     }
     return report.ok ? 0 : 1;
+  },
+};
+
+function lostProblems(local: LocalStore): string[] {
+  return lostSeqs(local)
+    .filter((r) => !r.accepted_at)
+    .map((r) => `${describeLoss(r)} (found ${r.detected_at}). Restore the buffer that belongs with this local store if there is one; else run "opsdb buffer accept-loss"`);
+}
+
+export const bufferAcceptLossCommand: Command = {
+  summary: 'accept that the buffer lost acknowledged transactions (see opsdb buffer verify); /health is healthy again',
+  usage: 'opsdb buffer accept-loss',
+  async run({ config }) {
+    if (config.siteType !== 'secondary') throw new UsageError('the buffer exists only at an edge (SITE_TYPE=secondary)');
+    const accepted = await withLocal(config, (local) => (local ? acceptLostSeqs(local) : []));
+    if (accepted.length === 0) {
+      console.log('nothing to accept: the buffer has lost no transactions');
+      return 0;
+    }
+    for (const r of accepted) console.log(`accepted the loss of seq ${r.from}${r.to > r.from ? `–${r.to}` : ''} (found ${r.detected_at}); the records they created still read sync_status "failed"`);
+    return 0;
   },
 };
 

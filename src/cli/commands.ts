@@ -19,6 +19,7 @@ export const COMMANDS: Record<string, Command> = {
   'buffer retry-failed': buffer.bufferRetryFailedCommand,
   'buffer discard': buffer.bufferDiscardCommand,
   'buffer verify': buffer.bufferVerifyCommand,
+  'buffer accept-loss': buffer.bufferAcceptLossCommand,
   'buffer audit': buffer.bufferAuditCommand,
   'buffer wait-empty': buffer.bufferWaitEmptyCommand,
 };

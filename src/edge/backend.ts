@@ -15,6 +15,7 @@ import type { SyncView } from './sync-view.js';
 import { checkSteps } from './references.js';
 import { transactionBytes } from './buffer/buffer.js';
 import { AppError } from '../lib/errors.js';
+import { isLost, lostSeqs, unacceptedLoss } from './lost-seqs.js';
 
 type Row = Record<string, unknown>;
 type SyncStatus = 'pending' | 'in_flight' | 'blocked' | 'failed' | 'synced';
@@ -69,12 +70,15 @@ export class EdgeBackend implements OpsBackend {
    * or the row came from central, it is `synced` for good: a later local
    * update does not turn it back (its own progress is at
    * /api/transactions/{id}), and a failed creation is not hidden behind the
-   * `blocked` of an update that waits on it.
+   * `blocked` of an update that waits on it. A record whose creating
+   * transaction the buffer lost (lost-seqs.ts) reads `failed`.
    */
   private async withStatus<T extends Row>(rows: T[]): Promise<(Omit<T, 'origin_seq' | 'created_seq'> & { sync_status: SyncStatus })[]> {
     const seqs = rows.map((r) => r.created_seq).filter((s): s is number => typeof s === 'number');
     const states = seqs.length ? await this.d.buffer.states(seqs) : new Map<number, TxState>();
+    const lost = seqs.length ? lostSeqs(this.d.local) : [];
     return rows.map(({ origin_seq: _last, created_seq, ...rest }) => {
+      if (typeof created_seq === 'number' && isLost(lost, created_seq)) return { ...rest, sync_status: 'failed' as const };
       const st = typeof created_seq === 'number' ? states.get(created_seq) : undefined;
       return { ...rest, sync_status: st ? SYNC_STATUS[st] : 'synced' };
     });
@@ -85,7 +89,8 @@ export class EdgeBackend implements OpsBackend {
     const sync = this.d.sync.state();
     const full = stats ? stats.held_bytes / this.d.bufferMaxBytes : 1;
     const diskLow = (await this.d.committer.freeDisk()) < this.d.minFreeDiskBytes;
-    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow;
+    const lost = unacceptedLoss(lostSeqs(this.d.local)) > 0;
+    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost;
     const status = !stats ? 'unhealthy' : full >= 0.9 || trouble ? 'degraded' : 'healthy';
     return {
       status: status as 'healthy' | 'degraded' | 'unhealthy',

@@ -7,6 +7,7 @@ import { ConflictError, NotFoundError } from '../lib/errors.js';
 import type { TransactionBuffer } from './buffer/buffer.js';
 import type { SyncView } from './sync-view.js';
 import { transactionState } from './backend.js';
+import { unacceptedLoss, type LostSeqs } from './lost-seqs.js';
 
 export const BufferStats = z
   .object({
@@ -28,11 +29,15 @@ export const BufferStats = z
     accepted_total: z.number().int(),
     applied_total: z.number().int(),
     discarded_total: z.number().int(),
+    /** Acknowledged transactions the buffer no longer has (found behind the local store), not yet accepted by an operator. */
+    lost_transactions: z.number().int(),
     background_processor: z.enum(['running', 'paused', 'stopped', 'disabled']),
   })
   .openapi('BufferStats');
 
-export async function bufferStats(buffer: TransactionBuffer, sync: SyncView, bufferMaxBytes: number): Promise<z.infer<typeof BufferStats>> {
+export async function bufferStats(
+  buffer: TransactionBuffer, sync: SyncView, bufferMaxBytes: number, lost: readonly LostSeqs[],
+): Promise<z.infer<typeof BufferStats>> {
   const s = await buffer.stats();
   const oldest = s.oldest_pending_created_at ? Date.parse(s.oldest_pending_created_at) : null;
   return {
@@ -54,6 +59,7 @@ export async function bufferStats(buffer: TransactionBuffer, sync: SyncView, buf
     accepted_total: s.accepted_total,
     applied_total: s.applied_total,
     discarded_total: s.discarded_total,
+    lost_transactions: unacceptedLoss(lost),
     background_processor: sync.state(),
   };
 }
@@ -67,7 +73,7 @@ const FailedQuery = z
   .strict();
 const AuditQuery = z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(100) }).strict();
 const AuditRecord = z
-  .object({ at: z.string(), transaction_id: z.string(), seq: z.number().int(), action: z.enum(['discard', 'retry']), actor: z.string(), reason: z.string().nullable() })
+  .object({ at: z.string(), transaction_id: z.string(), seq: z.number().int(), action: z.enum(['discard', 'retry', 'seq_gap']), actor: z.string(), reason: z.string().nullable() })
   .openapi('AuditRecord');
 /** What the audit record says when the operator gives no reason. */
 export const NO_REASON = 'no reason given';
@@ -80,6 +86,8 @@ export interface EdgeRouteDeps {
   buffer: TransactionBuffer;
   sync: SyncView;
   bufferMaxBytes: number;
+  /** Ranges of seqs the buffer lost (see detectLostSeqs). */
+  lost: () => LostSeqs[];
   /** Stores a new site token for talking to central and wakes a paused engine. */
   setSiteToken: (token: string) => void;
 }
@@ -94,7 +102,7 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
   route(api, {
     method: 'get', path: '/buffer-stats', tag: 'buffer', roles: null, response: BufferStats,
     summary: "The edge buffer's ledger and the sync engine's state (open, like /health)",
-    handler: () => bufferStats(buffer, sync, deps.bufferMaxBytes),
+    handler: () => bufferStats(buffer, sync, deps.bufferMaxBytes, deps.lost()),
   });
 
   route(api, {

@@ -11,6 +11,7 @@ import { isBufferUnavailable, type TransactionBuffer } from './buffer/buffer.js'
 import { UnavailableError } from '../lib/errors.js';
 import { openBuffer } from './buffer/open.js';
 import { LocalStore, SITE_NAME_KEY, catchUp, checkSiteOfDataDir } from './local-store.js';
+import { describeLoss, detectLostSeqs, lostSeqs } from './lost-seqs.js';
 import { LocalAccounts } from './local-accounts.js';
 import { GroupCommitter } from './committer.js';
 import { EdgeBackend } from './backend.js';
@@ -63,6 +64,14 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
   let server: Server | undefined;
   try {
     const released = await buffer.releaseInFlight();
+    const lost = await detectLostSeqs(buffer, local);
+    if (lost) {
+      log.error(
+        { from_seq: lost.from, to_seq: lost.to },
+        `the buffer has lost acknowledged transactions: ${describeLoss(lost)}. New writes go on from seq ${lost.to + 1}; ` +
+          'restore the buffer that belongs with this local store if there is one, else run "opsdb buffer accept-loss"',
+      );
+    }
     const replayed = await catchUp(buffer, local);
     const stats = await buffer.stats();
     if (local.getMeta(SITE_NAME_KEY) === null) local.setMeta(SITE_NAME_KEY, config.siteName);
@@ -103,7 +112,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
         isBufferUnavailable(err) ? new UnavailableError('The write buffer is not answering; nothing was stored, retry later', { backend: buffer.backend }) : err,
       extraRoutes: (api) =>
         edgeRoutes(api, {
-          buffer, sync, bufferMaxBytes: config.bufferMaxBytes,
+          buffer, sync, bufferMaxBytes: config.bufferMaxBytes, lost: () => lostSeqs(local),
           setSiteToken: (token) => {
             local.setMeta('site_token', token);
             engine?.credentialsChanged();

@@ -252,6 +252,24 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    it('skipTo raises the seq counter, never lowers it, keeps it across a restart, and leaves an audit record', async () => {
+      await b.append([tx(), tx()]);
+      assert.equal(await b.skipTo(1, 'opsdb', 'not beyond'), false, 'below the counter: nothing changes');
+      assert.equal(await b.skipTo(2, 'opsdb', 'not beyond'), false, 'at the counter: nothing changes');
+      assert.equal(await b.skipTo(10, 'opsdb', 'seqs 3-10 lost'), true);
+      assert.equal((await b.stats()).last_seq, 10);
+      b = await factory.reopen(b);
+      const [next] = await b.append([tx()]);
+      assert.equal(next!.seq, 11, 'the skipped seqs are never given out');
+      const audit = await b.audit(10);
+      assert.ok(audit.some((a) => a.action === 'seq_gap' && a.seq === 10 && a.reason === 'seqs 3-10 lost' && a.actor === 'opsdb'), JSON.stringify(audit));
+      assert.equal(audit.filter((a) => a.action === 'seq_gap').length, 1);
+      const s = await b.stats();
+      assert.equal(s.accepted_total, 3, 'nothing was accepted by skipping');
+      await assertLedger(b);
+      assert.equal((await b.verify()).ok, true);
+    });
+
     it('releaseInFlight returns claimed work to pending, in order, after a restart', async () => {
       const all = await b.append([tx(), tx(), tx()]);
       await b.claim(2, 1e9);

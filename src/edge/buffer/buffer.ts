@@ -80,7 +80,8 @@ export interface AuditRecord {
   at: string;
   transaction_id: string;
   seq: number;
-  action: 'discard' | 'retry';
+  /** `seq_gap`: the buffer was found behind the local store, and its seq counter raised (skipTo). */
+  action: 'discard' | 'retry' | 'seq_gap';
   actor: string;
   reason: string | null;
 }
@@ -151,6 +152,15 @@ export interface TransactionBuffer {
    * is in another state.
    */
   discard(transactionId: string, actor: string, reason: string): Promise<boolean>;
+
+  /**
+   * Raises the seq counter to `seq`, so the next append gets `seq + 1`, with
+   * an audit record (action `seq_gap`). For a buffer found behind the local
+   * store (restored from an older backup, or a Redis that lost its data):
+   * the seqs it lost are never given to new writes. False, with nothing
+   * changed, when the counter is already at `seq` or beyond.
+   */
+  skipTo(seq: number, actor: string, reason: string): Promise<boolean>;
 
   get(transactionId: string): Promise<BufferedTransaction | null>;
   /**

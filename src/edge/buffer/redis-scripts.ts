@@ -209,6 +209,16 @@ audit(now, id, seq, 'discard', actor, reason)
 return 1
 `;
 
+// SKIP_TO: the seq counter up to ARGV[2] (never down), with an audit record; 0 when it was there already.
+const SKIP_TO_LUA = `
+local n, now, actor, reason = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local cur = tonumber(redis.call('GET', K('seq')) or '0')
+if cur >= n then return 0 end
+redis.call('SET', K('seq'), n)
+audit(now, '-', n, 'seq_gap', actor, reason)
+return 1
+`;
+
 // COMPACT: synced transactions with seq ≤ ARGV[2] leave the store with their id mappings and byte counts.
 // COMPACT: up to ARGV[5] synced transactions with seq <= ARGV[2], oldest first, each leaving a receipt: its
 // record without the steps, as JSON, expiring after ARGV[4] seconds (ARGV[3]: now). Chunked by the caller,
@@ -316,7 +326,7 @@ return out
 
 export const SCRIPTS = {
   append: APPEND_LUA, claim: CLAIM_LUA, settle: SETTLE_LUA, release: RELEASE_LUA, retry: RETRY_LUA,
-  retryAll: RETRY_ALL_LUA, discard: DISCARD_LUA, compact: COMPACT_LUA, get: GET_LUA, list: LIST_LUA,
+  retryAll: RETRY_ALL_LUA, discard: DISCARD_LUA, skipTo: SKIP_TO_LUA, compact: COMPACT_LUA, get: GET_LUA, list: LIST_LUA,
   states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, unindexed: UNINDEXED_LUA,
 };
 export type ScriptName = keyof typeof SCRIPTS;

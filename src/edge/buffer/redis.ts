@@ -257,6 +257,10 @@ export class RedisBuffer implements TransactionBuffer {
     return this.run<number[]>('retryAll', new Date().toISOString(), actor);
   }
 
+  async skipTo(seq: number, actor: string, reason: string): Promise<boolean> {
+    return (await this.run<number>('skipTo', seq, new Date().toISOString(), actor, reason)) === 1;
+  }
+
   async discard(transactionId: string, actor: string, reason: string): Promise<boolean> {
     return (await this.run<number>('discard', new Date().toISOString(), transactionId, actor, reason)) === 1;
   }

@@ -358,6 +358,17 @@ export class SqliteBuffer implements TransactionBuffer {
     });
   }
 
+  async skipTo(seq: number, actor: string, reason: string): Promise<boolean> {
+    const now = new Date().toISOString();
+    return this.atomic(() => {
+      const last = this.counters().last_seq!;
+      if (last >= seq) return false;
+      this.stmt.bump.run(seq - last, 'last_seq');
+      this.stmt.audit.run(now, '-', seq, 'seq_gap', actor, reason);
+      return true;
+    });
+  }
+
   async get(transactionId: string): Promise<BufferedTransaction | null> {
     const r = this.stmt.byId.get(transactionId) as Row | undefined;
     return r ? fromRow(r) : null;

@@ -234,6 +234,9 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   discard(transactionId: string, actor: string, reason: string): Promise<boolean> {
     return this.call('discard', transactionId, actor, reason);
   }
+  skipTo(seq: number, actor: string, reason: string): Promise<boolean> {
+    return this.call('skipTo', seq, actor, reason);
+  }
   get(transactionId: string): Promise<BufferedTransaction | null> {
     return this.call('get', transactionId);
   }

@@ -163,6 +163,20 @@ function connectionLost(e: { code?: string; message?: string }): boolean {
   return /^Connection terminated|^Client has encountered a connection error|^timeout exceeded when trying to connect/.test(e.message ?? '');
 }
 
+/** What the CHECK constraints of 001_initial.sql ask, in words (PostgreSQL's names: table_column_check, table_check). */
+const CHECK_RULES: Record<string, string> = {
+  executed_obs_unit_check: "end_time is before the observation's start_time",
+  executed_obs_unit_status_check: 'status must be one of running, success, failed, aborted, interrupted',
+  executed_obs_unit_mean_pwv_check: 'mean_pwv must be 0 or more',
+  executed_obs_unit_mean_elevation_check: 'mean_elevation must be between -90 and 90',
+  raw_data_package_name_check: 'name must be 1 to 255 characters',
+  raw_data_package_state_check: 'state must be open or finalized',
+  raw_data_package_size_check: 'size must be 0 or more',
+  raw_data_file_name_check: 'name must be 1 to 255 characters',
+  raw_data_file_size_check: 'size must be 0 or more',
+  user_preference_preferences_check: 'preferences must be a JSON object',
+};
+
 export function mapPgError(err: unknown, step?: Step): unknown {
   const e = err as { code?: string; constraint?: string; detail?: string; table?: string; column?: string; message?: string };
   if (!e || err instanceof AppError) return err;
@@ -176,7 +190,12 @@ export function mapPgError(err: unknown, step?: Step): unknown {
       return new AppError(422, 'reference_not_found', `A referenced row does not exist: ${e.detail ?? e.constraint}`, details);
     case '23505':
       return new ConflictError(`Already exists: ${e.detail ?? e.constraint}`, details);
-    case '23514':
+    case '23514': {
+      // PostgreSQL's detail quotes the whole failing row, server-side columns included: the rule says enough.
+      const rule = e.constraint ? CHECK_RULES[e.constraint] : undefined;
+      const what = rule ? `${rule} (${e.constraint})` : `(${e.constraint ?? e.code})`;
+      return new ValidationError(`Value violates a rule of ${e.table ?? 'the table'}: ${what}`, { ...details, detail: null });
+    }
     case '23502':
       return new ValidationError(`Value violates a rule of ${e.table ?? 'the table'} (${e.constraint ?? e.column ?? e.code})`, details);
     case 'P0002':

@@ -76,6 +76,17 @@ describe('central HTTP API (SITE_TYPE=main, real PostgreSQL)', () => {
     assert.equal(tx.body.endpoint, 'PUT /executed_obs_units/{id}/finish');
   });
 
+  it('a finish that breaks a rule of the table is told which rule, in words, without the row dumped back', async () => {
+    const start = await observer.post('/executed_obs_units/start', { body: { obs_unit_id: 1, start_time: '2025-03-01T10:00:00Z' } });
+    const fin = await observer.put(`/executed_obs_units/${start.body.id}/finish`, { body: { status: 'success', end_time: '2020-01-01T00:00:00Z' } });
+    assert.equal(fin.status, 422, fin.text);
+    assert.equal(fin.body.error.code, 'validation_error');
+    assert.equal(fin.body.error.message, "Value violates a rule of executed_obs_unit: end_time is before the observation's start_time (executed_obs_unit_check)");
+    assert.equal(fin.body.error.details.detail, null, 'no "Failing row contains (…)"');
+    assert.equal(fin.body.error.details.constraint, 'executed_obs_unit_check');
+    assert.equal((await viewer.get(`/executed_obs_units/${start.body.id}`)).body.status, 'running', 'nothing changed');
+  });
+
   it('registers packages and files, single and bulk, and finalizes a package', async () => {
     const obs = (await observer.post('/executed_obs_units/start', { body: { obs_unit_id: 2 } })).body.id;
     const pkg = await observer.post('/raw_data_package/', { body: { name: 'pkg-1', executed_obs_unit_id: obs } });

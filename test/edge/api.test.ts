@@ -119,6 +119,16 @@ describe('edge HTTP API (SITE_TYPE=secondary, SQLite buffer)', () => {
     assert.equal((await observer.del('/api/tokens/0')).status, 422);
   });
 
+  it('an account made at this edge is told plainly that it has no preferences at central', async () => {
+    const me = (await observer.get('/auth/me')).body as { id: number };
+    assert.ok(me.id < 0, `an edge-made account has a negative id (${me.id})`);
+    const before = (await e.running.buffer.stats()).accepted_total;
+    const r = await observer.post('/api/demo/update-user-preferences', { body: { user_id: me.id, preferences: { theme: 'dark' } } });
+    assert.equal(r.status, 422, r.text);
+    assert.equal(r.body.error.message, 'Accounts made at this edge have no preferences at central');
+    assert.equal((await e.running.buffer.stats()).accepted_total, before, 'nothing buffered');
+  });
+
   it('/buffer-stats has every field of the contract and keeps the ledger', async () => {
     const r = await e.anonymous.get('/buffer-stats');
     assert.equal(r.status, 200);

@@ -273,6 +273,7 @@ const specific: BadInputCase[] = [
   // POST /api/demo/update-user-preferences
   { name: 'preferences: user_id as string', ...PREFS, body: { user_id: '1', preferences: {} }, ...V },
   { name: 'preferences: user_id zero', ...PREFS, body: { user_id: 0, preferences: {} }, ...V },
+  { name: 'preferences: user_id beyond the integer range', ...PREFS, body: { user_id: -99999999999, preferences: {} }, ...V },
   { name: 'preferences: preferences is an array', ...PREFS, body: { user_id: 1, preferences: ['dark'] }, ...V },
   { name: 'preferences: preferences is a string', ...PREFS, body: { user_id: 1, preferences: 'dark' }, ...V },
   // Free-form JSON passes the schema, so only the body's own text checks stand in the way of NUL and lone
@@ -328,6 +329,7 @@ const specific: BadInputCase[] = [
   { name: 'tokens: name missing', method: 'POST', path: '/api/tokens/', body: { scopes: [] }, ...V },
   { name: 'tokens: unknown scope', method: 'POST', path: '/api/tokens/', body: { name: 't', scopes: ['root'] }, ...V },
   { name: 'tokens: expires_at not a date', method: 'POST', path: '/api/tokens/', body: { name: 't', expires_at: 'never' }, ...V },
+  { name: 'tokens: expires_at already past (a token that could never be used)', method: 'POST', path: '/api/tokens/', body: { name: 't', expires_at: '2000-01-01T00:00:00Z' }, ...V },
   { name: 'tokens: expires_at in year 0000', method: 'POST', path: '/api/tokens/', body: { name: 't', expires_at: '0000-01-01T00:00:00Z' }, ...V },
   { name: 'tokens: user_id beyond the integer range', method: 'POST', path: '/api/tokens/', body: { name: 't', user_id: 99999999999 }, ...V },
   { name: 'tokens: list with user_id beyond the integer range', method: 'GET', path: '/api/tokens/?user_id=99999999999', ...V },

@@ -215,8 +215,10 @@ export const Preferences = z
   .record(z.string(), z.unknown())
   .refine((v) => jsonDepth(v) <= 16, 'preferences may nest at most 16 levels deep');
 
+/** A user id: positive for central's accounts, negative for accounts made at an edge (which the edge then names). */
+const accountId = z.number().int().min(-2_147_483_648).max(2_147_483_647).refine((v) => v !== 0, 'Must not be 0: user ids start at 1 (at an edge, accounts made there have ids from -1 down)');
 export const UpdatePreferences = z
-  .object({ user_id: intRef, preferences: Preferences })
+  .object({ user_id: accountId, preferences: Preferences })
   .strict()
   .openapi('UpdateUserPreferences');
 export const UpdatePreferencesResult = z
@@ -272,6 +274,8 @@ export const CreateToken = z
     user_id: intRef.optional().openapi({ description: 'admin only: mint for another user' }),
   })
   .strict()
+  // A token that has expired before it is made can never be used: say so rather than hand it out.
+  .refine((v) => v.expires_at == null || Date.parse(v.expires_at) > Date.now(), { path: ['expires_at'], message: 'Must be in the future' })
   .openapi('CreateToken');
 export const TokenInfo = z
   .object({

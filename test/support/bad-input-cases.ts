@@ -288,6 +288,7 @@ const specific: BadInputCase[] = [
   // Reads: query strings and path ids
   { name: 'list: limit=0', method: 'GET', path: '/executed_obs_units/?limit=0', ...V },
   { name: 'list: limit=abc', method: 'GET', path: '/executed_obs_units/?limit=abc', ...V },
+  { name: 'list: limit given twice', method: 'GET', path: '/executed_obs_units/?limit=1&limit=2', ...V },
   { name: 'list: limit=100000', method: 'GET', path: '/executed_obs_units/?limit=100000', ...V },
   { name: 'list: status=bogus', method: 'GET', path: '/executed_obs_units/?status=bogus', ...V },
   { name: 'list: cursor=garbage', method: 'GET', path: '/executed_obs_units/?cursor=garbage', ...V },

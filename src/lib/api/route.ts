@@ -71,6 +71,14 @@ function parse<T extends ZodType>(schema: T | undefined, value: unknown, where: 
     const bad = findBadText(value);
     if (bad) throw badTextError(where, bad);
   }
+  if (where === 'query' && value && typeof value === 'object') {
+    // `?limit=1&limit=2` arrives as an array, which no query field takes: say that, not "received NaN".
+    const repeated = Object.entries(value).filter(([, v]) => Array.isArray(v)).map(([k]) => k);
+    if (repeated.length) {
+      throw new ValidationError(`Invalid query: ${repeated.join(', ')}: given more than once; give each parameter at most once`,
+        repeated.map((k) => ({ location: 'query', path: k, message: 'given more than once' })));
+    }
+  }
   const fast = fastPathOf(schema)?.(value);
   if (fast !== undefined) return fast as z.infer<T>;
   const r = schema.safeParse(value);

@@ -13,9 +13,12 @@ export const SYNC_STATUSES = ['pending', 'in_flight', 'blocked', 'failed', 'sync
 
 // Normalised to millisecond UTC ISO strings, so every site stores and pages on the same value.
 const isoTime = z.iso
-  .datetime({ offset: true })
+  .datetime({ offset: true, message: 'Invalid time: expected ISO 8601 with a time zone, e.g. 2025-06-01T12:00:00Z' })
   .refine((s) => {
-    const y = new Date(s).getUTCFullYear();
+    const t = new Date(s);
+    // Not a time at all: the format check above has said so; one message is enough.
+    if (Number.isNaN(t.getTime())) return true;
+    const y = t.getUTCFullYear();
     return y >= 1 && y <= 9999;
   }, 'year must be between 0001 and 9999')
   .transform((s) => new Date(s).toISOString())

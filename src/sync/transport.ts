@@ -24,17 +24,30 @@ export interface CentralClient {
   get(path: string, token: string | null, headers?: Record<string, string>): Promise<Reply>;
 }
 
+/**
+ * The slowest link a request is given time for: SYNC_TIMEOUT_MS is the time
+ * for central to answer, and a request gets one more second for every this
+ * many bytes it sends (256 kbit/s). Without it a large transaction on a slow
+ * link timed out on every attempt, and everything behind it waited forever.
+ */
+export const SLOWEST_LINK_BYTES_PER_S = 32 * 1024;
+
+/** The time limit of a request that sends `bytes`. */
+export const requestTimeoutMs = (timeoutMs: number, bytes: number): number => timeoutMs + Math.ceil((bytes / SLOWEST_LINK_BYTES_PER_S) * 1000);
+
 export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal): CentralClient {
   const call = async (method: string, path: string, token: string | null, body?: unknown, extra: Record<string, string> = {}, cancel?: AbortSignal): Promise<Reply> => {
     const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const timeout = AbortSignal.timeout(timeoutMs);
+    const sent = body === undefined ? undefined : JSON.stringify(body);
+    const limitMs = sent === undefined ? timeoutMs : requestTimeoutMs(timeoutMs, Buffer.byteLength(sent));
+    const timeout = AbortSignal.timeout(limitMs);
     try {
       const res = await fetch(baseUrl + path, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: sent,
         signal: AbortSignal.any(cancel ? [timeout, stop, cancel] : [timeout, stop]),
       });
       const text = await res.text();
@@ -46,7 +59,11 @@ export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal
       }
       return { status: res.status, headers: res.headers, body: parsed };
     } catch (err) {
-      if (timeout.aborted) throw new TransportError('timeout', `no answer from central within ${timeoutMs} ms`);
+      if (timeout.aborted) {
+        throw new TransportError('timeout', limitMs === timeoutMs
+          ? `no answer from central within ${timeoutMs} ms`
+          : `no answer from central within ${limitMs} ms (SYNC_TIMEOUT_MS ${timeoutMs} ms, plus time to send the request at 256 kbit/s)`);
+      }
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new TransportError('network', cause?.code ?? cause?.message ?? (err as Error).message);
     }

@@ -8,6 +8,8 @@
  *  - `reset`          accept, then reset the connection at once
  *  - `blackhole`      accept and read, never forward, never answer (a dead link)
  *  - `{ delay: ms }`  forward both ways, each chunk `ms` late (order kept)
+ *  - `{ rate: B }`    a slow uplink: the client's bytes reach upstream at B bytes/s, with backpressure
+ *                     (the client's socket is paused while 64 KiB wait), answers at full speed
  *  - `reset-mid-body` forward the request's headers and half its body (half the
  *                     head for a request without body), then reset both sides
  *  - `drop-response`  forward the whole request; when central starts answering,
@@ -31,7 +33,7 @@ export interface CannedResponse {
 }
 
 export type FaultMode =
-  | 'pass' | 'refuse' | 'reset' | 'blackhole' | 'reset-mid-body' | 'drop-response' | { delay: number } | { respond: CannedResponse };
+  | 'pass' | 'refuse' | 'reset' | 'blackhole' | 'reset-mid-body' | 'drop-response' | { delay: number } | { rate: number } | { respond: CannedResponse };
 
 export const delay = (ms: number): FaultMode => ({ delay: ms });
 
@@ -46,7 +48,8 @@ export interface SeenRequest {
   body?: string;
 }
 
-const modeName = (m: FaultMode) => (typeof m === 'string' ? m : 'delay' in m ? `delay(${m.delay})` : `respond(${m.respond.status})`);
+const modeName = (m: FaultMode) =>
+  typeof m === 'string' ? m : 'delay' in m ? `delay(${m.delay})` : 'rate' in m ? `rate(${m.rate})` : `respond(${m.respond.status})`;
 
 const STATUS_TEXT: Record<number, string> = { 200: 'OK', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
@@ -158,6 +161,39 @@ function delayedWriter(to: net.Socket, ms: number): (chunk: Buffer) => void {
   return (chunk) => {
     queue.push({ at: Date.now() + ms, chunk });
     if (!timer) timer = setTimeout(pump, ms);
+  };
+}
+
+/** Writes what `from` sends to `to` at `rate` bytes/s, pausing `from` while more than 64 KiB wait. */
+function throttledWriter(from: net.Socket, to: net.Socket, rate: number): (chunk: Buffer) => void {
+  const TICK_MS = 20;
+  const perTick = Math.max(1, Math.floor((rate * TICK_MS) / 1000));
+  const queue: Buffer[] = [];
+  let queued = 0;
+  let timer: NodeJS.Timeout | null = null;
+  const pump = () => {
+    timer = null;
+    for (let budget = perTick; budget > 0 && queue.length; ) {
+      const c = queue[0]!;
+      const part = c.length <= budget ? c : c.subarray(0, budget);
+      if (part === c) queue.shift();
+      else queue[0] = c.subarray(budget);
+      budget -= part.length;
+      queued -= part.length;
+      if (!to.destroyed) to.write(part);
+    }
+    if (queued < 64 * 1024 && from.isPaused()) from.resume();
+    if (queue.length) timer = setTimeout(pump, TICK_MS);
+  };
+  to.once('close', () => {
+    if (timer) clearTimeout(timer);
+    queue.length = 0;
+  });
+  return (chunk) => {
+    queue.push(chunk);
+    queued += chunk.length;
+    if (queued > 64 * 1024) from.pause();
+    if (!timer) timer = setTimeout(pump, TICK_MS);
   };
 }
 
@@ -367,7 +403,8 @@ export class FaultProxy {
     };
 
     const lag = typeof mode === 'object' && 'delay' in mode ? mode.delay : 0;
-    const toUpstream = lag ? delayedWriter(upstream, lag) : (chunk: Buffer) => upstream.write(chunk);
+    const rate = typeof mode === 'object' && 'rate' in mode ? mode.rate : 0;
+    const toUpstream = rate ? throttledWriter(client, upstream, rate) : lag ? delayedWriter(upstream, lag) : (chunk: Buffer) => upstream.write(chunk);
     const toClient = lag ? delayedWriter(client, lag) : (chunk: Buffer) => client.write(chunk);
 
     client.on('data', (chunk: Buffer) => {

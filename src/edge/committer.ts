@@ -6,7 +6,7 @@
  */
 import { statfs } from 'node:fs/promises';
 import type { BufferedTransaction, NewTransaction, TransactionBuffer } from './buffer/buffer.js';
-import { OutcomeUnknownError, transactionBytes } from './buffer/buffer.js';
+import { BufferBehindError, OutcomeUnknownError, transactionBytes } from './buffer/buffer.js';
 import { ThreadedSqliteBuffer } from './buffer/thread.js';
 import { applyOrCatchUp, catchUp, type LocalApply, type LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
@@ -76,6 +76,14 @@ export class GroupCommitter {
     private readonly log: Logger,
     /** Called after each durable commit (the sync engine wakes up). */
     private readonly onCommit: () => void = () => {},
+    /**
+     * An append found the buffer behind the seqs it had given out (a Redis
+     * that lost its data while the daemon ran): records the loss and raises
+     * the buffer's counter, after which the append is tried once more.
+     */
+    private readonly onBehind: (err: BufferBehindError) => Promise<void> = async (err) => {
+      throw err;
+    },
   ) {}
 
   submit(tx: NewTransaction): Promise<BufferedTransaction> {
@@ -278,7 +286,12 @@ export class GroupCommitter {
       accepted = admitted.accepted;
       if (accepted.length === 0) return ANSWERED;
       this.spend(admitted.bytes);
-      const stored = await this.appendAndApply(accepted.map((i) => i.tx));
+      const txs = accepted.map((i) => i.tx);
+      const stored = await this.appendAndApply(txs).catch(async (err: unknown) => {
+        if (!(err instanceof BufferBehindError)) throw err;
+        await this.onBehind(err);
+        return this.appendAndApply(txs);
+      });
       this.held.bytes += admitted.bytes;
       this.groups.count += 1;
       this.groups.transactions += stored.length;

@@ -45,20 +45,25 @@ export function describeLoss(r: Pick<LostSeqs, 'from' | 'to'>): string {
     `${n === 1 ? 'is' : 'are'} no longer in the buffer (a buffer restored from an older backup, or a Redis that lost its data)`;
 }
 
-/** The range the buffer is behind the local store by, or null. Changes nothing. */
-export async function bufferBehind(buffer: TransactionBuffer, local: LocalStore): Promise<Pick<LostSeqs, 'from' | 'to'> | null> {
+/**
+ * The range the buffer is behind the local store by (or behind `seen`, the
+ * highest seq the buffer is known to have given out), or null. Changes nothing.
+ */
+export async function bufferBehind(buffer: TransactionBuffer, local: LocalStore, seen = 0): Promise<Pick<LostSeqs, 'from' | 'to'> | null> {
   const last = (await buffer.stats()).last_seq;
-  const applied = local.appliedSeq();
+  const applied = Math.max(local.appliedSeq(), seen);
   return applied > last ? { from: last + 1, to: applied } : null;
 }
 
 /**
- * At start: finds a buffer behind the local store, records the range (first,
- * so a crash before the counter is raised finds it again), and raises the
- * buffer's seq counter past it. Returns the new range, or null.
+ * At start, or when an append found the buffer behind (BufferBehindError,
+ * `seen`: the seqs it had given out): finds a buffer behind the local store,
+ * records the range (first, so a crash before the counter is raised finds it
+ * again), and raises the buffer's seq counter past it. Returns the range, or
+ * null.
  */
-export async function detectLostSeqs(buffer: TransactionBuffer, local: LocalStore, actor = 'opsdb'): Promise<LostSeqs | null> {
-  const behind = await bufferBehind(buffer, local);
+export async function detectLostSeqs(buffer: TransactionBuffer, local: LocalStore, seen = 0, actor = 'opsdb'): Promise<LostSeqs | null> {
+  const behind = await bufferBehind(buffer, local, seen);
   if (!behind) return null;
   const ranges = lostSeqs(local);
   let range = ranges.find((r) => r.from === behind.from && r.to === behind.to);

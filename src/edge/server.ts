@@ -11,7 +11,7 @@ import { isBufferUnavailable, type TransactionBuffer } from './buffer/buffer.js'
 import { UnavailableError } from '../lib/errors.js';
 import { openBuffer } from './buffer/open.js';
 import { LocalStore, SITE_NAME_KEY, catchUp, checkSiteOfDataDir } from './local-store.js';
-import { describeLoss, detectLostSeqs, lostSeqs } from './lost-seqs.js';
+import { describeLoss, detectLostSeqs, lostSeqs, type LostSeqs } from './lost-seqs.js';
 import { LocalAccounts } from './local-accounts.js';
 import { GroupCommitter } from './committer.js';
 import { EdgeBackend } from './backend.js';
@@ -64,14 +64,14 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
   let server: Server | undefined;
   try {
     const released = await buffer.releaseInFlight();
-    const lost = await detectLostSeqs(buffer, local);
-    if (lost) {
+    const logLoss = (lost: LostSeqs) =>
       log.error(
         { from_seq: lost.from, to_seq: lost.to },
         `the buffer has lost acknowledged transactions: ${describeLoss(lost)}. New writes go on from seq ${lost.to + 1}; ` +
           'restore the buffer that belongs with this local store if there is one, else run "opsdb buffer accept-loss"',
       );
-    }
+    const lost = await detectLostSeqs(buffer, local);
+    if (lost) logLoss(lost);
     const replayed = await catchUp(buffer, local);
     const stats = await buffer.stats();
     if (local.getMeta(SITE_NAME_KEY) === null) local.setMeta(SITE_NAME_KEY, config.siteName);
@@ -97,7 +97,10 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
         })
       : null;
     const sync: SyncView = engine ?? SYNC_DISABLED;
-    const committer = new GroupCommitter(buffer, local, config, log, () => engine?.nudge());
+    const committer = new GroupCommitter(buffer, local, config, log, () => engine?.nudge(), async (err) => {
+      const found = await detectLostSeqs(buffer, local, err.expected);
+      if (found) logLoss(found);
+    });
     const backend = new EdgeBackend({
       siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes,
       minFreeDiskBytes: config.minFreeDiskBytes, redis: redisStatus,

@@ -5,7 +5,8 @@
 // them refused. The transactions the buffer lost vanished without a word, and their records read `synced`.
 // Now the edge notices at start: it raises the buffer's seq counter past the local store's, reports the
 // loss in the log, /buffer-stats and /health until `opsdb buffer accept-loss`, and shows the lost records
-// as `failed`. A real SQLite buffer file restored from a copy, and a real redis-server restarted empty.
+// as `failed`; a Redis that comes back empty while the edge runs is found by the next append. A real SQLite
+// buffer file restored from a copy, and a real redis-server restarted empty.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, rmSync } from 'node:fs';
@@ -98,6 +99,39 @@ describe('a buffer behind the local store', { timeout: 120_000 }, () => {
     assert.equal((await e.anonymous.get('/buffer-stats')).body.lost_transactions, 0);
     await startObs(e, 2);
     assert.equal((await e.anonymous.get('/buffer-stats')).body.accepted_total, 5, 'the two kept, the new start and finish, and this one');
+  });
+
+  it('Redis that comes back without its data while the edge runs: noticed at the next write, which is kept and readable', async () => {
+    const dir = await tempDir('behind-redis-live');
+    let redis = await startRedisServer(join(dir.path, 'redis-a'));
+    try {
+      const e = await startTestEdge('behind-redis-live', { overrides: { BUFFER_BACKEND: 'redis', REDIS_URL: redis.url } });
+      edges.push(e);
+      const gone = [await startObs(e, 1), await startObs(e, 2)];
+      await redis.kill();
+      redis = await startRedisServer(join(dir.path, 'redis-b'), { port: redis.port });
+      // The edge reconnects by itself; the first write after that finds the counter behind.
+      let fresh: { status: number; body: { id: string; transaction_id: string } } | null = null;
+      let last = '';
+      for (const end = Date.now() + 15_000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+        const r = await e.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 3 } });
+        if (r.status === 201) {
+          fresh = r;
+          break;
+        }
+        last = `${r.status} ${r.text}`;
+      }
+      assert.ok(fresh, `a write succeeds once Redis is back (last answer: ${last})`);
+      assert.equal((await e.admin.get(`/api/transactions/${fresh.body.transaction_id}`)).body.seq, 3, 'after the seqs given out before');
+      assert.equal((await e.admin.get(`/executed_obs_units/${fresh.body.id}`)).status, 200, 'readable at once');
+      assert.equal((await e.anonymous.get('/buffer-stats')).body.lost_transactions, 2);
+      assert.equal((await e.anonymous.get('/health')).body.status, 'degraded');
+      for (const o of gone) assert.equal((await e.admin.get(`/executed_obs_units/${o.id}`)).body.sync_status, 'failed');
+      await stop(e);
+    } finally {
+      await redis.stop().catch(() => {});
+      await dir.cleanup();
+    }
   });
 
   it('Redis that came back without its data: the same', async () => {

@@ -218,6 +218,22 @@ export class DuplicateTransactionError extends Error {
   }
 }
 
+/**
+ * The buffer's seq counter is below a seq it has already given out: it lost
+ * data while the daemon ran (a Redis restarted without it). Nothing was
+ * appended; see lost-seqs.ts for what the edge does about it.
+ */
+export class BufferBehindError extends Error {
+  constructor(
+    /** The buffer's last seq now. */
+    readonly last: number,
+    /** The highest seq it had given out before. */
+    readonly expected: number,
+  ) {
+    super(`the buffer's last seq is ${last}, but it had given out seqs up to ${expected}: it has lost data`);
+  }
+}
+
 /** A buffer that cannot be opened or fails its integrity check: the daemon must not accept writes. */
 export class BufferUnavailableError extends Error {}
 

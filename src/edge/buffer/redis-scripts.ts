@@ -71,6 +71,8 @@ for i = 0, n - 1 do
   seen[id] = true
 end
 local last = tonumber(redis.call('GET', K('seq')) or '0')
+-- The caller has seen seqs up to this one: a counter below it means Redis lost data (restarted without it).
+if last < tonumber(ARGV[4 + n * W] or '0') then return {'behind', last} end
 local total = 0
 for i = 0, n - 1 do
   local a, seq = 4 + i * W, last + i + 1

@@ -19,6 +19,7 @@
 import { Redis, ReplyError } from 'ioredis';
 import {
   BufferUnavailableError,
+  BufferBehindError,
   DuplicateTransactionError,
   OutcomeUnknownError,
   RECEIPT_DAYS,
@@ -141,6 +142,13 @@ function maybeRan(err: unknown): boolean {
 export class RedisBuffer implements TransactionBuffer {
   readonly backend = 'redis' as const;
   private closed = false;
+  /**
+   * The highest seq this buffer has given out (or found at open). Every append
+   * checks the counter against it in the same script: a Redis that restarted
+   * without its data while the daemon ran answers `behind` instead of giving
+   * out seqs again (BufferBehindError).
+   */
+  private highest = 0;
 
   private constructor(
     private readonly redis: Redis,
@@ -183,7 +191,9 @@ export class RedisBuffer implements TransactionBuffer {
       throw new BufferUnavailableError(`refusing the Redis buffer: ${note}. To fix: ${FIX_HINT}`);
     }
     for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(command(name as ScriptName), { lua: PRELUDE + lua, numberOfKeys: 0 });
-    return new RedisBuffer(redis, opts.keyPrefix, where, note ? 'weak' : 'always', note);
+    const b = new RedisBuffer(redis, opts.keyPrefix, where, note ? 'weak' : 'always', note);
+    b.highest = (await b.stats()).last_seq;
+    return b;
   }
 
   /** Runs one script with the key prefix as ARGV[1]; a Redis failure becomes BufferUnavailableError. */
@@ -213,7 +223,7 @@ export class RedisBuffer implements TransactionBuffer {
     ]);
     let reply: [string, string | number];
     try {
-      reply = await this.run<[string, string | number]>('append', now, txs.length, ...args);
+      reply = await this.run<[string, string | number]>('append', now, txs.length, ...args, this.highest);
     } catch (err) {
       if (!maybeRan((err as Error).cause)) throw err;
       // Sent, and then no answer: Redis may have run the script (a stall past COMMAND_TIMEOUT_MS, or the
@@ -222,7 +232,9 @@ export class RedisBuffer implements TransactionBuffer {
     }
     const [status, value] = reply;
     if (status === 'duplicate') throw new DuplicateTransactionError(String(value));
+    if (status === 'behind') throw new BufferBehindError(Number(value), this.highest);
     const first = Number(value);
+    this.highest = Math.max(this.highest, first + txs.length - 1);
     return rows.map(({ t, bytes }, i) => ({
       ...t, seq: first + i, state: 'pending' as const, attempts: 0, last_error: null, bytes, updated_at: now, central_result: null,
     }));
@@ -258,7 +270,9 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   async skipTo(seq: number, actor: string, reason: string): Promise<boolean> {
-    return (await this.run<number>('skipTo', seq, new Date().toISOString(), actor, reason)) === 1;
+    const raised = (await this.run<number>('skipTo', seq, new Date().toISOString(), actor, reason)) === 1;
+    this.highest = Math.max(this.highest, seq);
+    return raised;
   }
 
   async discard(transactionId: string, actor: string, reason: string): Promise<boolean> {

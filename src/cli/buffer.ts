@@ -1,7 +1,6 @@
 /** `opsdb buffer …`: the edge buffer, with the daemon running or stopped. */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
 import { LocalStore, checkSiteOfDataDir } from '../edge/local-store.js';
 import { acceptLostSeqs, bufferBehind, describeLoss, lostSeqs, type LostSeqs } from '../edge/lost-seqs.js';
 import type { Config } from '../lib/config.js';

@@ -192,7 +192,12 @@ export class RedisBuffer implements TransactionBuffer {
     }
     for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(command(name as ScriptName), { lua: PRELUDE + lua, numberOfKeys: 0 });
     const b = new RedisBuffer(redis, opts.keyPrefix, where, note ? 'weak' : 'always', note);
-    b.highest = (await b.stats()).last_seq;
+    try {
+      b.highest = (await b.stats()).last_seq;
+    } catch (err) {
+      redis.disconnect();
+      throw err;
+    }
     return b;
   }
 

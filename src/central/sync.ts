@@ -176,7 +176,7 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
   if (exhausted && total === 0) upTo = Math.max(upTo, current);
   // A page that stopped before the end of the feed says so, even past `current` (positions that committed meanwhile).
   const more = !exhausted || upTo < current;
-  if (total === 0) return { changes: [], position: upTo, more };
+  if (total === 0) return { changes: [], position: upTo, more, head: current };
 
   const { rows: keys } = await pool.query<{ table_name: string; row_key: string }>(
     `SELECT DISTINCT c.table_name, c.row_key FROM feed_tx f JOIN change_log c ON c.xid = f.xid
@@ -203,7 +203,7 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
       changes.push({ table, key, row });
     }
   }
-  return { changes, position: upTo, more };
+  return { changes, position: upTo, more, head: current };
 }
 
 export interface SiteRow {

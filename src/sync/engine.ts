@@ -401,7 +401,8 @@ export class SyncEngine implements SyncView {
       if (!probing) this.fail(f);
       return f;
     }
-    let next = this.fetchPage(this.o.replica.position(), pageRows, backlog);
+    const since = this.o.replica.position();
+    let next = this.fetchPage(since, pageRows, backlog);
     for (let page = 0; page < maxPages && !this.stopping; page++) {
       const got = await next;
       if ('err' in got) {
@@ -427,6 +428,7 @@ export class SyncEngine implements SyncView {
       }
       if (probing) this.credentialsChanged();
       const body = parsed.data;
+      if (page === 0 && body.head !== undefined && body.head < since) return this.centralWentBack(body.head, since);
       // The page after this one starts where this one ends; ask for it now.
       if (body.more && page + 1 < maxPages && !this.stopping) {
         next = this.fetchPage(body.position, pageRows, backlog);
@@ -443,6 +445,29 @@ export class SyncEngine implements SyncView {
     this.succeed();
     await this.compact();
     return null;
+  }
+
+  /**
+   * Central's feed is behind this edge's replica: its database went back in
+   * time (restored from a backup, or failed over to a standby that was
+   * behind). Positions after `head`, and maybe some before it, will be
+   * given out again, to new changes (a token revoked since, say), which the
+   * replica would skip if it stayed where it is; where the two histories part
+   * cannot be known here, so the replica reads central's feed again from the
+   * start (rows are upserts: reading them again is harmless, and local writes
+   * newer than central's are kept as always). What this edge synced after
+   * that point may be gone from central; transactions already compacted here
+   * cannot be sent again from the buffer, so this is logged at level error
+   * for an operator to compare.
+   */
+  private centralWentBack(head: number, replica: number): Failure {
+    const message = `central's change feed is at position ${head}, behind this edge's replica at ${replica}: central's database went back in time ` +
+      '(restored from a backup, or failed over to a copy that was behind). The edge reads central\'s feed again from the start; what it synced since may be missing at central';
+    this.o.log.error({ central_position: head, replica_position: replica }, message);
+    this.o.replica.apply([], 0, new Set(), new Map());
+    const f: Failure = { kind: 'transient', code: 'central_behind', message, retryAfterMs: null, unreachable: false, shrink: false };
+    this.fail(f);
+    return f;
   }
 
   /** Drops synced transactions whose results the replica has caught up with (seq order, stop at the first it has not). */

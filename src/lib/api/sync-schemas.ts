@@ -70,6 +70,13 @@ export const ChangesPage = z
     position: z.number().int().nonnegative(),
     /** True when positions beyond `position` exist already. */
     more: z.boolean(),
+    /**
+     * Central's newest committed position. Below the `since` an edge asked
+     * with, it means central's feed went back: its database was restored
+     * from a backup, or failed over to a copy that was behind. (Absent from
+     * an older central.)
+     */
+    head: z.number().int().nonnegative().optional(),
   })
   .openapi('ChangesPage');
 export type ChangesPage = z.infer<typeof ChangesPage>;

@@ -1,0 +1,67 @@
+// Found in review: when central's database went back in time (restored from a backup, or failed over to a
+// standby that was behind), its change feed gave out positions the edge had already passed, to new
+// changes. The edge asked for changes after its old position and silently skipped them: a token revoked
+// at central after the restore kept working at the edge. Central now says where its feed is (`head`), and
+// an edge whose replica is past it says so at level error and follows the feed from there. A real central
+// on PostgreSQL whose feed is rewound in place, the real engine, a real SQLite replica.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startTestCentral, type TestCentral } from '../support/central.js';
+import { until } from '../support/daemon.js';
+import { SyncEngine } from '../../src/sync/engine.js';
+import { httpClient } from '../../src/sync/transport.js';
+import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
+import { LocalStore } from '../../src/edge/local-store.js';
+import { createLogger } from '../../src/lib/logger.js';
+
+describe('central\'s feed goes back behind the edge', () => {
+  let central: TestCentral;
+  let dir: string;
+  before(async () => {
+    central = await startTestCentral('went-back');
+    dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-went-back-'));
+  });
+  after(async () => {
+    await central?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the edge says so and receives the changes made after it', async () => {
+    const token = (await central.admin.post('/api/sites/', { body: { name: 'went-back' } })).body.token as string;
+    const stop = new AbortController();
+    const local = new LocalStore(join(dir, 'local.db'));
+    const buffer = new SqliteBuffer(join(dir, 'buffer.db'));
+    const engine = new SyncEngine({
+      site: 'went-back', buffer, client: httpClient(central.url, 10_000, stop.signal), replica: local, token: () => token,
+      log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: 200, retryBaseMs: 50, retryMaxMs: 200,
+    });
+    const codes: string[] = [];
+    engine.on({ error: (code) => codes.push(code) });
+    const names = () => local.listReference('observing_program').map((p) => p.name);
+    try {
+      engine.start();
+      await central.db.query(`INSERT INTO observing_program (name) VALUES ('before the restore')`);
+      await until('the replica to have it', async () => names().includes('before the restore'));
+      const passed = local.position();
+      assert.ok(passed > 2, `the replica is well into the feed (${passed})`);
+
+      // The restore: central's feed as it was at position 1. What it gives out next, the edge has passed.
+      await central.db.query('DELETE FROM feed_tx WHERE pos > 1');
+      await central.db.query('UPDATE feed_position SET pos = 1 WHERE id = 1');
+      await central.db.query(`INSERT INTO observing_program (name) VALUES ('after the restore')`);
+
+      await until('the change made after the restore to reach the replica', async () => names().includes('after the restore'), 10_000);
+      assert.ok(codes.includes('central_behind'), `the engine reported it (${codes.join(', ')})`);
+      assert.ok(local.position() < passed, 'the replica follows central\'s feed as it is now');
+      assert.equal(engine.state(), 'running');
+    } finally {
+      stop.abort();
+      await engine.stop();
+      await buffer.close();
+      local.close();
+    }
+  });
+});

@@ -11,11 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestCentral, type TestCentral } from '../support/central.js';
 import { until } from '../support/daemon.js';
-import { SyncEngine } from '../../src/sync/engine.js';
-import { httpClient } from '../../src/sync/transport.js';
-import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
-import { LocalStore } from '../../src/edge/local-store.js';
-import { createLogger } from '../../src/lib/logger.js';
+import { engineFor } from '../support/engine.js';
 
 describe('central\'s feed goes back behind the edge', () => {
   let central: TestCentral;
@@ -30,14 +26,7 @@ describe('central\'s feed goes back behind the edge', () => {
   });
 
   it('the edge says so and receives the changes made after it', async () => {
-    const token = (await central.admin.post('/api/sites/', { body: { name: 'went-back' } })).body.token as string;
-    const stop = new AbortController();
-    const local = new LocalStore(join(dir, 'local.db'));
-    const buffer = new SqliteBuffer(join(dir, 'buffer.db'));
-    const engine = new SyncEngine({
-      site: 'went-back', buffer, client: httpClient(central.url, 10_000, stop.signal), replica: local, token: () => token,
-      log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: 200, retryBaseMs: 50, retryMaxMs: 200,
-    });
+    const { engine, local, close } = await engineFor(central, 'went-back', dir, { retryMaxMs: 200 });
     const codes: string[] = [];
     engine.on({ error: (code) => codes.push(code) });
     const names = () => local.listReference('observing_program').map((p) => p.name);
@@ -58,10 +47,7 @@ describe('central\'s feed goes back behind the edge', () => {
       assert.ok(local.position() < passed, 'the replica follows central\'s feed as it is now');
       assert.equal(engine.state(), 'running');
     } finally {
-      stop.abort();
-      await engine.stop();
-      await buffer.close();
-      local.close();
+      await close();
     }
   });
 });

@@ -10,11 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestCentral, type TestCentral } from '../support/central.js';
 import { until } from '../support/daemon.js';
-import { SyncEngine } from '../../src/sync/engine.js';
-import { httpClient } from '../../src/sync/transport.js';
-import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
-import { LocalStore } from '../../src/edge/local-store.js';
-import { createLogger } from '../../src/lib/logger.js';
+import { engineFor } from '../support/engine.js';
 
 describe('the wall clock steps back while the engine runs', () => {
   let central: TestCentral;
@@ -29,14 +25,7 @@ describe('the wall clock steps back while the engine runs', () => {
   });
 
   it('goes on pulling every interval', async () => {
-    const token = (await central.admin.post('/api/sites/', { body: { name: 'clock-step' } })).body.token as string;
-    const stop = new AbortController();
-    const local = new LocalStore(join(dir, 'local.db'));
-    const buffer = new SqliteBuffer(join(dir, 'buffer.db'));
-    const engine = new SyncEngine({
-      site: 'clock-step', buffer, client: httpClient(central.url, 10_000, stop.signal), replica: local, token: () => token,
-      log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: 200, retryBaseMs: 50, retryMaxMs: 500,
-    });
+    const { engine, local, close } = await engineFor(central, 'clock-step', dir);
     const realNow = Date.now;
     const names = () => local.listReference('observing_program').map((p) => p.name);
     try {
@@ -51,10 +40,7 @@ describe('the wall clock steps back while the engine runs', () => {
       assert.equal(engine.state(), 'running');
     } finally {
       Date.now = realNow;
-      stop.abort();
-      await engine.stop();
-      await buffer.close();
-      local.close();
+      await close();
     }
   });
 });

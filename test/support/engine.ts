@@ -1,0 +1,42 @@
+/**
+ * The real sync engine in this process, syncing a fresh SQLite buffer and
+ * local store (in `dir`) with a real central as a newly registered site:
+ * for tests that need to reach into the engine's surroundings (its clock,
+ * central's database) rather than run a whole edge process.
+ */
+import { join } from 'node:path';
+import type { TestCentral } from './central.js';
+import { SyncEngine } from '../../src/sync/engine.js';
+import { httpClient } from '../../src/sync/transport.js';
+import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
+import { LocalStore } from '../../src/edge/local-store.js';
+import { createLogger } from '../../src/lib/logger.js';
+
+export interface InProcessEngine {
+  engine: SyncEngine;
+  local: LocalStore;
+  buffer: SqliteBuffer;
+  /** Stops the engine and closes the buffer and the local store. */
+  close(): Promise<void>;
+}
+
+export async function engineFor(central: TestCentral, site: string, dir: string, opts: { intervalMs?: number; retryMaxMs?: number } = {}): Promise<InProcessEngine> {
+  const token = (await central.admin.post('/api/sites/', { body: { name: site } })).body.token as string;
+  const stop = new AbortController();
+  const local = new LocalStore(join(dir, 'local.db'));
+  const buffer = new SqliteBuffer(join(dir, 'buffer.db'));
+  const engine = new SyncEngine({
+    site, buffer, client: httpClient(central.url, 10_000, stop.signal), replica: local, token: () => token,
+    log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: opts.intervalMs ?? 200, retryBaseMs: 50,
+    retryMaxMs: opts.retryMaxMs ?? 500,
+  });
+  return {
+    engine, local, buffer,
+    async close() {
+      stop.abort();
+      await engine.stop();
+      await buffer.close();
+      local.close();
+    },
+  };
+}

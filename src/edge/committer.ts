@@ -6,7 +6,7 @@
  */
 import { statfs } from 'node:fs/promises';
 import type { BufferedTransaction, NewTransaction, TransactionBuffer } from './buffer/buffer.js';
-import { BufferBehindError, OutcomeUnknownError, transactionBytes } from './buffer/buffer.js';
+import { BufferBehindError, BufferNotDurableError, OutcomeUnknownError, transactionBytes } from './buffer/buffer.js';
 import { ThreadedSqliteBuffer } from './buffer/thread.js';
 import { applyOrCatchUp, catchUp, type LocalApply, type LocalStore } from './local-store.js';
 import type { Logger } from '../lib/logger.js';
@@ -300,6 +300,12 @@ export class GroupCommitter {
     } catch (err) {
       // The figure kept is no longer known to be right.
       this.held.at = Number.NEGATIVE_INFINITY;
+      if (err instanceof BufferNotDurableError) {
+        // Nothing was sent to the storage; the change of its settings was logged once, when it was seen.
+        const refused = new UnavailableError(`Nothing was stored: ${err.message}`, { backend: this.buffer.backend });
+        for (const item of accepted.length ? accepted : group) item.reject(refused);
+        return ANSWERED;
+      }
       if (accepted.length > 0 && (await this.landed(accepted))) return ANSWERED;
       this.log.error({ err }, 'buffer append failed');
       if (err instanceof OutcomeUnknownError && accepted.length > 0) {

@@ -56,11 +56,11 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
       log.fatal({ err: { message: err.message } }, 'the storage thread stopped; the edge cannot store writes and must be restarted');
       fatal(err);
     },
-  }).catch((err: unknown) => {
+  }, log).catch((err: unknown) => {
     local.close();
     throw err;
   });
-  const { buffer, redisStatus } = opened;
+  const { buffer, redisStatus, refusing } = opened;
   let server: Server | undefined;
   try {
     const released = await buffer.releaseInFlight();
@@ -103,7 +103,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
     });
     const backend = new EdgeBackend({
       siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes,
-      minFreeDiskBytes: config.minFreeDiskBytes, redis: redisStatus,
+      minFreeDiskBytes: config.minFreeDiskBytes, redis: redisStatus, refusing,
       // Central takes at most MAX_BODY_BYTES per request (the same setting there); keep 64 KiB for the envelope.
       maxTransactionBytes: Math.max(1024, config.maxBodyBytes - 64 * 1024),
     });

@@ -1,11 +1,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { BufferUnavailableError, RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
+import { BufferNotDurableError, BufferUnavailableError, RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
 import { RedisBuffer } from '../../src/edge/buffer/redis.js';
 import { freePort } from '../support/ports.js';
 import { redisKeyPrefix, redisUrl, startRedisServer, tempDir, type RedisServer, type TempDir } from '../support/services.js';
 import { bufferConformance, tx } from './buffer-conformance.js';
+import { until } from '../support/daemon.js';
 
 bufferConformance('Redis (appendonly, appendfsync always, a real server)', {
   open: () => RedisBuffer.open({ url: redisUrl(), keyPrefix: redisKeyPrefix('buf') }),
@@ -88,6 +89,106 @@ describe('RedisBuffer.open', () => {
       return true;
     });
     assert.ok(Date.now() - started < 5000);
+  });
+});
+
+// Settings read only at start left a gap: `CONFIG SET appendfsync everysec` on a running Redis, or a
+// Redis restarted with another redis.conf, and every later write was acknowledged without an fsync.
+describe('RedisBuffer when the server\'s durability changes while it runs', () => {
+  let dir: TempDir;
+  let server: RedisServer;
+  before(async () => {
+    dir = await tempDir('redis-buffer-durability');
+    server = await startRedisServer(dir.path);
+  });
+  after(async () => {
+    await server.stop();
+    await dir.cleanup();
+  });
+
+  it('refuses appends, storing nothing, while the server does not fsync every write, and takes them again after', async () => {
+    const changes: (string | null)[] = [];
+    const b = await RedisBuffer.open({
+      url: server.url, keyPrefix: redisKeyPrefix('runtime'), durabilityCheckMs: 0, onDurabilityChange: (n) => changes.push(n),
+    });
+    try {
+      await b.append([tx()]);
+      await withClient(server.url, (r) => r.config('SET', 'appendfsync', 'everysec'));
+      try {
+        await assert.rejects(b.append([tx(), tx()]), (err: Error) => {
+          assert.ok(err instanceof BufferNotDurableError, String(err));
+          assert.match(err.message, /appendfsync is everysec/);
+          assert.match(err.message, /refused until it is fixed/);
+          assert.match(err.message, /CONFIG SET appendfsync always/);
+          return true;
+        });
+        assert.equal(b.durability, 'weak');
+        assert.equal(b.refusingWrites, true);
+        const stats = await b.stats();
+        assert.equal(stats.accepted_total, 1, 'the refused group stored nothing');
+        assert.equal(stats.last_seq, 1, 'and took no seq');
+      } finally {
+        await withClient(server.url, (r) => r.config('SET', 'appendfsync', 'always'));
+      }
+      const [next] = await b.append([tx()]);
+      assert.equal(next!.seq, 2, 'seqs go on without a gap');
+      assert.equal(b.refusingWrites, false);
+      assert.equal(changes.length, 2);
+      assert.match(changes[0] ?? '', /appendfsync is everysec/);
+      assert.equal(changes[1], null);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('looks at the settings again on a new connection, before its first append', async () => {
+    const keyPrefix = redisKeyPrefix('restarted');
+    // An hour between looks: only the reconnection can make it look again.
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix, durabilityCheckMs: 3_600_000 });
+    try {
+      await b.append([tx()]);
+      await server.stop();
+      server = await startRedisServer(dir.path, { port: server.port, config: ['--appendfsync', 'everysec'] });
+      const err = await until('the buffer to reconnect and refuse', async () => {
+        try {
+          await b.append([tx()]);
+          return new Error('the append was taken');
+        } catch (e) {
+          return e instanceof BufferNotDurableError ? e : e instanceof BufferUnavailableError ? null : (e as Error);
+        }
+      }, 15_000);
+      assert.ok(err instanceof BufferNotDurableError, String(err));
+      assert.match(err.message, /appendfsync is everysec/);
+      assert.equal((await b.stats()).accepted_total, 1);
+    } finally {
+      await b.close();
+      await server.stop();
+      server = await startRedisServer(dir.path, { port: server.port });
+    }
+  });
+
+  it('goes on appending with REDIS_ALLOW_WEAK_DURABILITY, and says the durability is weak', async () => {
+    const changes: (string | null)[] = [];
+    const b = await RedisBuffer.open({
+      url: server.url, keyPrefix: redisKeyPrefix('allowed'), allowWeakDurability: true, durabilityCheckMs: 0,
+      onDurabilityChange: (n) => changes.push(n),
+    });
+    try {
+      assert.equal(b.durability, 'always');
+      await withClient(server.url, (r) => r.config('SET', 'appendfsync', 'no'));
+      try {
+        const [t] = await b.append([tx()]);
+        assert.equal(t!.seq, 1);
+        assert.equal(b.durability, 'weak');
+        assert.equal(b.refusingWrites, false);
+        assert.match(b.durabilityNote ?? '', /appendfsync is no/);
+        assert.equal(changes.length, 1);
+      } finally {
+        await withClient(server.url, (r) => r.config('SET', 'appendfsync', 'always'));
+      }
+    } finally {
+      await b.close();
+    }
   });
 });
 

@@ -197,9 +197,10 @@ function trackServer(pid: number) {
  * Starts an extra, durable redis-server (same flags as the shared one) with its
  * data in `dir`, for tests that must stop/crash/restart Redis. Pass the `port`
  * of a previous server to restart it on the same address (its AOF in `dir` is
- * reloaded).
+ * reloaded). `config` adds redis.conf settings after those flags, which it
+ * overrides (e.g. `['--appendfsync', 'everysec']`).
  */
-export async function startRedisServer(dir: string, opts: { port?: number } = {}): Promise<RedisServer> {
+export async function startRedisServer(dir: string, opts: { port?: number; config?: string[] } = {}): Promise<RedisServer> {
   const bin = requireEnv('OPSDB_TEST_REDIS_SERVER');
   await mkdir(dir, { recursive: true });
   const pidFile = path.join(dir, 'redis.pid');
@@ -211,7 +212,7 @@ export async function startRedisServer(dir: string, opts: { port?: number } = {}
     const args = [
       '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes',
       '--appendfsync', 'always', '--daemonize', 'yes', '--dir', dir, '--pidfile', pidFile,
-      '--logfile', logFile,
+      '--logfile', logFile, ...(opts.config ?? []),
     ];
     const code = await new Promise<number>((resolve) => {
       const child = spawn(bin, args, { stdio: 'ignore' });

@@ -243,6 +243,13 @@ export class BufferUnavailableError extends Error {}
  */
 export class OutcomeUnknownError extends BufferUnavailableError {}
 
+/**
+ * The storage is up but may lose what it is given (a Redis whose settings
+ * changed while the edge ran), and weak durability is not allowed: nothing
+ * was appended.
+ */
+export class BufferNotDurableError extends BufferUnavailableError {}
+
 const UNAVAILABLE_CODES = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|CORRUPT|NOTADB|READONLY)|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT)/;
 
 /** True for errors that mean the storage under the buffer is not answering (not a bug, not bad input). */

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Config } from '../../lib/config.js';
 import type { TransactionBuffer } from './buffer.js';
+import type { Logger } from '../../lib/logger.js';
 import { SqliteBuffer } from './sqlite.js';
 import { ThreadedSqliteBuffer } from './thread.js';
 
@@ -8,6 +9,8 @@ export interface OpenedBuffer {
   buffer: TransactionBuffer;
   /** For /health's `redis` field. */
   redisStatus(): string;
+  /** Why the buffer refuses new writes while it is otherwise up (a Redis that stopped fsyncing every write), or null. */
+  refusing(): string | null;
 }
 
 /** For the daemon: the SQLite buffer in its own thread, with the local store it applies writes to. */
@@ -22,20 +25,29 @@ export interface BufferThread {
  * cannot keep writes safe. With `thread`, the SQLite buffer runs in a storage
  * thread (the daemon); without, in the caller's (the CLI, tools, tests).
  */
-export async function openBuffer(config: Config, thread?: BufferThread): Promise<OpenedBuffer> {
+export async function openBuffer(config: Config, thread?: BufferThread, log?: Logger): Promise<OpenedBuffer> {
   if (config.bufferBackend === 'sqlite') {
     const path = join(config.dataDir, 'buffer.db');
     const buffer = thread ? await ThreadedSqliteBuffer.open(path, thread.localPath, thread.onFailure) : new SqliteBuffer(path);
-    return { buffer, redisStatus: () => 'not_used' };
+    return { buffer, redisStatus: () => 'not_used', refusing: () => null };
   }
   const { RedisBuffer } = await import('./redis.js');
   const buffer = await RedisBuffer.open({
     url: config.redisUrl,
     keyPrefix: `opsdb:${config.siteName}:`,
     allowWeakDurability: config.redisAllowWeakDurability,
+    onDurabilityChange: (note) => {
+      if (!note) log?.warn('Redis fsyncs every write again; writes are accepted as durable');
+      else if (config.redisAllowWeakDurability) log?.warn({ problem: note }, 'Redis durability changed while the edge ran; writes go on (REDIS_ALLOW_WEAK_DURABILITY=true)');
+      else log?.error({ problem: note }, 'Redis no longer fsyncs every write: new writes are refused (503) until it does again');
+    },
   });
   return {
     buffer,
-    redisStatus: () => (buffer.durability === 'weak' ? `connected (weak durability: ${buffer.durabilityNote})` : 'connected'),
+    redisStatus: () =>
+      buffer.refusingWrites
+        ? `connected (refusing writes: ${buffer.durabilityNote})`
+        : buffer.durability === 'weak' ? `connected (weak durability: ${buffer.durabilityNote})` : 'connected',
+    refusing: () => (buffer.refusingWrites ? buffer.durabilityNote : null),
   };
 }

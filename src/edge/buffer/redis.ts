@@ -20,6 +20,7 @@ import { Redis, ReplyError } from 'ioredis';
 import {
   BufferUnavailableError,
   BufferBehindError,
+  BufferNotDurableError,
   DuplicateTransactionError,
   OutcomeUnknownError,
   RECEIPT_DAYS,
@@ -100,14 +101,30 @@ function safeUrl(url: string): string {
   }
 }
 
+/** The settings that decide whether an acknowledged write survives; throws when they cannot be read. */
+async function persistenceSettings(redis: Redis): Promise<Record<string, string>> {
+  const cfg: Record<string, string> = {};
+  for (const name of ['appendonly', 'appendfsync', 'maxmemory-policy']) Object.assign(cfg, pairs(await redis.config('GET', name)));
+  return cfg;
+}
+
+const unreadable = (err: unknown) =>
+  `its persistence settings cannot be read (CONFIG GET failed: ${(err as Error).message}), so appendonly and appendfsync are unknown`;
+
 /** Why this server may lose an acknowledged write; empty when it fsyncs every write and never evicts. */
 async function durabilityGaps(redis: Redis): Promise<string[]> {
-  const cfg: Record<string, string> = {};
+  let cfg: Record<string, string>;
   try {
-    for (const name of ['appendonly', 'appendfsync', 'maxmemory-policy']) Object.assign(cfg, pairs(await redis.config('GET', name)));
+    cfg = await persistenceSettings(redis);
   } catch (err) {
-    return [`its persistence settings cannot be read (CONFIG GET failed: ${(err as Error).message}), so appendonly and appendfsync are unknown`];
+    return [unreadable(err)];
   }
+  return gapsOf(cfg);
+}
+
+const noteOf = (where: string, gaps: string[]) => (gaps.length ? `Redis at ${where} may lose acknowledged writes: ${gaps.join('; ')}` : null);
+
+function gapsOf(cfg: Record<string, string>): string[] {
   const gaps: string[] = [];
   if (cfg.appendonly !== 'yes') gaps.push(`appendonly is ${cfg.appendonly ?? 'unknown'} (writes are not logged to disk)`);
   if (cfg.appendfsync !== 'always') gaps.push(`appendfsync is ${cfg.appendfsync ?? 'unknown'} (a crash can lose acknowledged writes not yet fsynced)`);
@@ -120,13 +137,30 @@ const FIX_HINT =
   'CONFIG SET appendonly yes, CONFIG SET appendfsync always, CONFIG REWRITE; ' +
   'or set REDIS_ALLOW_WEAK_DURABILITY=true to accept the risk';
 
+/**
+ * How old the last look at the server's persistence settings may be when a
+ * group is appended. Settings can change under a running edge (CONFIG SET, or
+ * Redis restarted with another redis.conf); each reconnection is looked at
+ * before its first append whatever this says.
+ */
+const DURABILITY_CHECK_MS = 1_000;
+
 export interface RedisBufferOptions {
   url: string;
   /** Every key lives under it, e.g. `opsdb:edge:<site>:`. */
   keyPrefix: string;
   /** Open even when the server does not fsync every write (reported by `durability`). */
   allowWeakDurability?: boolean;
+  /**
+   * The server's durability changed while the edge ran: `note` says why it
+   * may now lose acknowledged writes (null: it no longer may). Without
+   * allowWeakDurability, appends are refused for as long as it may.
+   */
+  onDurabilityChange?(note: string | null): void;
+  /** How old the last look at the settings may be at an append (default DURABILITY_CHECK_MS). */
+  durabilityCheckMs?: number;
 }
+
 
 /**
  * Whether a call that failed may still have run in Redis: it was sent and no
@@ -149,15 +183,81 @@ export class RedisBuffer implements TransactionBuffer {
    * out seqs again (BufferBehindError).
    */
   private highest = 0;
+  /** Why the server may lose acknowledged writes, as last seen (null: it fsyncs every write). */
+  private note: string | null;
+  /** Connections made so far (ioredis reconnects on its own), and when and on which the settings were last read. */
+  private connection = 0;
+  private checked = { connection: 0, at: Number.NEGATIVE_INFINITY };
+  private checking: Promise<void> | null = null;
 
   private constructor(
     private readonly redis: Redis,
     readonly keyPrefix: string,
     private readonly where: string,
-    /** `always`: every acknowledged write was fsynced; `weak`: see durabilityNote. */
-    readonly durability: 'always' | 'weak',
-    readonly durabilityNote: string | null,
-  ) {}
+    note: string | null,
+    private readonly opts: RedisBufferOptions,
+  ) {
+    this.note = note;
+    this.connection = 1;
+    this.checked = { connection: 1, at: performance.now() };
+    redis.on('ready', () => {
+      this.connection += 1;
+    });
+  }
+
+  /** `always`: every acknowledged write is fsynced before it is answered; `weak`: see durabilityNote. */
+  get durability(): 'always' | 'weak' {
+    return this.note ? 'weak' : 'always';
+  }
+
+  /** Why acknowledged writes may be lost, as last seen; null when they may not. */
+  get durabilityNote(): string | null {
+    return this.note;
+  }
+
+  /** True while appends are refused because the server may lose them and weak durability is not allowed. */
+  get refusingWrites(): boolean {
+    return this.note !== null && !this.opts.allowWeakDurability;
+  }
+
+  /**
+   * Before an append: reads the persistence settings again when the last look
+   * is older than DURABILITY_CHECK_MS or was made on an earlier connection,
+   * and refuses the append while the server may lose it (unless allowed).
+   */
+  private async ensureDurable(): Promise<void> {
+    await this.lookIfStale();
+    if (this.refusingWrites) {
+      throw new BufferNotDurableError(`${this.note}. Writes are refused until it is fixed; to fix: ${FIX_HINT}`);
+    }
+  }
+
+  /** Reads the settings again if the last look is stale (see ensureDurable); one read at a time. */
+  private async lookIfStale(): Promise<void> {
+    if (this.checked.connection !== this.connection || performance.now() - this.checked.at > (this.opts.durabilityCheckMs ?? DURABILITY_CHECK_MS)) {
+      this.checking ??= this.lookAgain().finally(() => {
+        this.checking = null;
+      });
+      await this.checking;
+    }
+  }
+
+  private async lookAgain(): Promise<void> {
+    const connection = this.connection;
+    let note: string | null;
+    try {
+      note = noteOf(this.where, gapsOf(await persistenceSettings(this.redis)));
+    } catch (err) {
+      // Redis not answering is the append's own failure to come; a server that answers but refuses CONFIG is a gap.
+      if (!(err instanceof ReplyError)) throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
+      note = noteOf(this.where, [unreadable(err)]);
+    }
+    this.checked = { connection, at: performance.now() };
+    if (note !== this.note) {
+      this.note = note;
+      this.opts.onDurabilityChange?.(note);
+    }
+  }
 
   static async open(opts: RedisBufferOptions): Promise<RedisBuffer> {
     const where = safeUrl(opts.url);
@@ -184,14 +284,13 @@ export class RedisBuffer implements TransactionBuffer {
       const reason = (lastError ?? (err as Error)).message;
       throw new BufferUnavailableError(`cannot reach the Redis buffer at ${where}: ${reason}`, { cause: err });
     }
-    const gaps = await durabilityGaps(redis);
-    const note = gaps.length ? `Redis at ${where} may lose acknowledged writes: ${gaps.join('; ')}` : null;
+    const note = noteOf(where, await durabilityGaps(redis));
     if (note && !opts.allowWeakDurability) {
       redis.disconnect();
       throw new BufferUnavailableError(`refusing the Redis buffer: ${note}. To fix: ${FIX_HINT}`);
     }
     for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(command(name as ScriptName), { lua: PRELUDE + lua, numberOfKeys: 0 });
-    const b = new RedisBuffer(redis, opts.keyPrefix, where, note ? 'weak' : 'always', note);
+    const b = new RedisBuffer(redis, opts.keyPrefix, where, note, opts);
     try {
       b.highest = (await b.stats()).last_seq;
     } catch (err) {
@@ -218,6 +317,7 @@ export class RedisBuffer implements TransactionBuffer {
 
   async append(txs: NewTransaction[]): Promise<BufferedTransaction[]> {
     if (txs.length === 0) return [];
+    await this.ensureDurable();
     const now = new Date().toISOString();
     const rows = txs.map((t) => {
       const steps = stepsJson(t.steps);
@@ -316,6 +416,8 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   async stats(): Promise<BufferStats> {
+    // /health and /buffer-stats read this: a change of the settings shows there even while nobody writes.
+    await this.lookIfStale().catch(() => {});
     return toStats(await this.run<unknown[]>('stats'));
   }
 

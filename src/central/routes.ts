@@ -7,7 +7,10 @@ import { route, type ApiContext } from '../lib/api/route.js';
 import { ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
 import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, SiteInfo, SyncBatch, SyncBatchResult } from '../lib/api/sync-schemas.js';
-import { applyBatch, centralBufferStats, createSite, listSites, readChanges, touchSite } from './sync.js';
+import { applyBatch, centralBufferStats, createSite, listSites, noteEdge, readChanges, touchSite } from './sync.js';
+import { EDGE_CONFLICT_HEADER, EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** A site token acts only for its own site. */
 function siteOf(principal: Principal, claimed?: string): string {
@@ -36,13 +39,22 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
     labelNames: ['site', 'result'] as const,
     registers: [metrics.registry],
   });
+  /** Notes the edge process behind a sync request; if another one speaks for the same site, says so in a header. */
+  const tellOtherEdge = async (ctx: { get(name: string): string; set(name: string, value: string): void }, site: string) => {
+    const edgeId = ctx.get(EDGE_ID_HEADER).toLowerCase();
+    if (!UUID.test(edgeId)) return; // an edge from before edge ids, or another client
+    const other = await noteEdge(pool, site, edgeId, log);
+    if (other) ctx.set(EDGE_CONFLICT_HEADER, other);
+  };
+
   route(api, {
     method: 'post', path: '/api/sync/transactions', tag: 'sync', roles: ['site'], body: SyncBatch, response: SyncBatchResult,
     summary: "Apply a batch of an edge's transactions, each exactly once and in seq order",
-    handler: async ({ body, principal }) => {
+    handler: async ({ ctx, body, principal }) => {
       const site = siteOf(principal, body.site);
       const foreign = body.transactions.find((t) => t.site !== site);
       if (foreign) throw new ForbiddenError(`Transaction ${foreign.transaction_id} is for site "${foreign.site}", not "${site}"`);
+      await tellOtherEdge(ctx, site);
       const out = await applyBatch(pool, body, principal.userId, log);
       const counts = { applied: 0, duplicate: 0, rejected: 0 };
       for (const r of out.results) counts[r.result] += 1;
@@ -57,6 +69,7 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
     summary: "The change feed for an edge's replica: reference data, accounts for offline auth, this site's rows",
     handler: async ({ ctx, query, principal }) => {
       const site = siteOf(principal);
+      await tellOtherEdge(ctx, site);
       await touchSite(pool, site, parseBacklogHeader(ctx.get('x-opsdb-backlog')));
       return readChanges(pool, site, query.since, query.max_rows);
     },

@@ -101,6 +101,44 @@ async function applyInOrder(
   });
 }
 
+/**
+ * How long after two edge processes were last seen taking turns as one site
+ * central still reports them: a live edge is heard from every few seconds,
+ * so a second one that keeps running keeps the report alive.
+ */
+export const EDGE_CONFLICT_WINDOW_S = 300;
+
+/**
+ * Notes which edge process (`edgeId`, random per start) spoke for the site.
+ * A new process replacing the last one (a restart) is not a conflict; the
+ * one it replaced speaking again while the new one is alive is: two edges
+ * run with this SITE_NAME. Returns the other edge's id while that was seen
+ * within EDGE_CONFLICT_WINDOW_S, else null.
+ */
+export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Logger): Promise<string | null> {
+  // Every right-hand side reads the row as it was before this UPDATE; `began`: no conflict was being reported before.
+  const { rows } = await pool.query<{ other_edge_id: string | null; conflict: boolean; began: boolean }>(
+    `WITH before AS (SELECT name, edge_conflict_at AS was FROM site WHERE name = $1)
+     UPDATE site SET
+       other_edge_id = CASE WHEN edge_id IS DISTINCT FROM $2 THEN edge_id ELSE other_edge_id END,
+       edge_conflict_at = CASE WHEN edge_id IS DISTINCT FROM $2 AND other_edge_id = $2
+                                AND edge_seen_at > now() - make_interval(secs => $3) THEN now() ELSE edge_conflict_at END,
+       edge_id = $2, edge_seen_at = now()
+     FROM before WHERE site.name = before.name
+     RETURNING site.other_edge_id,
+       coalesce(site.edge_conflict_at > now() - make_interval(secs => $3), false) AS conflict,
+       coalesce(before.was <= now() - make_interval(secs => $3), true) AS began`,
+    [site, edgeId, EDGE_CONFLICT_WINDOW_S],
+  );
+  const r = rows[0];
+  if (!r?.conflict || !r.other_edge_id) return null;
+  if (r.began) {
+    log.warn({ site, edge_id: edgeId, other_edge_id: r.other_edge_id },
+      `two edge daemons are syncing as site "${site}": find the one that should not run with SITE_NAME=${site} and stop it`);
+  }
+  return r.other_edge_id;
+}
+
 /** Records that a site was in touch (a pull), with the backlog it reported. */
 export async function touchSite(pool: Pool, site: string, backlog: Backlog | null): Promise<void> {
   await pool.query(`UPDATE site SET last_contact_at = now(), reported_backlog = coalesce($2, reported_backlog) WHERE name = $1`, [
@@ -213,6 +251,8 @@ export interface SiteRow {
   last_contact_at: Date | null;
   last_applied_seq: number;
   reported_backlog: Backlog | null;
+  edge_id: string | null;
+  edge_conflict_at: Date | null;
 }
 
 export function siteInfo(r: SiteRow) {
@@ -226,6 +266,9 @@ export function siteInfo(r: SiteRow) {
     seconds_since_contact: r.last_contact_at ? Math.round((Date.now() - r.last_contact_at.getTime()) / 100) / 10 : null,
     reported_backlog: b,
     lag_transactions: b ? b.pending + b.in_flight + b.blocked + b.failed : null,
+    edge_id: r.edge_id,
+    edge_conflict_at: r.edge_conflict_at?.toISOString() ?? null,
+    edge_conflict: !!r.edge_conflict_at && Date.now() - r.edge_conflict_at.getTime() < EDGE_CONFLICT_WINDOW_S * 1000,
   };
 }
 
@@ -254,7 +297,8 @@ export async function centralBufferStats(pool: Pool) {
 }
 
 export async function listSites(pool: Pool) {
-  const { rows } = await pool.query<SiteRow>('SELECT name, description, created_at, last_contact_at, last_applied_seq, reported_backlog FROM site ORDER BY name');
+  const { rows } = await pool.query<SiteRow>(`SELECT name, description, created_at, last_contact_at, last_applied_seq, reported_backlog, edge_id, edge_conflict_at
+     FROM site ORDER BY name`);
   return rows.map(siteInfo);
 }
 
@@ -262,7 +306,7 @@ export async function listSites(pool: Pool) {
 export async function createSite(pool: Pool, name: string, description: string | null) {
   const inserted = await pool.query<SiteRow>(
     `INSERT INTO site (name, description) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING
-     RETURNING name, description, created_at, last_contact_at, last_applied_seq, reported_backlog`,
+     RETURNING name, description, created_at, last_contact_at, last_applied_seq, reported_backlog, edge_id, edge_conflict_at`,
     [name, description],
   );
   if (!inserted.rows[0]) throw new ConflictError(`Site "${name}" already exists`);

@@ -92,7 +92,7 @@ export class EdgeBackend implements OpsBackend {
     const full = stats ? stats.held_bytes / this.d.bufferMaxBytes : 1;
     const diskLow = (await this.d.committer.freeDisk()) < this.d.minFreeDiskBytes;
     const lost = unacceptedLoss(lostSeqs(this.d.local)) > 0;
-    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || this.d.refusing() !== null;
+    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || this.d.refusing() !== null || this.d.sync.edgeConflict() !== null;
     const status = !stats ? 'unhealthy' : full >= 0.9 || trouble ? 'degraded' : 'healthy';
     return {
       status: status as 'healthy' | 'degraded' | 'unhealthy',

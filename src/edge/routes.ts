@@ -31,6 +31,8 @@ export const BufferStats = z
     discarded_total: z.number().int(),
     /** Acknowledged transactions the buffer no longer has (found behind the local store), not yet accepted by an operator. */
     lost_transactions: z.number().int(),
+    /** Central hears another edge daemon as this site (two with one SITE_NAME): its id, and since when. */
+    edge_conflict: z.object({ other_edge_id: z.string(), since: z.string() }).nullable(),
     background_processor: z.enum(['running', 'paused', 'stopped', 'disabled']),
   })
   .openapi('BufferStats');
@@ -60,6 +62,7 @@ export async function bufferStats(
     applied_total: s.applied_total,
     discarded_total: s.discarded_total,
     lost_transactions: unacceptedLoss(lost),
+    edge_conflict: sync.edgeConflict(),
     background_processor: sync.state(),
   };
 }

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
@@ -19,6 +20,7 @@ import { edgeRoutes } from './routes.js';
 import { SYNC_DISABLED, type SyncView } from './sync-view.js';
 import { SyncEngine } from '../sync/engine.js';
 import { httpClient } from '../sync/transport.js';
+import { EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
 
 export interface RunningEdge {
   url: string;
@@ -79,11 +81,14 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
 
     const accounts = new LocalAccounts(local.db);
     const stopSync = new AbortController();
+    // Random per start: central tells two daemons running as one site apart by it (a restart is not a second daemon).
+    const edgeId = randomUUID();
     const engine = config.centralUrl
       ? new SyncEngine({
           site: config.siteName,
           buffer,
-          client: httpClient(config.centralUrl, config.syncTimeoutMs, stopSync.signal),
+          client: httpClient(config.centralUrl, config.syncTimeoutMs, stopSync.signal, { [EDGE_ID_HEADER]: edgeId }),
+          edgeId,
           replica: local,
           token: () => local.getMeta('site_token') ?? config.siteToken ?? '',
           log: log.child({ component: 'sync' }),

@@ -10,6 +10,12 @@ export interface SyncView {
   centralReachable(): boolean | null;
   /** Applied transactions per second over the last minute. */
   processingRate(): number;
+  /**
+   * Another edge process syncs as this site (two daemons with one SITE_NAME),
+   * as central said in its last answer: that one's id, and since when this
+   * engine has been told. null otherwise.
+   */
+  edgeConflict(): { other_edge_id: string; since: string } | null;
 }
 
 /** No CENTRAL_URL: the edge runs on its own, buffering everything. */
@@ -20,4 +26,5 @@ export const SYNC_DISABLED: SyncView = {
   consecutiveFailures: () => 0,
   centralReachable: () => null,
   processingRate: () => 0,
+  edgeConflict: () => null,
 };

@@ -6,7 +6,7 @@
  */
 import type { Outcome, TransactionBuffer, TxError, BufferedTransaction } from '../edge/buffer/buffer.js';
 import type { SyncView } from '../edge/sync-view.js';
-import { ChangesPage, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
+import { ChangesPage, EDGE_CONFLICT_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
 import type { Logger } from '../lib/logger.js';
 import type { CentralClient, Reply } from './transport.js';
 import type { ReplicaSink } from './replica.js';
@@ -30,6 +30,8 @@ export interface EngineOptions {
   intervalMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** This process's id, sent with every request (EDGE_ID_HEADER), for the log line of a conflict. */
+  edgeId?: string;
   /** How often to probe central's /health while backing off from an unreachable central. */
   probeMs?: number;
   random?: () => number;
@@ -82,6 +84,7 @@ export class SyncEngine implements SyncView {
   private applied: { at: number; n: number }[] = [];
   readonly totals = { applied: 0, batches: 0 };
   private listeners: Partial<EngineEvents>[] = [];
+  private conflict: { other_edge_id: string; since: string } | null = null;
 
   constructor(private readonly o: EngineOptions) {
     this.batchSize = o.batchSize;
@@ -110,6 +113,9 @@ export class SyncEngine implements SyncView {
   }
   centralReachable() {
     return this.reachable;
+  }
+  edgeConflict() {
+    return this.conflict;
   }
   processingRate() {
     const since = performance.now() - RATE_WINDOW_MS;
@@ -202,6 +208,22 @@ export class SyncEngine implements SyncView {
     // Central itself answered (a 500, a 429…): it is reachable, just not well.
     else if (f.code.startsWith('http_')) this.reachable = true;
     this.emit('error', f.code);
+  }
+
+  /** Central answered: whether it says another edge process syncs as this site (EDGE_CONFLICT_HEADER). */
+  private heard(reply: Reply): void {
+    const other = reply.headers.get(EDGE_CONFLICT_HEADER);
+    if (other && this.conflict?.other_edge_id !== other) {
+      this.conflict = { other_edge_id: other, since: new Date().toISOString() };
+      this.o.log.error(
+        { edge_id: this.o.edgeId, other_edge_id: other },
+        `another edge daemon is syncing as site "${this.o.site}" too: two daemons run with SITE_NAME=${this.o.site}. ` +
+          'Nothing is lost or doubled, but each slows the other; stop the one that should not run',
+      );
+    } else if (!other && this.conflict) {
+      this.o.log.warn({ other_edge_id: this.conflict.other_edge_id }, `central no longer hears another edge as site "${this.o.site}"`);
+      this.conflict = null;
+    }
   }
 
   private succeed(): void {
@@ -310,6 +332,7 @@ export class SyncEngine implements SyncView {
       return this.pushFailed(batch, classifyError(err), started, bytes);
     }
     if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply, { batchSize: batch.length }), started, bytes);
+    this.heard(reply);
     // A 200 from something that is not central (a captive portal, a misrouted proxy) is not an answer.
     const parsed = SyncBatchResult.safeParse(reply.body);
     if (!parsed.success) return this.pushFailed(batch, notAnAnswer(reply), started, bytes);
@@ -427,6 +450,7 @@ export class SyncEngine implements SyncView {
         return f;
       }
       if (probing) this.credentialsChanged();
+      this.heard(reply);
       const body = parsed.data;
       if (page === 0 && body.head !== undefined && body.head < since) return this.centralWentBack(body.head, since);
       // The page after this one starts where this one ends; ask for it now.

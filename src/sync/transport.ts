@@ -35,9 +35,10 @@ export const SLOWEST_LINK_BYTES_PER_S = 32 * 1024;
 /** The time limit of a request that sends `bytes`. */
 export const requestTimeoutMs = (timeoutMs: number, bytes: number): number => timeoutMs + Math.ceil((bytes / SLOWEST_LINK_BYTES_PER_S) * 1000);
 
-export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal): CentralClient {
+/** `always`: headers sent with every request (the edge's id). */
+export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal, always: Record<string, string> = {}): CentralClient {
   const call = async (method: string, path: string, token: string | null, body?: unknown, extra: Record<string, string> = {}, cancel?: AbortSignal): Promise<Reply> => {
-    const headers: Record<string, string> = { accept: 'application/json', ...extra };
+    const headers: Record<string, string> = { accept: 'application/json', ...always, ...extra };
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     const sent = body === undefined ? undefined : JSON.stringify(body);

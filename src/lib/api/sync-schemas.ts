@@ -86,6 +86,11 @@ export const CreateSite = z
   .strict()
   .openapi('CreateSite');
 
+/** Sent by an edge with every sync request: its process's id, random per start. */
+export const EDGE_ID_HEADER = 'x-opsdb-edge-id';
+/** Sent by central when another edge process speaks for the same site: that one's id. */
+export const EDGE_CONFLICT_HEADER = 'x-opsdb-edge-conflict';
+
 export const SiteInfo = z
   .object({
     name: z.string(),
@@ -97,6 +102,12 @@ export const SiteInfo = z
     reported_backlog: Backlog.nullable(),
     /** Transactions the edge holds that central has not applied (from the edge's report). */
     lag_transactions: z.number().int().nullable(),
+    /** The edge process central last heard from (random per start of the daemon). */
+    edge_id: z.string().nullable(),
+    /** When two edge processes were last seen taking turns as this site (two daemons with one SITE_NAME). */
+    edge_conflict_at: z.string().nullable(),
+    /** True while that was within the last 5 minutes. */
+    edge_conflict: z.boolean(),
   })
   .openapi('SiteInfo');
 export const CreatedSite = SiteInfo.extend({ token: z.string().openapi({ description: 'the site token, shown once' }) }).openapi('CreatedSite');

@@ -85,6 +85,8 @@ export class SyncEngine implements SyncView {
   readonly totals = { applied: 0, batches: 0 };
   private listeners: Partial<EngineEvents>[] = [];
   private conflict: { other_edge_id: string; since: string } | null = null;
+  /** A step failed and returning its claims to pending failed too (the buffer not answering): done before the next claim. */
+  private releaseOwed = false;
 
   constructor(private readonly o: EngineOptions) {
     this.batchSize = o.batchSize;
@@ -178,6 +180,12 @@ export class SyncEngine implements SyncView {
           if (!this.stopping && this.status === 'paused') await this.pull(true);
           continue;
         }
+        // No batch of this engine is at central here: a release that failed earlier is owed first, or what a
+        // claim whose answer was lost left in flight would stay there, overtaken by everything after it.
+        if (this.releaseOwed) {
+          await this.o.buffer.releaseInFlight();
+          this.releaseOwed = false;
+        }
         const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes);
         let failure: Failure | null = null;
         if (batch.length > 0) failure = await this.pushPipelined(batch);
@@ -194,7 +202,14 @@ export class SyncEngine implements SyncView {
         // A local fault (the buffer itself): report it and try again later, never spin. Whatever this
         // engine had claimed goes back to pending, so nothing is stranded in flight or overtaken.
         this.o.log.error({ err }, 'sync engine step failed');
-        await this.o.buffer.releaseInFlight().catch(() => {});
+        await this.o.buffer.releaseInFlight().then(
+          () => {
+            this.releaseOwed = false;
+          },
+          () => {
+            this.releaseOwed = true;
+          },
+        );
         this.fail({ kind: 'transient', code: 'local', message: (err as Error).message, retryAfterMs: null, unreachable: false, shrink: false });
         await this.sleep(this.o.retryMaxMs > 5000 ? 5000 : this.o.retryMaxMs);
       }

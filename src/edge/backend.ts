@@ -14,7 +14,7 @@ import type { GroupCommitter } from './committer.js';
 import type { SyncView } from './sync-view.js';
 import { checkSteps } from './references.js';
 import { transactionBytes } from './buffer/buffer.js';
-import { AppError } from '../lib/errors.js';
+import { AppError, NotFoundError } from '../lib/errors.js';
 import { isLost, lostSeqs, unacceptedLoss } from './lost-seqs.js';
 
 type Row = Record<string, unknown>;
@@ -60,8 +60,16 @@ export class EdgeBackend implements OpsBackend {
       throw new AppError(413, 'payload_too_large', `This write would become a ${bytes}-byte transaction; one transaction may hold at most ${limit} bytes (MAX_BODY_BYTES less room for the sync envelope). Send it in smaller parts, e.g. fewer files per bulk call.`, { transaction_bytes: bytes, limit_bytes: limit });
     }
     const candidates = checkSteps(this.d.local, draft.steps);
-    const states = candidates.length ? await this.d.buffer.states(candidates) : new Map<number, TxState>();
-    const depends_on = candidates.filter((s) => states.has(s) && states.get(s) !== 'synced').sort((a, b) => a - b);
+    const seqs = [...candidates.keys()];
+    const states = seqs.length ? await this.d.buffer.states(seqs) : new Map<number, TxState>();
+    for (const [seq, ref] of candidates) {
+      if (states.get(seq) !== 'discarded') continue;
+      // Its creation never reached central and never will: the write would wait behind it for ever.
+      const why = `${ref.table} ${ref.id} does not exist at central: the transaction that created it here (seq ${seq}) was discarded`;
+      if (ref.update) throw new NotFoundError(why, { step: ref.step, table: ref.table, discarded_seq: seq });
+      throw new AppError(422, 'reference_not_found', why, { step: ref.step, table: ref.table, discarded_seq: seq });
+    }
+    const depends_on = seqs.filter((s) => states.has(s) && states.get(s) !== 'synced').sort((a, b) => a - b);
     await this.d.committer.submit({ ...draft, depends_on });
     return { status: 'buffered', transaction_id: draft.transaction_id };
   }

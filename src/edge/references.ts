@@ -25,16 +25,32 @@ const LOCAL_REFERENCES: Record<string, [column: string, table: string][]> = {
 const missing = (what: string, id: unknown, step: Step) =>
   new AppError(422, 'reference_not_found', `${what} ${String(id)} does not exist`, { step: step.step_id, table: step.table });
 
-/** Checks the steps; returns the origin seqs of the local rows they touch (candidate parents). */
-export function checkSteps(local: LocalStore, steps: Step[]): number[] {
+/** A row a write refers to (or updates) that was created by an earlier local transaction. */
+export interface CandidateParent {
+  table: string;
+  id: string | number;
+  step: string;
+  /** The write updates the row (rather than referring to it). */
+  update: boolean;
+}
+
+/**
+ * Checks the steps; returns, by seq, the local transactions that created the
+ * rows they refer to or update: the candidate parents (SPEC §2.3: a write
+ * waits on the transaction that created what it references, not on the last
+ * one that changed it; a rejected update leaves the row in place at central).
+ */
+export function checkSteps(local: LocalStore, steps: Step[]): Map<number, CandidateParent> {
   const known = local.hasReferenceData();
   const createdHere = new Set<string>();
-  const parents = new Set<number>();
+  const parents = new Map<number, CandidateParent>();
   const touch = (table: string, id: string | number, step: Step, asUpdate: boolean): Record<string, unknown> | null => {
     if (createdHere.has(`${table}:${id}`)) return null;
     const row = local.findRow(table, id);
     if (row) {
-      if (typeof row.origin_seq === 'number') parents.add(row.origin_seq);
+      if (typeof row.created_seq === 'number' && !parents.has(row.created_seq)) {
+        parents.set(row.created_seq, { table, id, step: step.step_id, update: asUpdate });
+      }
       return row;
     }
     if (!known) return null;
@@ -57,9 +73,8 @@ export function checkSteps(local: LocalStore, steps: Step[]): number[] {
       const userId = step.id as number;
       if (userId < 0) throw new ValidationError('Accounts made at this edge have no preferences at central', { user_id: userId });
       if (known && !local.userExists(userId)) throw missing('user', userId, step);
-      // An existing row orders this write after the last one; a missing one is simply new.
-      const row = local.findRow('user_preference', userId);
-      if (typeof row?.origin_seq === 'number') parents.add(row.origin_seq);
+      // An upsert by user id: it refers to no row an earlier write created, and applies whatever became of
+      // an earlier preferences write (seq order keeps the last one last).
       continue;
     }
     for (const data of rows) {
@@ -79,5 +94,5 @@ export function checkSteps(local: LocalStore, steps: Step[]): number[] {
     }
     for (const data of rows) createdHere.add(`${step.table}:${String(data.id)}`);
   }
-  return [...parents];
+  return parents;
 }

@@ -4,7 +4,7 @@
  * into the replica; compacts what the replica has caught up with.
  * Storage- and framework-neutral: a buffer interface, a client, a sink.
  */
-import type { Outcome, TransactionBuffer, TxError, BufferedTransaction } from '../edge/buffer/buffer.js';
+import type { Outcome, TransactionBuffer, TxError, TxState, BufferedTransaction } from '../edge/buffer/buffer.js';
 import type { SyncView } from '../edge/sync-view.js';
 import { ChangesPage, EDGE_CONFLICT_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
 import type { Logger } from '../lib/logger.js';
@@ -44,6 +44,8 @@ export interface EngineEvents {
 }
 
 const RATE_WINDOW_MS = 60_000;
+/** States of a row's last local writer in which the replica keeps the local row over central's copy. */
+const LOCAL_CHANGE_STANDS: ReadonlySet<TxState | undefined> = new Set<TxState>(['pending', 'in_flight', 'blocked', 'failed']);
 
 const notAnAnswer = (r: Reply): Failure => ({
   kind: 'transient', code: 'bad_reply', message: `HTTP ${r.status} with a body that is not central's answer`,
@@ -476,7 +478,9 @@ export class SyncEngine implements SyncView {
       }
       const origins = this.o.replica.originSeqs(body.changes);
       const states = origins.size ? await this.o.buffer.states([...origins.values()]) : new Map();
-      const keep = new Set([...origins].filter(([, seq]) => states.has(seq) && states.get(seq) !== 'synced').map(([k]) => k));
+      // A row whose last local change is still on its way (or failed, for an operator to retry) keeps it;
+      // one whose change was synced, or discarded, takes central's copy.
+      const keep = new Set([...origins].filter(([, seq]) => LOCAL_CHANGE_STANDS.has(states.get(seq))).map(([k]) => k));
       this.o.replica.apply(body.changes, body.position, keep, origins);
       if (!body.more) break;
     }

@@ -142,7 +142,7 @@ export const bufferVerifyCommand: Command = {
       // found here (a buffer restored while the daemon was stopped).
       const problems = await withLocal(config, (local) => (local ? lostProblems(local) : []));
       const behind = await withLocal(config, (local) => (local ? bufferBehind(b, local) : null));
-      if (behind && !problems.length) problems.push(`${describeLoss(behind)}; the daemon records this at its next start`);
+      if (behind && !problems.length) for (const r of behind.lost) problems.push(`${describeLoss(r)}; the daemon records this at its next start`);
       return { ...r, ok: r.ok && problems.length === 0, problems: [...r.problems, ...problems] };
     });
     if (options.json) json(report);

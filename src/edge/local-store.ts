@@ -7,6 +7,7 @@ import type { Change } from '../lib/api/sync-schemas.js';
 import { decodeCursor, encodeCursor } from '../lib/cursor.js';
 import { keyedStatements, statementCache } from './statements.js';
 import type { ReplicaSink } from '../sync/replica.js';
+import { noteSynced } from './lost-seqs.js';
 import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
 
 type Row = Record<string, unknown>;
@@ -322,6 +323,10 @@ export class LocalStore implements ReplicaSink {
   }
 
   // ---- replica (the change feed from central) --------------------------------
+
+  noteSynced(seqs: readonly number[]): void {
+    noteSynced(this, seqs);
+  }
 
   /** The change-feed position applied so far. */
   position(): number {

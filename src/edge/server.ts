@@ -66,14 +66,21 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
   let server: Server | undefined;
   try {
     const released = await buffer.releaseInFlight();
-    const logLoss = (lost: LostSeqs) =>
-      log.error(
-        { from_seq: lost.from, to_seq: lost.to },
-        `the buffer has lost acknowledged transactions: ${describeLoss(lost)}. New writes go on from seq ${lost.to + 1}; ` +
-          'restore the buffer that belongs with this local store if there is one, else run "opsdb buffer accept-loss"',
-      );
-    const lost = await detectLostSeqs(buffer, local);
-    if (lost) logLoss(lost);
+    /** What detectLostSeqs found (null: the buffer was not behind; none lost: all it lacked had reached central). */
+    const logLoss = (lost: LostSeqs[] | null) => {
+      if (lost === null) return;
+      for (const r of lost) {
+        log.error(
+          { from_seq: r.from, to_seq: r.to },
+          `the buffer has lost acknowledged transactions: ${describeLoss(r)}. New writes go on after seq ${r.applied ?? r.to}; ` +
+            'restore the buffer that belongs with this local store if there is one, else run "opsdb buffer accept-loss"',
+        );
+      }
+      if (lost.length === 0) {
+        log.warn('the buffer was behind the local store, but every transaction it no longer has had reached central: nothing is lost');
+      }
+    };
+    logLoss(await detectLostSeqs(buffer, local));
     const replayed = await catchUp(buffer, local);
     const stats = await buffer.stats();
     if (local.getMeta(SITE_NAME_KEY) === null) local.setMeta(SITE_NAME_KEY, config.siteName);
@@ -103,8 +110,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
       : null;
     const sync: SyncView = engine ?? SYNC_DISABLED;
     const committer = new GroupCommitter(buffer, local, config, log, () => engine?.nudge(), async (err) => {
-      const found = await detectLostSeqs(buffer, local, err.expected);
-      if (found) logLoss(found);
+      logLoss(await detectLostSeqs(buffer, local, err.expected));
     });
     const backend = new EdgeBackend({
       siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes,

@@ -516,21 +516,24 @@ export class SyncEngine implements SyncView {
   /** Drops synced transactions whose results the replica has caught up with (seq order, stop at the first it has not). */
   private async compact(): Promise<void> {
     const pos = this.o.replica.position();
-    let upTo = 0;
+    const seqs: number[] = [];
     let after = 0;
+    const drop = async () => {
+      if (seqs.length === 0) return;
+      // Recorded first: the local store must know these reached central before the buffer forgets them.
+      this.o.replica.noteSynced?.(seqs);
+      await this.o.buffer.compact(seqs.at(-1)!);
+    };
     for (;;) {
       const synced = await this.o.buffer.list({ state: 'synced', after_seq: after, limit: 1000 });
       for (const t of synced) {
         const p = (t.central_result as { position?: number } | null)?.position ?? Infinity;
-        if (p > pos) {
-          if (upTo) await this.o.buffer.compact(upTo);
-          return;
-        }
-        upTo = t.seq;
+        if (p > pos) return drop();
+        seqs.push(t.seq);
       }
       if (synced.length < 1000) break;
       after = synced.at(-1)!.seq;
     }
-    if (upTo) await this.o.buffer.compact(upTo);
+    await drop();
   }
 }

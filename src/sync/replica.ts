@@ -13,4 +13,10 @@ export interface ReplicaSink {
    * local write landed while the engine looked up states).
    */
   apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>): void;
+  /**
+   * Records that these seqs were applied at central, before they are
+   * compacted out of the buffer: a buffer later found behind the local store
+   * then does not count them as lost (lost-seqs.ts).
+   */
+  noteSynced?(seqs: readonly number[]): void;
 }

@@ -1,5 +1,5 @@
 /** `opsdb buffer …`: the edge buffer, with the daemon running or stopped. */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { LocalStore, checkSiteOfDataDir } from '../edge/local-store.js';
 import { acceptLostSeqs, bufferBehind, describeLoss, lostSeqs, type LostSeqs } from '../edge/lost-seqs.js';
@@ -14,7 +14,15 @@ import { userInfo } from 'node:os';
 
 async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer) => Promise<T>): Promise<T> {
   if (config.siteType !== 'secondary') throw new UsageError('the buffer exists only at an edge (SITE_TYPE=secondary)');
-  mkdirSync(config.dataDir, { recursive: true });
+  // Never make a buffer here: on a mistyped DATA_DIR (or a missing --config) an empty new one would answer
+  // "nothing pending" and `wait-empty` "everything applied", while the daemon's real buffer is elsewhere.
+  const mark = join(config.dataDir, config.bufferBackend === 'sqlite' ? 'buffer.db' : 'local.db');
+  if (!existsSync(mark)) {
+    throw new Error(
+      `no edge has run with DATA_DIR=${config.dataDir} (there is no ${mark}). Point DATA_DIR, or --config, at the daemon's ` +
+        'data directory, e.g. opsdb buffer … --config /etc/opsdb/edge.toml, or DATA_DIR=/var/lib/opsdb',
+    );
+  }
   // A Redis buffer is found by SITE_NAME (its keys carry it): under another name it would look empty. The
   // SQLite buffer is its file, whatever the name.
   if (config.bufferBackend === 'redis') checkSiteOfDataDir(config.dataDir, join(config.dataDir, 'local.db'), config.siteName);
@@ -89,14 +97,33 @@ export const bufferShowCommand: Command = {
   },
 };
 
+const TRANSACTION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The transaction id argument: a UUID, or a usage error (exit 2). */
+function transactionIdArg(args: string[]): string {
+  const id = oneArg(args, 'transaction id');
+  if (!TRANSACTION_ID.test(id)) throw new UsageError(`"${id}" is not a transaction id (a UUID, as in opsdb buffer ls)`);
+  return id;
+}
+
+/** Why a retry or discard of `id` changed nothing: no such transaction, or one in another state. */
+async function whyNot(b: TransactionBuffer, id: string): Promise<string> {
+  const t = await b.get(id);
+  if (!t) return `no transaction ${id} in the buffer (opsdb buffer ls lists them)`;
+  return `transaction ${id} is ${t.state}; only failed or blocked ones can be retried or discarded (see: opsdb buffer show ${id})`;
+}
+
 export const bufferRetryCommand: Command = {
   summary: 'send a failed transaction again, then its blocked dependents in order',
   usage: 'opsdb buffer retry TRANSACTION_ID',
   async run({ config, args }) {
-    const id = oneArg(args, 'transaction id');
-    const seqs = await withBuffer(config, (b) => b.retry(id, actor()));
+    const id = transactionIdArg(args);
+    const { seqs, why } = await withBuffer(config, async (b) => {
+      const released = await b.retry(id, actor());
+      return { seqs: released, why: released.length ? '' : await whyNot(b, id) };
+    });
     if (seqs.length === 0) {
-      console.error(`transaction ${id} is not failed or blocked (see: opsdb buffer show ${id})`);
+      console.error(why);
       return 1;
     }
     console.log(`released ${seqs.length} transaction(s) for sending: seq ${seqs.join(', ')}`);
@@ -117,13 +144,13 @@ export const bufferDiscardCommand: Command = {
   usage: 'opsdb buffer discard TRANSACTION_ID [--reason TEXT]   (the reason goes into the audit record)',
   options: { reason: { type: 'string' } },
   async run({ config, args, options }) {
-    const id = oneArg(args, 'transaction id');
+    const id = transactionIdArg(args);
     const given = options.reason as string | undefined;
     if (given !== undefined && given.trim() === '') throw new UsageError('--reason, when given, must say something (or leave it out)');
     const reason = given?.trim() ?? NO_REASON;
-    const ok = await withBuffer(config, (b) => b.discard(id, actor(), reason));
-    if (!ok) {
-      console.error(`transaction ${id} is not failed or blocked (see: opsdb buffer show ${id})`);
+    const why = await withBuffer(config, async (b) => ((await b.discard(id, actor(), reason)) ? '' : whyNot(b, id)));
+    if (why) {
+      console.error(why);
       return 1;
     }
     console.log(`discarded ${id}`);

@@ -1,6 +1,7 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { startTestEdge, edgeDataDir } from '../support/edge.js';
 import { runCli } from '../support/cli.js';
@@ -55,7 +56,15 @@ describe('opsdb buffer … on a stopped edge (SQLite)', () => {
     const retry = await runCli(['buffer', 'retry', ids.parent], env);
     assert.equal(retry.code, 0, retry.stderr);
     assert.match(retry.stdout, /released 2 transaction/);
-    assert.equal((await runCli(['buffer', 'retry', ids.parent], env)).code, 1, 'nothing to retry now');
+    const again = await runCli(['buffer', 'retry', ids.parent], env);
+    assert.equal(again.code, 1, 'nothing to retry now');
+    assert.match(again.stderr, /is pending; only failed or blocked ones can be retried or discarded/);
+    const unknown = await runCli(['buffer', 'retry', '01a21840-0000-7001-acea-c85553b543e9'], env);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no transaction 01a21840-0000-7001-acea-c85553b543e9 in the buffer/);
+    const junk = await runCli(['buffer', 'discard', 'not-an-id'], env);
+    assert.equal(junk.code, 2);
+    assert.match(junk.stderr, /"not-an-id" is not a transaction id/);
     assert.equal((await runCli(['buffer', 'discard', ids.other], env)).code, 1, 'a pending one cannot be discarded, reason or not');
     const d = await runCli(['buffer', 'discard', ids.other, '--reason', 'pending ones cannot be discarded'], env);
     assert.equal(d.code, 1);
@@ -77,6 +86,17 @@ describe('opsdb buffer … on a stopped edge (SQLite)', () => {
     const bad = await runCli(['buffer', 'verify'], env);
     assert.equal(bad.code, 1);
     assert.match(bad.stdout, /PROBLEM: ledger/);
+  });
+
+  it('refuses a DATA_DIR where no edge has run, and creates nothing there', async () => {
+    const empty = edgeDataDir('cli-buffer-none');
+    for (const verb of [['wait-empty'], ['stats'], ['verify'], ['ls']]) {
+      const r = await runCli(['buffer', ...verb], { SITE_TYPE: 'secondary', DATA_DIR: empty });
+      assert.equal(r.code, 1, `${verb.join(' ')}: ${r.stdout}`);
+      assert.match(r.stderr, new RegExp(`no edge has run with DATA_DIR=${empty.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+      assert.doesNotMatch(r.stdout, /empty: everything accepted/);
+    }
+    assert.deepEqual(readdirSync(empty), [], 'no buffer was made');
   });
 
   it('refuses at a central (there is no buffer there)', async () => {

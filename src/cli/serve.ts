@@ -35,6 +35,12 @@ export const serveCommand: Command = {
       throw new Error(`stopped: ${outcome.message}`);
     }
     log.info({ signal: outcome }, 'stopping');
+    // A second signal would otherwise end the process at once, before the batch in flight is answered and
+    // before "stopped" (which the backup steps wait for).
+    const again = (signal: NodeJS.Signals) =>
+      log.warn({ signal }, 'already stopping: the batch in flight gets up to 5 s, then the daemon exits by itself');
+    process.on('SIGTERM', again);
+    process.on('SIGINT', again);
     await sd.stopping();
     await running.stop();
     log.info('stopped');

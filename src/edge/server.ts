@@ -20,6 +20,7 @@ import { edgeRoutes } from './routes.js';
 import { SYNC_DISABLED, type SyncView } from './sync-view.js';
 import { SyncEngine } from '../sync/engine.js';
 import { httpClient } from '../sync/transport.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
 
 export interface RunningEdge {
@@ -46,10 +47,18 @@ export interface RunningEdge {
  */
 export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppOptions, 'fastLane'> = {}): Promise<RunningEdge> {
   mkdirSync(config.dataDir, { recursive: true });
+  // Before anything is opened: a second daemon would return this one's batch in flight to pending.
+  const lock = lockDataDir(config.dataDir);
   // The local store first: its schema exists before the storage thread opens a second connection to it.
   const localPath = join(config.dataDir, 'local.db');
-  checkSiteOfDataDir(config.dataDir, localPath, config.siteName);
-  const local = new LocalStore(localPath);
+  let local: LocalStore;
+  try {
+    checkSiteOfDataDir(config.dataDir, localPath, config.siteName);
+    local = new LocalStore(localPath);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
   let fatal!: (err: Error) => void;
   const failed = new Promise<Error>((resolve) => (fatal = resolve));
   const opened = await openBuffer(config, {
@@ -60,6 +69,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
     },
   }, log).catch((err: unknown) => {
     local.close();
+    lock.release();
     throw err;
   });
   const { buffer, redisStatus, refusing } = opened;
@@ -173,12 +183,14 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
         log.info({ groups: committer.groups.count, transactions: committer.groups.transactions }, 'group commit totals');
         await buffer.close();
         local.close();
+        lock.release();
       },
     };
   } catch (err) {
     server?.close();
     await buffer.close();
     local.close();
+    lock.release();
     throw err;
   }
 }

@@ -1,0 +1,41 @@
+// Found by the docs audit: nothing stopped a second `opsdb serve` on a DATA_DIR another daemon was using.
+// On another port both took writes into one buffer, each with its own group committer and sync engine;
+// on the same port the second one, before failing on the port, returned the running daemon's batch in
+// flight to pending. The daemon now holds an exclusive lock on DATA_DIR/daemon.lock; a second one exits
+// 1 naming the first one's pid, and a daemon killed with SIGKILL leaves no stale lock. Real processes.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { edgeDataDir, localClient, spawnEdge } from '../support/edge.js';
+import { client } from '../support/http.js';
+import { runCli } from '../support/cli.js';
+
+describe('one edge daemon per DATA_DIR', () => {
+  it('a second daemon on the same DATA_DIR exits with the first one\'s pid; a killed one leaves no lock', { timeout: 60_000 }, async () => {
+    const dataDir = edgeDataDir('one-daemon');
+    const token = (await localClient(dataDir, 'http://unused', ['observer'], 'w')).token!;
+    const first = await spawnEdge({ DATA_DIR: dataDir });
+    try {
+      const w = await client(first.url, token).post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+      assert.equal(w.status, 201, w.text);
+      await assert.rejects(spawnEdge({ DATA_DIR: dataDir }), (err: Error) => {
+        assert.match(err.message, new RegExp(`DATA_DIR .* is in use by another opsdb serve \\(pid ${first.pid}\\): one edge daemon per data directory`));
+        assert.match(err.message, /exited with 1/);
+        return true;
+      });
+      // The CLI still works beside the running daemon.
+      const stats = await runCli(['buffer', 'stats'], { SITE_TYPE: 'secondary', DATA_DIR: dataDir });
+      assert.equal(stats.code, 0, stats.stderr);
+      assert.equal(JSON.parse(stats.stdout).accepted_total, 1);
+      assert.equal((await client(first.url, token).post('/executed_obs_units/start', { body: { obs_unit_id: 2 } })).status, 201, 'the first one is undisturbed');
+    } finally {
+      await first.kill('SIGKILL');
+    }
+    // SIGKILL: the system dropped the lock with the process.
+    const next = await spawnEdge({ DATA_DIR: dataDir });
+    try {
+      assert.equal((await client(next.url).get('/buffer-stats')).body.accepted_total, 2);
+    } finally {
+      await next.kill('SIGTERM');
+    }
+  });
+});

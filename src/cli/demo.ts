@@ -18,7 +18,7 @@ import { seed } from '../central/seed.js';
 import { createSite } from '../central/sync.js';
 import { PgAccounts } from '../central/accounts.js';
 import type { Command } from './command.js';
-import { untilSignal } from './serve.js';
+import { stopSignals } from './serve.js';
 
 const SITE = 'observatory';
 
@@ -128,7 +128,13 @@ Try:
   curl -H "Authorization: Bearer $TOKEN" http://localhost:${central.port}/executed_obs_units/     # synced a moment later
 
 Ctrl-C stops everything; run it again to resume with the same data.`);
-    const outcome = await Promise.race([untilSignal(), edge.failed]);
+    const signals = stopSignals();
+    // A second Ctrl-C while the demo stops: stop at once (everything written is on disk already).
+    signals.onAgain(() => {
+      console.error('opsdb demo: stopping at once');
+      process.exit(130);
+    });
+    const outcome = await Promise.race([signals.first, edge.failed]);
     if (outcome instanceof Error) {
       // As \`opsdb serve\` does: the edge can no longer store writes, so the demo stops rather than answer 503s.
       setTimeout(() => process.exit(1), 15_000).unref();

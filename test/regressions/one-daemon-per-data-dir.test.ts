@@ -38,4 +38,14 @@ describe('one edge daemon per DATA_DIR', () => {
       await next.kill('SIGTERM');
     }
   });
+
+  it('a second SIGTERM while stopping does not cut the stop short', { timeout: 60_000 }, async () => {
+    const edge = await spawnEdge({ DATA_DIR: edgeDataDir('two-sigterms') });
+    edge.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 20));
+    edge.child.kill('SIGTERM');
+    assert.equal(await edge.exited, 0);
+    const msgs = edge.lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+    assert.ok(msgs.includes('stopped'), msgs.join(' | '));
+  });
 });

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { BufferedTransaction, TransactionBuffer } from './buffer/buffer.js';
 import type { Step } from '../lib/api/transaction.js';
@@ -324,8 +324,35 @@ export class LocalStore implements ReplicaSink {
 
   // ---- replica (the change feed from central) --------------------------------
 
+  /**
+   * Records seqs as synced and puts everything this store holds on disk:
+   * the sync engine calls it before compacting them out of the buffer. The
+   * store commits with synchronous=NORMAL (no fsync per commit), so without
+   * this a power cut could keep the compaction (the buffer fsyncs) and lose
+   * the rows and central's copy the compaction relied on: a synced record
+   * gone at the edge until the link came back.
+   */
   noteSynced(seqs: readonly number[]): void {
     noteSynced(this, seqs);
+    this.flushToDisk();
+  }
+
+  /** fsync of the WAL and the database file: every commit so far survives a power cut. */
+  flushToDisk(): void {
+    for (const file of [`${this.path}-wal`, this.path]) {
+      let fd: number;
+      try {
+        fd = openSync(file, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // no WAL right now: nothing in it
+        throw err;
+      }
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
   }
 
   /** The change-feed position applied so far. */

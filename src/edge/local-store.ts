@@ -160,6 +160,10 @@ export class LocalStore implements ReplicaSink {
     return (this.sql('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value ?? null;
   }
 
+  deleteMeta(key: string): void {
+    this.sql('DELETE FROM meta WHERE key = ?').run(key);
+  }
+
   setMeta(key: string, value: string): void {
     this.sql('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
   }

@@ -92,7 +92,8 @@ export interface EdgeRouteDeps {
   /** Ranges of seqs the buffer lost (see detectLostSeqs). */
   lost: () => LostSeqs[];
   /** Stores a new site token for talking to central and wakes a paused engine. */
-  setSiteToken: (token: string) => void;
+  /** Sets the site token kept in the local store (null: forgets it, SITE_TOKEN is used). */
+  setSiteToken: (token: string | null) => void;
 }
 
 export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
@@ -113,6 +114,15 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
     summary: "Replace the site token the edge uses with central (after `opsdb site add` or a rotation); resumes a paused engine",
     handler: async ({ ctx, body }) => {
       deps.setSiteToken(body.token);
+      ctx.status = 204;
+    },
+  });
+
+  route(api, {
+    method: 'delete', path: '/api/sync/site-token', tag: 'buffer', roles: ADMIN_ROLES, status: 204,
+    summary: 'Forget the site token set with PUT; SITE_TOKEN is used again, at once',
+    handler: async ({ ctx }) => {
+      deps.setSiteToken(null);
       ctx.status = 204;
     },
   });

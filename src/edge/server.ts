@@ -1,7 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+
+/** The site token set over HTTP, and a hash of SITE_TOKEN as it was then (to tell when SITE_TOKEN changed since). */
+const SITE_TOKEN_KEY = 'site_token';
+const SITE_TOKEN_OVER_KEY = 'site_token_over_env';
 import { join } from 'node:path';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
@@ -97,6 +101,15 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
     log.info({ released_in_flight: released, replayed, pending: stats.pending, failed: stats.failed, backend: buffer.backend }, 'buffer opened');
 
     const accounts = new LocalAccounts(local.db);
+    // A token set with PUT /api/sync/site-token wins over SITE_TOKEN, until SITE_TOKEN itself is changed:
+    // then the newer of the two is SITE_TOKEN, and an operator who changed it and restarted expects it used.
+    const envTokenHash = createHash('sha256').update(config.siteToken ?? '').digest('hex');
+    const over = local.getMeta(SITE_TOKEN_OVER_KEY);
+    if (local.getMeta(SITE_TOKEN_KEY) !== null && over !== null && over !== envTokenHash) {
+      local.deleteMeta(SITE_TOKEN_KEY);
+      local.deleteMeta(SITE_TOKEN_OVER_KEY);
+      log.warn('SITE_TOKEN changed since a site token was set with PUT /api/sync/site-token: SITE_TOKEN is used from now on');
+    }
     const stopSync = new AbortController();
     // Random per start: central tells two daemons running as one site apart by it (a restart is not a second daemon).
     const edgeId = randomUUID();
@@ -107,7 +120,8 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
           client: httpClient(config.centralUrl, config.syncTimeoutMs, stopSync.signal, { [EDGE_ID_HEADER]: edgeId }),
           edgeId,
           replica: local,
-          token: () => local.getMeta('site_token') ?? config.siteToken ?? '',
+          token: () => local.getMeta(SITE_TOKEN_KEY) ?? config.siteToken ?? '',
+          tokenSource: () => (local.getMeta(SITE_TOKEN_KEY) ? 'the token set with PUT /api/sync/site-token, kept in local.db' : 'SITE_TOKEN'),
           log: log.child({ component: 'sync' }),
           batchSize: config.syncBatchSize,
           batchMaxBytes: config.syncBatchMaxBytes,
@@ -138,7 +152,13 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
         edgeRoutes(api, {
           buffer, sync, bufferMaxBytes: config.bufferMaxBytes, lost: () => lostSeqs(local),
           setSiteToken: (token) => {
-            local.setMeta('site_token', token);
+            if (token === null) {
+              local.deleteMeta(SITE_TOKEN_KEY);
+              local.deleteMeta(SITE_TOKEN_OVER_KEY);
+            } else {
+              local.setMeta(SITE_TOKEN_KEY, token);
+              local.setMeta(SITE_TOKEN_OVER_KEY, envTokenHash);
+            }
             engine?.credentialsChanged();
           },
         }),

@@ -20,6 +20,8 @@ export interface EngineOptions {
   replica: ReplicaSink;
   /** Read before every request, so a new token takes effect at once. */
   token: () => string;
+  /** Where that token comes from, for the message when central refuses it (default `SITE_TOKEN`). */
+  tokenSource?: () => string;
   log: Logger;
   batchSize: number;
   batchMaxBytes: number;
@@ -284,7 +286,11 @@ export class SyncEngine implements SyncView {
     this.status = 'paused';
     this.reachable = true; // central answered, if only to refuse the token
     this.pausedReason = { code: f.code, message: `central refused the site token: ${f.message}`, at: new Date().toISOString() };
-    this.o.log.error({ code: f.code, message: f.message }, 'sync paused: central refused the site token; set a valid SITE_TOKEN');
+    const source = this.o.tokenSource?.() ?? 'SITE_TOKEN';
+    const fix = source === 'SITE_TOKEN'
+      ? 'set a valid SITE_TOKEN and restart, or PUT one to /api/sync/site-token'
+      : 'PUT a valid one to /api/sync/site-token, or set a new SITE_TOKEN and restart';
+    this.o.log.error({ code: f.code, message: f.message, token_source: source }, `sync paused: central refused the site token (${source}); ${fix}`);
   }
 
   /**

@@ -77,8 +77,13 @@ describe('opsdb CLI', () => {
 
   it('seed is idempotent', async () => {
     const before = (await c.admin.get('/instruments/')).body;
+    const seq = async () => Number((await c.db.query(`SELECT last_value FROM user_id_seq`)).rows[0].last_value);
+    const users = await seq();
     const r = await runCli(['seed'], env);
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^already seeded \(2 instruments, 5 obs units\): nothing added/);
     assert.deepEqual((await c.admin.get('/instruments/')).body, before);
+    // Seeding again takes no id: the next account gets the id it would have got without it.
+    assert.equal(await seq(), users);
   });
 });

@@ -51,7 +51,7 @@ export const seedCommand: Command = {
       await migrate(pool);
       return seed(pool);
     });
-    console.log(`seeded: ${r.instruments} instruments, ${r.obs_units} obs units`);
+    console.log(r.added ? `seeded: ${r.instruments} instruments, ${r.obs_units} obs units` : `already seeded (${r.instruments} instruments, ${r.obs_units} obs units): nothing added`);
   },
 };
 

@@ -19,6 +19,7 @@ import { createSite } from '../central/sync.js';
 import { PgAccounts } from '../central/accounts.js';
 import type { Command } from './command.js';
 import { stopSignals } from './serve.js';
+import { lockDataDir } from '../edge/data-dir-lock.js';
 
 const SITE = 'observatory';
 
@@ -75,6 +76,12 @@ async function waitForToken(url: string, token: string, log: Logger): Promise<vo
   log.warn('the edge has not received the demo token from central yet; it will work after the next pull');
 }
 
+/** A port already taken: say which option moves it (the message alone named only the address). */
+function portHint(err: unknown, option: string): unknown {
+  if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') return err;
+  return new Error(`${(err as Error).message}: is another demo (npm start) running? Stop it, or pick another port with ${option}`);
+}
+
 export const demoCommand: Command = {
   summary: 'try it: central (embedded PostgreSQL) on :8001 and an edge on :8000 syncing to it (what `npm start` runs)',
   usage: 'opsdb demo [--data-dir DIR] [--port N] [--central-port N]   (DATABASE_URL: use a real PostgreSQL for central)',
@@ -86,30 +93,56 @@ export const demoCommand: Command = {
     const log = createLogger(logLevel);
     const started = performance.now();
 
-    const database = await demoDatabase(join(dataDir, 'central-pglite'), base.databaseUrl);
-    const pool = createPool(database.url, database.poolMax);
-    await migrate(pool);
-    await seed(pool);
-    const token = await siteToken(pool, edgeDir);
-    const demoToken = (await new PgAccounts(pool).createDemoToken()).token;
+    // Whatever was started is stopped again if a later step fails (a port in use, say): a half-started
+    // demo used to print its error and hang with PGlite and the central pool still open.
+    const undo: (() => Promise<unknown>)[] = [];
+    const stopAll = async () => {
+      for (const f of undo.reverse()) await f().catch(() => {});
+    };
+    let edge: Awaited<ReturnType<typeof startEdge>>;
+    let central: Awaited<ReturnType<typeof startCentral>>;
+    let demoToken: string;
+    try {
+      // One demo per data directory: two would open the same embedded PostgreSQL files.
+      mkdirSync(dataDir, { recursive: true });
+      const lock = lockDataDir(dataDir, 'opsdb demo');
+      undo.push(async () => lock.release());
+      const database = await demoDatabase(join(dataDir, 'central-pglite'), base.databaseUrl);
+      undo.push(() => database.stop());
+      const pool = createPool(database.url, database.poolMax);
+      undo.push(() => pool.end());
+      await migrate(pool);
+      await seed(pool);
+      const token = await siteToken(pool, edgeDir);
+      demoToken = (await new PgAccounts(pool).createDemoToken()).token;
 
-    const centralConfig = loadConfig({
-      env: {},
-      overrides: {
-        SITE_TYPE: 'main', SITE_NAME: 'main', DATABASE_URL: database.url, DATABASE_POOL_MAX: database.poolMax, DEMO_MODE: true,
-        METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: Number(options['central-port'] ?? 8001), LOG_LEVEL: logLevel,
-      },
-    });
-    const central = await startCentral(centralConfig, log.child({ site: 'central' }), pool);
-    const edgeConfig = loadConfig({
-      env: {},
-      overrides: {
-        SITE_TYPE: 'secondary', SITE_NAME: SITE, DATA_DIR: edgeDir, CENTRAL_URL: central.url, SITE_TOKEN: token, DEMO_MODE: true,
-        METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: Number(options.port ?? 8000), LOG_LEVEL: logLevel, SYNC_INTERVAL_MS: 500,
-      },
-    });
-    const edge = await startEdge(edgeConfig, log.child({ site: SITE }));
-    await waitForToken(edge.url, demoToken, log);
+      const centralConfig = loadConfig({
+        env: {},
+        overrides: {
+          SITE_TYPE: 'main', SITE_NAME: 'main', DATABASE_URL: database.url, DATABASE_POOL_MAX: database.poolMax, DEMO_MODE: true,
+          METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: Number(options['central-port'] ?? 8001), LOG_LEVEL: logLevel,
+        },
+      });
+      central = await startCentral(centralConfig, log.child({ site: 'central' }), pool).catch((err: unknown) => {
+        throw portHint(err, '--central-port');
+      });
+      undo.push(() => central.stop());
+      const edgeConfig = loadConfig({
+        env: {},
+        overrides: {
+          SITE_TYPE: 'secondary', SITE_NAME: SITE, DATA_DIR: edgeDir, CENTRAL_URL: central.url, SITE_TOKEN: token, DEMO_MODE: true,
+          METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: Number(options.port ?? 8000), LOG_LEVEL: logLevel, SYNC_INTERVAL_MS: 500,
+        },
+      });
+      edge = await startEdge(edgeConfig, log.child({ site: SITE })).catch((err: unknown) => {
+        throw portHint(err, '--port');
+      });
+      undo.push(() => edge.stop());
+      await waitForToken(edge.url, demoToken, log);
+    } catch (err) {
+      await stopAll();
+      throw err;
+    }
     const url = `http://localhost:${edge.port}`;
     console.log(`ops-db-api demo is running (ready in ${((performance.now() - started) / 1000).toFixed(1)} s; data in ${dataDir})
 
@@ -138,15 +171,9 @@ Ctrl-C stops everything; run it again to resume with the same data.`);
     if (outcome instanceof Error) {
       // As \`opsdb serve\` does: the edge can no longer store writes, so the demo stops rather than answer 503s.
       setTimeout(() => process.exit(1), 15_000).unref();
-      await edge.stop().catch(() => {});
-      await central.stop().catch(() => {});
-      await pool.end().catch(() => {});
-      await database.stop().catch(() => {});
+      await stopAll();
       throw new Error(`stopped: ${outcome.message}`);
     }
-    await edge.stop();
-    await central.stop();
-    await pool.end();
-    await database.stop();
+    await stopAll();
   },
 };

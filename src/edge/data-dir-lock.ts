@@ -18,7 +18,8 @@ export interface DataDirLock {
   release(): void;
 }
 
-export function lockDataDir(dataDir: string): DataDirLock {
+/** `who`: the kind of process that holds it, for the message the next one gets. */
+export function lockDataDir(dataDir: string, who = 'opsdb serve'): DataDirLock {
   const path = join(dataDir, 'daemon.lock');
   const pidFile = join(dataDir, 'daemon.pid');
   const db = new Database(path);
@@ -37,8 +38,8 @@ export function lockDataDir(dataDir: string): DataDirLock {
       }
     })();
     throw new DataDirInUseError(
-      `DATA_DIR ${dataDir} is in use by another opsdb serve${pid ? ` (pid ${pid})` : ''}: one edge daemon per data directory. ` +
-        'Stop the other one, or give this one its own DATA_DIR',
+      `${who === 'opsdb serve' ? 'DATA_DIR' : 'data directory'} ${dataDir} is in use by another opsdb process${pid ? ` (pid ${pid})` : ''}: ` +
+        `one ${who} per data directory. Stop the other one, or give this one its own ${who === 'opsdb serve' ? 'DATA_DIR' : '--data-dir'}`,
     );
   }
   writeFileSync(pidFile, `${process.pid}\n`);

@@ -112,6 +112,26 @@ describe('the first-API-call tutorial against `opsdb demo`', { timeout: 180_000 
     const edgeView = await json(fetch(`${EDGE}/executed_obs_units/${o.executed_obs_unit_id}`, { headers: h }));
     assert.equal(edgeView.sync_status, 'synced');
 
+    // A second demo beside it: on the same data directory it stops at once; on another one, with the ports
+    // taken, it says which option moves them and exits (it used to hang with its database open).
+    const second = (args: string[]) => new Promise<{ code: number | null; text: string }>((resolve) => {
+      const p = spawn(process.execPath, [OPSDB_BIN, 'demo', ...args], { cwd, env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let text = '';
+      p.stdout!.on('data', (d) => (text += d));
+      p.stderr!.on('data', (d) => (text += d));
+      const kill = setTimeout(() => p.kill('SIGKILL'), 60_000);
+      p.on('exit', (code) => {
+        clearTimeout(kill);
+        resolve({ code, text });
+      });
+    });
+    const sameDir = await second([]);
+    assert.equal(sameDir.code, 1, sameDir.text);
+    assert.match(sameDir.text, new RegExp(`data directory .* is in use by another opsdb process \\(pid ${demo.pid}\\): one opsdb demo per data directory`));
+    const samePorts = await second(['--data-dir', join(cwd, 'other')]);
+    assert.equal(samePorts.code, 1, samePorts.text);
+    assert.match(samePorts.text, /EADDRINUSE.*is another demo \(npm start\) running\? Stop it, or pick another port with --central-port/);
+
     demo.kill('SIGINT');
     assert.equal(await exited, 0, `Ctrl-C stops cleanly:\n${out.slice(-2000)}`);
     demo = null;

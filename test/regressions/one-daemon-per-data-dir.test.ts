@@ -18,7 +18,7 @@ describe('one edge daemon per DATA_DIR', () => {
       const w = await client(first.url, token).post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
       assert.equal(w.status, 201, w.text);
       await assert.rejects(spawnEdge({ DATA_DIR: dataDir }), (err: Error) => {
-        assert.match(err.message, new RegExp(`DATA_DIR .* is in use by another opsdb serve \\(pid ${first.pid}\\): one edge daemon per data directory`));
+        assert.match(err.message, new RegExp(`DATA_DIR .* is in use by another opsdb process \\(pid ${first.pid}\\): one opsdb serve per data directory`));
         assert.match(err.message, /exited with 1/);
         return true;
       });
@@ -39,13 +39,25 @@ describe('one edge daemon per DATA_DIR', () => {
     }
   });
 
-  it('a second SIGTERM while stopping does not cut the stop short', { timeout: 60_000 }, async () => {
-    const edge = await spawnEdge({ DATA_DIR: edgeDataDir('two-sigterms') });
-    edge.child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 20));
-    edge.child.kill('SIGTERM');
-    assert.equal(await edge.exited, 0);
-    const msgs = edge.lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
-    assert.ok(msgs.includes('stopped'), msgs.join(' | '));
+  it('a second SIGTERM while stopping does not cut the stop short', { timeout: 90_000 }, async () => {
+    // The second signal must land between "stopping" and "stopped"; a stop can be quick enough to miss
+    // that on a busy machine, so up to five daemons are tried and at least one must have been hit there.
+    for (let attempt = 1; ; attempt++) {
+      const edge = await spawnEdge({ DATA_DIR: edgeDataDir('two-sigterms') });
+      const msgs = () => edge.lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+      edge.child.kill('SIGTERM');
+      while (!msgs().includes('stopping')) await new Promise((r) => setTimeout(r, 1));
+      if (!msgs().includes('stopped')) edge.child.kill('SIGTERM');
+      const code = await edge.exited;
+      // Handled during the stop, it is logged; one that came after the stop was done proves nothing here.
+      const inTime = msgs().some((m) => m.startsWith('already stopping'));
+      if (!inTime) {
+        assert.ok(attempt < 5, 'the stop was over before a second signal could be sent, five times');
+        continue;
+      }
+      assert.equal(code, 0, msgs().join(' | '));
+      assert.ok(msgs().includes('stopped'), msgs().join(' | '));
+      return;
+    }
   });
 });

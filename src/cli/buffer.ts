@@ -12,7 +12,7 @@ import { NO_REASON, bufferStats } from '../edge/routes.js';
 import { SYNC_DISABLED } from '../edge/sync-view.js';
 import { userInfo } from 'node:os';
 
-async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer) => Promise<T>): Promise<T> {
+async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer, weak: string | null) => Promise<T>): Promise<T> {
   if (config.siteType !== 'secondary') throw new UsageError('the buffer exists only at an edge (SITE_TYPE=secondary)');
   // Never make a buffer here: on a mistyped DATA_DIR (or a missing --config) an empty new one would answer
   // "nothing pending" and `wait-empty` "everything applied", while the daemon's real buffer is elsewhere.
@@ -26,9 +26,9 @@ async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer) => Promi
   // A Redis buffer is found by SITE_NAME (its keys carry it): under another name it would look empty. The
   // SQLite buffer is its file, whatever the name.
   if (config.bufferBackend === 'redis') checkSiteOfDataDir(config.dataDir, join(config.dataDir, 'local.db'), config.siteName);
-  const { buffer } = await openBuffer(config);
+  const { buffer, weakDurability } = await openBuffer(config, undefined, undefined, { inspect: true });
   try {
-    return await fn(buffer);
+    return await fn(buffer, weakDurability());
   } finally {
     await buffer.close();
   }
@@ -163,13 +163,16 @@ export const bufferVerifyCommand: Command = {
   options: { json: { type: 'boolean' } },
   async run({ config, options }) {
     console.error('checking storage integrity and recounting every transaction…');
-    const report = await withBuffer(config, async (b) => {
+    const report = await withBuffer(config, async (b, weak) => {
       const r = await b.verify();
       // Transactions the buffer lost (lost-seqs.ts): found by the daemon at start and not yet accepted, or
       // found here (a buffer restored while the daemon was stopped).
       const problems = await withLocal(config, (local) => (local ? lostProblems(local) : []));
       const behind = await withLocal(config, (local) => (local ? bufferBehind(b, local) : null));
       if (behind && !problems.length) for (const r of behind.lost) problems.push(`${describeLoss(r)}; the daemon records this at its next start`);
+      // Accepted with REDIS_ALLOW_WEAK_DURABILITY=true: said, but not a problem each time.
+      if (weak && config.redisAllowWeakDurability) console.error(`note: ${weak} (accepted: REDIS_ALLOW_WEAK_DURABILITY=true)`);
+      else if (weak) problems.push(`${weak}; the daemon refuses new writes until it does (set "appendonly yes", "appendfsync always")`);
       return { ...r, ok: r.ok && problems.length === 0, problems: [...r.problems, ...problems] };
     });
     if (options.json) json(report);

@@ -13,6 +13,7 @@ import { startRedisServer, tempDir } from '../support/services.js';
 import { edgeDataDir, localClient, spawnEdge } from '../support/edge.js';
 import { client } from '../support/http.js';
 import { until } from '../support/daemon.js';
+import { runCli } from '../support/cli.js';
 
 describe('edge on a Redis whose durability is weakened while it runs', () => {
   it('refuses writes with a 503 naming the setting, stores nothing, says so in /health, and recovers', { timeout: 90_000 }, async () => {
@@ -52,6 +53,15 @@ describe('edge on a Redis whose durability is weakened while it runs', () => {
       const errors = edge.lines.filter((l) => l.includes('Redis no longer fsyncs every write'));
       assert.equal(errors.length, 1, 'logged once, not at every refused write');
       assert.equal(JSON.parse(errors[0]!).level, 50);
+
+      // The operator can still look at the buffer with the CLI, and verify names the problem.
+      const cliEnv = { SITE_TYPE: 'secondary', SITE_NAME: 'observatory', DATA_DIR: dataDir, BUFFER_BACKEND: 'redis', REDIS_URL: redis.url };
+      const cliStats = await runCli(['buffer', 'stats'], cliEnv);
+      assert.equal(cliStats.code, 0, cliStats.stderr);
+      assert.equal(JSON.parse(cliStats.stdout).accepted_total, 1);
+      const verify = await runCli(['buffer', 'verify'], cliEnv);
+      assert.equal(verify.code, 1, verify.stdout + verify.stderr);
+      assert.match(verify.stdout, /PROBLEM: Redis at .* may lose acknowledged writes: appendfsync is everysec .*the daemon refuses new writes until it does/);
 
       await admin.config('SET', 'appendfsync', 'always');
       const back = await until('writes to be taken again', async () => {

@@ -11,6 +11,8 @@ export interface OpenedBuffer {
   redisStatus(): string;
   /** Why the buffer refuses new writes while it is otherwise up (a Redis that stopped fsyncing every write), or null. */
   refusing(): string | null;
+  /** Why the storage may lose acknowledged writes (a Redis that does not fsync every write), or null. */
+  weakDurability(): string | null;
 }
 
 /** For the daemon: the SQLite buffer in its own thread, with the local store it applies writes to. */
@@ -25,17 +27,19 @@ export interface BufferThread {
  * cannot keep writes safe. With `thread`, the SQLite buffer runs in a storage
  * thread (the daemon); without, in the caller's (the CLI, tools, tests).
  */
-export async function openBuffer(config: Config, thread?: BufferThread, log?: Logger): Promise<OpenedBuffer> {
+export async function openBuffer(config: Config, thread?: BufferThread, log?: Logger, opts: { inspect?: boolean } = {}): Promise<OpenedBuffer> {
   if (config.bufferBackend === 'sqlite') {
     const path = join(config.dataDir, 'buffer.db');
     const buffer = thread ? await ThreadedSqliteBuffer.open(path, thread.localPath, thread.onFailure) : new SqliteBuffer(path);
-    return { buffer, redisStatus: () => 'not_used', refusing: () => null };
+    return { buffer, redisStatus: () => 'not_used', refusing: () => null, weakDurability: () => null };
   }
   const { RedisBuffer } = await import('./redis.js');
   const buffer = await RedisBuffer.open({
     url: config.redisUrl,
     keyPrefix: `opsdb:${config.siteName}:`,
-    allowWeakDurability: config.redisAllowWeakDurability,
+    // `inspect` (the CLI): an operator must be able to look at the buffer, and fix it, exactly when Redis
+    // stopped being durable; `opsdb buffer verify` reports that as a problem instead.
+    allowWeakDurability: config.redisAllowWeakDurability || opts.inspect === true,
     onDurabilityChange: (note) => {
       if (!note) log?.warn('Redis fsyncs every write again; writes are accepted as durable');
       else if (config.redisAllowWeakDurability) log?.warn({ problem: note }, 'Redis durability changed while the edge ran; writes go on (REDIS_ALLOW_WEAK_DURABILITY=true)');
@@ -49,5 +53,6 @@ export async function openBuffer(config: Config, thread?: BufferThread, log?: Lo
         ? `connected (refusing writes: ${buffer.durabilityNote})`
         : buffer.durability === 'weak' ? `connected (weak durability: ${buffer.durabilityNote})` : 'connected',
     refusing: () => (buffer.refusingWrites ? buffer.durabilityNote : null),
+    weakDurability: () => buffer.durabilityNote,
   };
 }

@@ -42,6 +42,11 @@ describe('opsdb CLI', () => {
   it('exits 2 on an unknown command or option', async () => {
     assert.equal((await runCli(['frobnicate'])).code, 2);
     assert.equal((await runCli(['migrate', '--no-such-flag'])).code, 2);
+    const bogus = await runCli(['buffer', 'bogus']);
+    assert.equal(bogus.code, 2);
+    assert.match(bogus.stderr, /^opsdb: unknown buffer command "bogus"\n\nUsage: opsdb buffer <command>/);
+    assert.match(bogus.stderr, /buffer wait-empty/);
+    assert.doesNotMatch(bogus.stderr, /opsdb serve/, 'the group\'s commands, not the whole help');
     const noRole = await runCli(['user', 'add', 'x'], env);
     assert.equal(noRole.code, 2);
     assert.match(noRole.stderr, /--role is required/);

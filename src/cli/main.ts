@@ -39,6 +39,13 @@ function findCommand(argv: string[]): { name: string; cmd: Command; rest: string
   return null;
 }
 
+/** The commands of a group (`opsdb buffer …`), one line each. */
+function groupHelp(words: string[], group: [string, Command][]): string {
+  const width = Math.max(...group.map(([name]) => name.length));
+  const list = group.map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`).join('\n');
+  return `Usage: opsdb ${words.join(' ')} <command> [options]\n\nCommands:\n${list}\n\nHelp for one: opsdb <command> --help`;
+}
+
 export async function main(argv: string[]): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     console.log(help());
@@ -49,12 +56,17 @@ export async function main(argv: string[]): Promise<number> {
     // A group of commands (`opsdb buffer`, `opsdb token` …) on its own or with --help: list its commands.
     const first = argv.findIndex((a) => a.startsWith('-'));
     const words = first === -1 ? argv : argv.slice(0, first);
-    const group = Object.entries(COMMANDS).filter(([name]) => words.length > 0 && name.startsWith(`${words.join(' ')} `));
+    const inGroup = (prefix: string[]) => Object.entries(COMMANDS).filter(([name]) => prefix.length > 0 && name.startsWith(`${prefix.join(' ')} `));
+    const group = inGroup(words);
+    // `opsdb buffer bogus`: an unknown command of a known group gets that group's list, not the whole help.
+    const parent = group.length === 0 && words.length > 1 ? inGroup(words.slice(0, 1)) : [];
+    if (parent.length > 0) {
+      console.error(`opsdb: unknown ${words[0]} command "${words.slice(1).join(' ')}"\n\n${groupHelp(words.slice(0, 1), parent)}`);
+      return 2;
+    }
     if (group.length > 0) {
       const asked = argv.includes('--help') || argv.includes('-h');
-      const width = Math.max(...group.map(([name]) => name.length));
-      const list = group.map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`).join('\n');
-      const text = `Usage: opsdb ${words.join(' ')} <command> [options]\n\nCommands:\n${list}\n\nHelp for one: opsdb <command> --help`;
+      const text = groupHelp(words, group);
       if (asked) console.log(text);
       else console.error(`opsdb: "${argv.join(' ')}" needs a command\n\n${text}`);
       return asked ? 0 : 2;

@@ -59,7 +59,7 @@ export class ConflictError extends AppError {
 
 export class PayloadTooLargeError extends AppError {
   constructor(limitBytes: number) {
-    super(413, 'payload_too_large', `Request body is larger than the limit of ${limitBytes} bytes`, {
+    super(413, 'payload_too_large', `Request body is larger than the limit of ${limitBytes} bytes (MAX_BODY_BYTES at this site)`, {
       limit_bytes: limitBytes,
     });
   }

@@ -9,6 +9,7 @@ import { pendingMigrations } from './migrate.js';
 import { CentralBackend } from './backend.js';
 import { mapPgError } from './apply.js';
 import { centralRoutes } from './routes.js';
+import { closeServer } from '../lib/http/close.js';
 
 export interface RunningCentral {
   url: string;
@@ -68,10 +69,7 @@ export async function startCentral(config: Config, log: Logger, given?: Pool, ht
       return true;
     },
     async stop() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      await closeServer(server);
       await endPool();
     },
   };

@@ -37,7 +37,7 @@ export const serveCommand: Command = {
     // at once, with Node's default handling, and a start is then stopped as soon as it is done.
     const signals = stopSignals();
     signals.onAgain((signal) =>
-      log.warn({ signal }, 'already stopping: the batch in flight gets up to 5 s, then the daemon exits by itself'));
+      log.warn({ signal }, 'already stopping: requests still open get up to 5 s, then the batch in flight up to 5 s; the daemon then exits by itself'));
     const start = config.siteType === 'main' ? startCentral(config, log) : startEdge(config, log);
     const running = await start.catch((err: Error) => {
       log.fatal({ err: { message: err.message } }, `${config.siteType === 'main' ? 'central' : 'edge'} failed to start`);

@@ -25,6 +25,7 @@ import { SYNC_DISABLED, type SyncView } from './sync-view.js';
 import { SyncEngine } from '../sync/engine.js';
 import { httpClient } from '../sync/transport.js';
 import { lockDataDir } from './data-dir-lock.js';
+import { closeServer } from '../lib/http/close.js';
 import { EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
 
 export interface RunningEdge {
@@ -103,12 +104,17 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
     const accounts = new LocalAccounts(local.db);
     // A token set with PUT /api/sync/site-token wins over SITE_TOKEN, until SITE_TOKEN itself is changed:
     // then the newer of the two is SITE_TOKEN, and an operator who changed it and restarted expects it used.
+    // A start without SITE_TOKEN (standalone, during an outage) changes nothing: there is nothing newer.
     const envTokenHash = createHash('sha256').update(config.siteToken ?? '').digest('hex');
-    const over = local.getMeta(SITE_TOKEN_OVER_KEY);
-    if (local.getMeta(SITE_TOKEN_KEY) !== null && over !== null && over !== envTokenHash) {
-      local.deleteMeta(SITE_TOKEN_KEY);
-      local.deleteMeta(SITE_TOKEN_OVER_KEY);
-      log.warn('SITE_TOKEN changed since a site token was set with PUT /api/sync/site-token: SITE_TOKEN is used from now on');
+    if (config.siteToken && local.getMeta(SITE_TOKEN_KEY) !== null) {
+      const over = local.getMeta(SITE_TOKEN_OVER_KEY);
+      // A token stored before this rule (no record of SITE_TOKEN then): SITE_TOKEN as it is now counts as that.
+      if (over === null) local.setMeta(SITE_TOKEN_OVER_KEY, envTokenHash);
+      else if (over !== envTokenHash) {
+        local.deleteMeta(SITE_TOKEN_KEY);
+        local.deleteMeta(SITE_TOKEN_OVER_KEY);
+        log.warn('SITE_TOKEN changed since a site token was set with PUT /api/sync/site-token: SITE_TOKEN is used from now on');
+      }
     }
     const stopSync = new AbortController();
     // Random per start: central tells two daemons running as one site apart by it (a restart is not a second daemon).
@@ -189,10 +195,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
         return true;
       },
       async stop() {
-        await new Promise<void>((resolve) => {
-          srv.close(() => resolve());
-          srv.closeIdleConnections();
-        });
+        await closeServer(srv);
         await committer.idle();
         committer.close();
         // The batch in flight gets a few seconds to be answered; after that it is abandoned (sent again later, deduplicated).

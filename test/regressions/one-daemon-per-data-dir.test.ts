@@ -4,6 +4,7 @@
 // flight to pending. The daemon now holds an exclusive lock on DATA_DIR/daemon.lock; a second one exits
 // 1 naming the first one's pid, and a daemon killed with SIGKILL leaves no stale lock. Real processes.
 import { describe, it } from 'node:test';
+import net from 'node:net';
 import assert from 'node:assert/strict';
 import { edgeDataDir, localClient, spawnEdge } from '../support/edge.js';
 import { client } from '../support/http.js';
@@ -58,6 +59,24 @@ describe('one edge daemon per DATA_DIR', () => {
       assert.equal(code, 0, msgs().join(' | '));
       assert.ok(msgs().includes('stopped'), msgs().join(' | '));
       return;
+    }
+  });
+
+  it('a client that never finishes its request does not hold a stop up', { timeout: 60_000 }, async () => {
+    const edge = await spawnEdge({ DATA_DIR: edgeDataDir('slow-client') });
+    // Headers promising a 100-byte body, then 5 bytes, then nothing: kept open until the daemon has exited.
+    const socket = net.connect(edge.port, '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    socket.on('error', () => {});
+    socket.write('POST /executed_obs_units/start HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"obs');
+    await new Promise((r) => setTimeout(r, 200));
+    try {
+      edge.child.kill('SIGTERM');
+      // Before, the stop waited for this client for as long as it kept the connection: here, for ever.
+      assert.equal(await edge.exited, 0);
+      assert.ok(edge.lines.some((l) => (JSON.parse(l) as { msg: string }).msg === 'stopped'));
+    } finally {
+      socket.destroy();
     }
   });
 });

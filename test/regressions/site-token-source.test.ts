@@ -42,6 +42,13 @@ describe('the site token the edge uses', () => {
       edge = await spawnEdge(env(first));
       await until('paused: SITE_TOKEN did not change', async () => (await stats(edge)).background_processor === 'paused', 10_000);
       await edge.kill('SIGTERM');
+      // A start without SITE_TOKEN (standalone, during an outage) keeps the stored token: nothing newer came.
+      edge = await spawnEdge({ DATA_DIR: dataDir, SITE_NAME: 'toksrc' });
+      await edge.kill('SIGTERM');
+      assert.ok(!logs(edge).some((l) => l.msg.startsWith('SITE_TOKEN changed')));
+      edge = await spawnEdge(env(first));
+      await until('still paused on the stored token', async () => (await stats(edge)).background_processor === 'paused', 10_000);
+      await edge.kill('SIGTERM');
       edge = await spawnEdge(env(second));
       assert.ok(logs(edge).some((l) => l.level === 40 && l.msg.startsWith('SITE_TOKEN changed since a site token was set with PUT')));
       const w = await client(edge.url, admin).post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });

@@ -12,7 +12,7 @@ import type { LocalStore } from './local-store.js';
 import type { LocalAccounts } from './local-accounts.js';
 import type { GroupCommitter } from './committer.js';
 import type { SyncView } from './sync-view.js';
-import { checkSteps } from './references.js';
+import { checkSteps, type CandidateParent } from './references.js';
 import { transactionBytes } from './buffer/buffer.js';
 import { AppError, NotFoundError } from '../lib/errors.js';
 import { isLost, lostSeqs, unacceptedLoss } from './lost-seqs.js';
@@ -64,7 +64,14 @@ export class EdgeBackend implements OpsBackend {
     const states = seqs.length ? await this.d.buffer.states(seqs) : new Map<number, TxState>();
     for (const [seq, ref] of candidates) {
       if (states.get(seq) !== 'discarded') continue;
-      // Its creation never reached central and never will: the write would wait behind it for ever.
+      // A discarded parent would hold this write for ever. Nothing to wait for when it only set an order
+      // (preferences), or did not create the row after all (a store upgraded from before created_seq
+      // recorded the last writer instead): the row is at central.
+      if (ref.order || !(await this.created(seq, ref))) {
+        states.delete(seq);
+        continue;
+      }
+      // Its creation never reached central and never will.
       const why = `${ref.table} ${ref.id} does not exist at central: the transaction that created it here (seq ${seq}) was discarded`;
       if (ref.update) throw new NotFoundError(why, { step: ref.step, table: ref.table, discarded_seq: seq });
       throw new AppError(422, 'reference_not_found', why, { step: ref.step, table: ref.table, discarded_seq: seq });
@@ -72,6 +79,15 @@ export class EdgeBackend implements OpsBackend {
     const depends_on = seqs.filter((s) => states.has(s) && states.get(s) !== 'synced').sort((a, b) => a - b);
     await this.d.committer.submit({ ...draft, depends_on });
     return { status: 'buffered', transaction_id: draft.transaction_id };
+  }
+
+  /** Whether buffered transaction `seq` created the row `ref` names. */
+  private async created(seq: number, ref: CandidateParent): Promise<boolean> {
+    const [t] = await this.d.buffer.list({ after_seq: seq - 1, limit: 1 });
+    if (!t || t.seq !== seq) return false;
+    return t.steps.some((s) =>
+      s.table === ref.table &&
+      (s.op === 'bulk_create' ? s.rows.some((r) => String(r.id) === String(ref.id)) : s.op !== 'update' && String(s.id) === String(ref.id)));
   }
 
   /**

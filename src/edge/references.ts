@@ -32,6 +32,8 @@ export interface CandidateParent {
   step: string;
   /** The write updates the row (rather than referring to it). */
   update: boolean;
+  /** Only an order to keep (a preferences upsert after the last one), not a row the write needs. */
+  order?: boolean;
 }
 
 /**
@@ -73,8 +75,12 @@ export function checkSteps(local: LocalStore, steps: Step[]): Map<number, Candid
       const userId = step.id as number;
       if (userId < 0) throw new ValidationError('Accounts made at this edge have no preferences at central', { user_id: userId });
       if (known && !local.userExists(userId)) throw missing('user', userId, step);
-      // An upsert by user id: it refers to no row an earlier write created, and applies whatever became of
-      // an earlier preferences write (seq order keeps the last one last).
+      // An upsert by user id needs no earlier write, but must stay after the last one: were that one to
+      // fail and be retried after this one applied, the older preferences would win.
+      const row = local.findRow('user_preference', userId);
+      if (typeof row?.origin_seq === 'number' && !parents.has(row.origin_seq)) {
+        parents.set(row.origin_seq, { table: 'user_preference', id: userId, step: step.step_id, update: false, order: true });
+      }
       continue;
     }
     for (const data of rows) {

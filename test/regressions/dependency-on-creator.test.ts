@@ -93,4 +93,38 @@ describe('what a write waits on', () => {
     assert.equal((await stats(edge)).accepted_total, before, 'nothing was buffered');
     assert.equal((await stats(edge)).blocked_transactions, 0);
   });
+
+  it('preferences writes stay in order behind a failed one, and a discarded one holds up nothing', { timeout: 90_000 }, async () => {
+    const central = await startTestCentral('dep-prefs');
+    stops.push(() => central.stop());
+    const token = await siteFor(central, 'depprefs');
+    const edge = await startTestEdge('dep-prefs', { overrides: { ...FAST, SITE_NAME: 'depprefs', CENTRAL_URL: central.url, SITE_TOKEN: token } });
+    stops.push(() => edge.stop());
+    await until('central\'s accounts at the edge', async () => (await stats(edge)).last_sync_at !== null, 20_000);
+    const prefs = (p: Record<string, unknown>) => edge.admin.post('/api/demo/update-user-preferences', { body: { user_id: 1, preferences: p } });
+    const atCentral = async () => (await central.db.query('SELECT preferences FROM user_preference WHERE user_id = 1')).rows[0]?.preferences;
+    await central.db.query(`ALTER TABLE user_preference ADD CONSTRAINT review_no_reject CHECK (NOT (preferences ? 'reject')) NOT VALID`);
+
+    const a = await prefs({ reject: true });
+    assert.equal(a.status, 200, a.text);
+    await until('the first to fail', async () => (await stateOf(edge, a.body.transaction_id)) === 'failed', 20_000);
+    const b = await prefs({ theme: 'dark' });
+    assert.equal(b.status, 200, b.text);
+    await until('the second to wait for it', async () => (await stateOf(edge, b.body.transaction_id)) === 'blocked', 20_000);
+    // Retried once central takes it, the first applies, then the second: the newer preferences win.
+    await central.db.query('ALTER TABLE user_preference DROP CONSTRAINT review_no_reject');
+    assert.equal((await edge.admin.post(`/api/buffer/failed/${a.body.transaction_id}/retry`)).status, 200);
+    await until('both synced', async () => (await stateOf(edge, b.body.transaction_id)) === 'synced', 20_000);
+    assert.deepEqual(await atCentral(), { theme: 'dark' });
+
+    // One that fails and is discarded: the next write goes through, not held behind it for ever.
+    await central.db.query(`ALTER TABLE user_preference ADD CONSTRAINT review_no_reject CHECK (NOT (preferences ? 'reject')) NOT VALID`);
+    const c = await prefs({ reject: true });
+    await until('it fails', async () => (await stateOf(edge, c.body.transaction_id)) === 'failed', 20_000);
+    assert.equal((await edge.admin.post(`/api/buffer/failed/${c.body.transaction_id}/discard`, { body: { reason: 'not allowed' } })).status, 200);
+    const d = await prefs({ theme: 'light' });
+    assert.equal(d.status, 200, d.text);
+    await until('the next one synced', async () => (await stateOf(edge, d.body.transaction_id)) === 'synced', 20_000);
+    assert.deepEqual(await atCentral(), { theme: 'light' });
+  });
 });

@@ -110,33 +110,42 @@ export const EDGE_CONFLICT_WINDOW_S = 300;
 
 /**
  * Notes which edge process (`edgeId`, random per start) spoke for the site.
- * A new process replacing the last one (a restart) is not a conflict; the
- * one it replaced speaking again while the new one is alive is: two edges
- * run with this SITE_NAME. Returns the other edge's id while that was seen
- * within EDGE_CONFLICT_WINDOW_S, else null.
+ * A new process replacing the last one (a restart) is not a conflict; one
+ * that spoke before speaking again after another took over, while that
+ * other is alive, is: two (or more) daemons run with this SITE_NAME. The
+ * site keeps the processes heard within EDGE_CONFLICT_WINDOW_S. Returns the
+ * id of another process heard within it while a conflict was seen within
+ * it, else null.
  */
 export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Logger): Promise<string | null> {
-  // Every right-hand side reads the row as it was before this UPDATE; `began`: no conflict was being reported before.
-  const { rows } = await pool.query<{ other_edge_id: string | null; conflict: boolean; began: boolean }>(
-    `WITH before AS (SELECT name, edge_conflict_at AS was FROM site WHERE name = $1)
-     UPDATE site SET
-       other_edge_id = CASE WHEN edge_id IS DISTINCT FROM $2 THEN edge_id ELSE other_edge_id END,
-       edge_conflict_at = CASE WHEN edge_id IS DISTINCT FROM $2 AND other_edge_id = $2
-                                AND edge_seen_at > now() - make_interval(secs => $3) THEN now() ELSE edge_conflict_at END,
-       edge_id = $2, edge_seen_at = now()
-     FROM before WHERE site.name = before.name
-     RETURNING site.other_edge_id,
-       coalesce(site.edge_conflict_at > now() - make_interval(secs => $3), false) AS conflict,
-       coalesce(before.was <= now() - make_interval(secs => $3), true) AS began`,
-    [site, edgeId, EDGE_CONFLICT_WINDOW_S],
-  );
-  const r = rows[0];
-  if (!r?.conflict || !r.other_edge_id) return null;
-  if (r.began) {
-    log.warn({ site, edge_id: edgeId, other_edge_id: r.other_edge_id },
+  const windowMs = EDGE_CONFLICT_WINDOW_S * 1000;
+  const out = await withTransaction(pool, async (c) => {
+    const { rows } = await c.query<{ edge_id: string | null; recent_edges: Record<string, number> | null; edge_conflict_at: Date | null }>(
+      'SELECT edge_id, recent_edges, edge_conflict_at FROM site WHERE name = $1 FOR NO KEY UPDATE', [site],
+    );
+    const row = rows[0];
+    if (!row) return null;
+    const now = Date.now();
+    const recent: Record<string, number> = {};
+    for (const [id, at] of Object.entries(row.recent_edges ?? {})) if (now - at < windowMs) recent[id] = at;
+    const current = row.edge_id;
+    const back = current !== null && current !== edgeId && recent[edgeId] !== undefined && recent[current] !== undefined;
+    const was = row.edge_conflict_at && now - row.edge_conflict_at.getTime() < windowMs ? row.edge_conflict_at : null;
+    const conflictAt = back ? new Date(now) : was;
+    recent[edgeId] = now;
+    await c.query('UPDATE site SET edge_id = $2, edge_seen_at = now(), recent_edges = $3, edge_conflict_at = coalesce($4, edge_conflict_at) WHERE name = $1', [
+      site, edgeId, JSON.stringify(recent), conflictAt,
+    ]);
+    if (!conflictAt) return null;
+    const other = Object.entries(recent).filter(([id]) => id !== edgeId).sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;
+    return other ? { other, began: back && !was } : null;
+  });
+  if (!out) return null;
+  if (out.began) {
+    log.warn({ site, edge_id: edgeId, other_edge_id: out.other },
       `two edge daemons are syncing as site "${site}": find the one that should not run with SITE_NAME=${site} and stop it`);
   }
-  return r.other_edge_id;
+  return out.other;
 }
 
 /** Records that a site was in touch (a pull), with the backlog it reported. */

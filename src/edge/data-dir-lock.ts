@@ -42,7 +42,12 @@ export function lockDataDir(dataDir: string, who = 'opsdb serve'): DataDirLock {
         `one ${who} per data directory. Stop the other one, or give this one its own ${who === 'opsdb serve' ? 'DATA_DIR' : '--data-dir'}`,
     );
   }
-  writeFileSync(pidFile, `${process.pid}\n`);
+  try {
+    writeFileSync(pidFile, `${process.pid}\n`);
+  } catch (err) {
+    db.close();
+    throw new Error(`cannot write ${pidFile}: ${(err as Error).message}`, { cause: err });
+  }
   let held = true;
   return {
     release() {

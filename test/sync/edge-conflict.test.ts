@@ -11,6 +11,9 @@ import { startTestCentral, type TestCentral } from '../support/central.js';
 import { edgeDataDir, localClient, spawnEdge, type EdgeProcess } from '../support/edge.js';
 import { client } from '../support/http.js';
 import { until } from '../support/daemon.js';
+import { randomUUID } from 'node:crypto';
+import { noteEdge } from '../../src/central/sync.js';
+import { createLogger } from '../../src/lib/logger.js';
 
 describe('two edge daemons with one SITE_NAME', () => {
   let central: TestCentral;
@@ -82,10 +85,31 @@ describe('two edge daemons with one SITE_NAME', () => {
     // B stops; once the last time the two were seen taking turns is older than the window, A is told
     // no more (the window is 5 minutes: its passing is made here by moving that time back).
     await b.kill('SIGTERM');
+    // A request B sent just before it stopped may still be on its way through central.
+    await new Promise((r) => setTimeout(r, 1000));
     await central.db.query(`UPDATE site SET edge_conflict_at = now() - interval '1 hour' WHERE name = 'twin'`);
     await until('edge A to clear the conflict', async () => (await stats(a)).edge_conflict === null, 10_000);
     assert.equal((await client(a.url).get('/health')).body.status, 'healthy');
     assert.equal((await site()).edge_conflict, false);
     assert.ok(logs(a).some((l) => l.msg === 'central no longer hears another edge as site "twin"'));
+  });
+
+  it('central tells a restart from two or three daemons taking turns, in any order', async () => {
+    for (const name of ['rot-restart', 'rot-two', 'rot-three']) await central.admin.post('/api/sites/', { body: { name } });
+    const log = createLogger('silent');
+    const a: string = randomUUID(), b: string = randomUUID(), c: string = randomUUID();
+    const run = async (site: string, ids: string[]) => {
+      const out: (string | null)[] = [];
+      for (const id of ids) out.push(await noteEdge(central.db, site, id, log));
+      return out;
+    };
+    // A restart: the old process never speaks again.
+    assert.deepEqual(await run('rot-restart', [a, a, a, b, b, b]), [null, null, null, null, null, null]);
+    // Two taking turns: from the first return on, each is told of the other.
+    assert.deepEqual(await run('rot-two', [a, b, a, b]), [null, null, b, a]);
+    // Three in strict rotation: a returns after b and c.
+    const three = await run('rot-three', [a, b, c, a, b, c]);
+    assert.deepEqual(three.slice(0, 3), [null, null, null]);
+    for (const other of three.slice(3)) assert.ok(other !== null && [a, b, c].includes(other));
   });
 });

@@ -232,7 +232,10 @@ export class SyncEngine implements SyncView {
   /** Central answered: whether it says another edge process syncs as this site (EDGE_CONFLICT_HEADER). */
   private heard(reply: Reply): void {
     const other = reply.headers.get(EDGE_CONFLICT_HEADER);
-    if (other && this.conflict?.other_edge_id !== other) {
+    if (other && this.conflict) {
+      // Still going on (with three daemons or more, central names the one it heard last): logged once.
+      this.conflict = { ...this.conflict, other_edge_id: other };
+    } else if (other) {
       this.conflict = { other_edge_id: other, since: new Date().toISOString() };
       this.o.log.error(
         { edge_id: this.o.edgeId, other_edge_id: other },

@@ -2,10 +2,6 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import { createHash, randomUUID } from 'node:crypto';
-
-/** The site token set over HTTP, and a hash of SITE_TOKEN as it was then (to tell when SITE_TOKEN changed since). */
-const SITE_TOKEN_KEY = 'site_token';
-const SITE_TOKEN_OVER_KEY = 'site_token_over_env';
 import { join } from 'node:path';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
@@ -27,6 +23,10 @@ import { httpClient } from '../sync/transport.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { closeServer } from '../lib/http/close.js';
 import { EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
+
+/** The site token set over HTTP, and a hash of SITE_TOKEN as it was then (to tell when SITE_TOKEN changed since). */
+const SITE_TOKEN_KEY = 'site_token';
+const SITE_TOKEN_OVER_KEY = 'site_token_over_env';
 
 export interface RunningEdge {
   url: string;

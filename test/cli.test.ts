@@ -42,6 +42,12 @@ describe('opsdb CLI', () => {
   it('exits 2 on an unknown command or option', async () => {
     assert.equal((await runCli(['frobnicate'])).code, 2);
     assert.equal((await runCli(['migrate', '--no-such-flag'])).code, 2);
+    const extra = await runCli(['migrate', 'extra', 'words'], env);
+    assert.equal(extra.code, 2);
+    assert.match(extra.stderr, /^opsdb migrate: takes no arguments, got "extra words"/);
+    const spaced = await runCli(['user', 'add', 'Bad Name', '--role', 'viewer'], env);
+    assert.equal(spaced.code, 2);
+    assert.match(spaced.stderr, /"Bad Name" is not a user name/);
     const bogus = await runCli(['buffer', 'bogus']);
     assert.equal(bogus.code, 2);
     assert.match(bogus.stderr, /^opsdb: unknown buffer command "bogus"\n\nUsage: opsdb buffer <command>/);

@@ -80,6 +80,7 @@ export const bufferLsCommand: Command = {
 };
 
 export const bufferShowCommand: Command = {
+  positionals: true,
   summary: 'one transaction in full: state, attempts, last error, steps (steps null once synced and compacted)',
   usage: 'opsdb buffer show TRANSACTION_ID',
   async run({ config, args }) {
@@ -114,6 +115,7 @@ async function whyNot(b: TransactionBuffer, id: string): Promise<string> {
 }
 
 export const bufferRetryCommand: Command = {
+  positionals: true,
   summary: 'send a failed transaction again, then its blocked dependents in order',
   usage: 'opsdb buffer retry TRANSACTION_ID',
   async run({ config, args }) {
@@ -140,6 +142,7 @@ export const bufferRetryFailedCommand: Command = {
 };
 
 export const bufferDiscardCommand: Command = {
+  positionals: true,
   summary: 'give up on a failed or blocked transaction (kept with an audit record)',
   usage: 'opsdb buffer discard TRANSACTION_ID [--reason TEXT]   (the reason goes into the audit record)',
   options: { reason: { type: 'string' } },

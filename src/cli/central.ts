@@ -56,15 +56,21 @@ export const seedCommand: Command = {
 };
 
 export const userAddCommand: Command = {
+  positionals: true,
   summary: 'create a user with a role (central; at an edge: a local user)',
   usage: `opsdb user add NAME --role ROLE [--email E] [--full-name N]   (roles: ${ROLES.join(', ')})`,
   options: { role: { type: 'string', multiple: true }, email: { type: 'string' }, 'full-name': { type: 'string' } },
   async run({ config, args, options }) {
     const name = oneArg(args, 'user name');
+    // What a log line, a token listing or a shell quotes without surprises.
+    if (!/^[A-Za-z0-9._@+-]{1,100}$/.test(name)) throw new UsageError(`"${name}" is not a user name: 1 to 100 letters, digits and . _ @ + -`);
     const roles = (options.role as string[] | undefined) ?? [];
     if (roles.length === 0) throw new UsageError('--role is required');
     const bad = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
     if (bad.length) throw new UsageError(`unknown role(s) ${bad.join(', ')}; roles are ${ROLES.join(', ')}`);
+    if (atEdge(config) && roles.includes('site')) {
+      throw new UsageError('the site role is the account an edge uses at central (opsdb site add there); a local user at an edge cannot have it');
+    }
     const extra = {
       ...(options.email ? { email: options.email as string } : {}),
       ...(options['full-name'] ? { full_name: options['full-name'] as string } : {}),
@@ -101,6 +107,7 @@ export const tokenCreateCommand: Command = {
 };
 
 export const siteAddCommand: Command = {
+  positionals: true,
   summary: "register an edge site at central and print its site token once (put it in the edge's SITE_TOKEN)",
   usage: 'opsdb site add NAME [--description TEXT]',
   options: { description: { type: 'string' } },

@@ -15,6 +15,8 @@ export interface Command {
   summary: string;
   usage: string;
   options?: ParseArgsConfig['options'];
+  /** Takes words after its name (an id, a name); the others refuse any, rather than ignore them. */
+  positionals?: true;
   /** Returns the exit code; a long-running command resolves only when it stops. */
   run(input: CommandInput): Promise<number | void>;
 }

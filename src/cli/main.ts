@@ -101,6 +101,9 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
   try {
+    if (!cmd.positionals && parsed.positionals.length > 0) {
+      throw new UsageError(`takes no arguments, got "${parsed.positionals.join(' ')}"`);
+    }
     return (await cmd.run({ config, args: parsed.positionals, options: parsed.values })) ?? 0;
   } catch (err) {
     if (err instanceof UsageError) {

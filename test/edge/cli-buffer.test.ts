@@ -113,6 +113,9 @@ describe('accounts made at an edge with the CLI', () => {
     const add = await runCli(['user', 'add', 'night-operator', '--role', 'observer'], env);
     assert.equal(add.code, 0, add.stderr);
     assert.match(add.stdout, /local user night-operator \(id -1\)/);
+    const site = await runCli(['user', 'add', 'fake-site', '--role', 'site'], env);
+    assert.equal(site.code, 2);
+    assert.match(site.stderr, /a local user at an edge cannot have it/);
     const tok = await runCli(['token', 'create', '--user', 'night-operator'], env);
     assert.equal(tok.code, 0, tok.stderr);
     const e = await startTestEdge('cli-accounts', { dataDir, seed: false });

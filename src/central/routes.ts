@@ -6,11 +6,10 @@ import { Counter } from 'prom-client';
 import { route, type ApiContext } from '../lib/api/route.js';
 import { ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
-import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, SiteInfo, SyncBatch, SyncBatchResult } from '../lib/api/sync-schemas.js';
+import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult } from '../lib/api/sync-schemas.js';
 import { applyBatch, centralBufferStats, createSite, listSites, noteEdge, readChanges, touchSite } from './sync.js';
-import { EDGE_CONFLICT_HEADER, EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
+import { UUID_RE } from '../lib/uuid.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** A site token acts only for its own site. */
 function siteOf(principal: Principal, claimed?: string): string {
@@ -42,7 +41,7 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
   /** Notes the edge process behind a sync request; if another one speaks for the same site, says so in a header. */
   const tellOtherEdge = async (ctx: { get(name: string): string; set(name: string, value: string): void }, site: string) => {
     const edgeId = ctx.get(EDGE_ID_HEADER).toLowerCase();
-    if (!UUID.test(edgeId)) return; // an edge from before edge ids, or another client
+    if (!UUID_RE.test(edgeId)) return; // an edge from before edge ids, or another client
     const other = await noteEdge(pool, site, edgeId, log);
     if (other) ctx.set(EDGE_CONFLICT_HEADER, other);
   };

@@ -11,6 +11,7 @@ import { oneArg, UsageError, type Command } from './command.js';
 import { NO_REASON, bufferStats } from '../edge/routes.js';
 import { SYNC_DISABLED } from '../edge/sync-view.js';
 import { userInfo } from 'node:os';
+import { UUID_RE } from '../lib/uuid.js';
 
 async function withBuffer<T>(config: Config, fn: (b: TransactionBuffer, weak: string | null) => Promise<T>): Promise<T> {
   if (config.siteType !== 'secondary') throw new UsageError('the buffer exists only at an edge (SITE_TYPE=secondary)');
@@ -98,12 +99,10 @@ export const bufferShowCommand: Command = {
   },
 };
 
-const TRANSACTION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** The transaction id argument: a UUID, or a usage error (exit 2). */
 function transactionIdArg(args: string[]): string {
   const id = oneArg(args, 'transaction id');
-  if (!TRANSACTION_ID.test(id)) throw new UsageError(`"${id}" is not a transaction id (a UUID, as in opsdb buffer ls)`);
+  if (!UUID_RE.test(id)) throw new UsageError(`"${id}" is not a transaction id (a UUID, as in opsdb buffer ls)`);
   return id;
 }
 

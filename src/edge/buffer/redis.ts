@@ -186,8 +186,8 @@ export class RedisBuffer implements TransactionBuffer {
   /** Why the server may lose acknowledged writes, as last seen (null: it fsyncs every write). */
   private note: string | null;
   /** Connections made so far (ioredis reconnects on its own), and when and on which the settings were last read. */
-  private connection = 0;
-  private checked = { connection: 0, at: Number.NEGATIVE_INFINITY };
+  private connection = 1;
+  private checked = { connection: 1, at: performance.now() };
   private checking: Promise<void> | null = null;
 
   private constructor(
@@ -198,8 +198,7 @@ export class RedisBuffer implements TransactionBuffer {
     private readonly opts: RedisBufferOptions,
   ) {
     this.note = note;
-    this.connection = 1;
-    this.checked = { connection: 1, at: performance.now() };
+    // The settings were read on this first connection by open(), just now.
     redis.on('ready', () => {
       this.connection += 1;
     });

@@ -133,7 +133,7 @@ export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Lo
     const was = row.edge_conflict_at && now - row.edge_conflict_at.getTime() < windowMs ? row.edge_conflict_at : null;
     const conflictAt = back ? new Date(now) : was;
     recent[edgeId] = now;
-    await c.query('UPDATE site SET edge_id = $2, edge_seen_at = now(), recent_edges = $3, edge_conflict_at = coalesce($4, edge_conflict_at) WHERE name = $1', [
+    await c.query('UPDATE site SET edge_id = $2, recent_edges = $3, edge_conflict_at = coalesce($4, edge_conflict_at) WHERE name = $1', [
       site, edgeId, JSON.stringify(recent), conflictAt,
     ]);
     if (!conflictAt) return null;

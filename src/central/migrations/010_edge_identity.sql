@@ -7,6 +7,5 @@
 -- from, the ones heard lately (id → epoch ms), and when one was last heard
 -- again after another had taken over.
 ALTER TABLE site ADD COLUMN edge_id uuid;
-ALTER TABLE site ADD COLUMN edge_seen_at timestamptz;
 ALTER TABLE site ADD COLUMN recent_edges jsonb;
 ALTER TABLE site ADD COLUMN edge_conflict_at timestamptz;

@@ -63,6 +63,14 @@ export class EdgeBackend implements OpsBackend {
     const seqs = [...candidates.keys()];
     const states = seqs.length ? await this.d.buffer.states(seqs) : new Map<number, TxState>();
     for (const [seq, ref] of candidates) {
+      if (states.get(seq) === 'blocked' && !ref.order) {
+        // Its creator waits, however indirectly, on a discarded transaction: it will never be sent either.
+        const gone = await this.discardedAncestor(seq);
+        if (gone === null) continue;
+        const why = `${ref.table} ${ref.id} will never exist at central: the transaction that created it here (seq ${seq}) waits on seq ${gone}, which was discarded. Discard seq ${seq} too, and write the record again`;
+        if (ref.update) throw new NotFoundError(why, { step: ref.step, table: ref.table, blocked_seq: seq, discarded_seq: gone });
+        throw new AppError(422, 'reference_not_found', why, { step: ref.step, table: ref.table, blocked_seq: seq, discarded_seq: gone });
+      }
       if (states.get(seq) !== 'discarded') continue;
       // A discarded parent would hold this write for ever. Nothing to wait for when it only set an order
       // (preferences), or did not create the row after all (a store upgraded from before created_seq
@@ -77,8 +85,36 @@ export class EdgeBackend implements OpsBackend {
       throw new AppError(422, 'reference_not_found', why, { step: ref.step, table: ref.table, discarded_seq: seq });
     }
     const depends_on = seqs.filter((s) => states.has(s) && states.get(s) !== 'synced').sort((a, b) => a - b);
-    await this.d.committer.submit({ ...draft, depends_on });
+    const order_only = depends_on.filter((s) => candidates.get(s)!.order);
+    await this.d.committer.submit({ ...draft, depends_on, ...(order_only.length ? { order_only } : {}) });
     return { status: 'buffered', transaction_id: draft.transaction_id };
+  }
+
+  /**
+   * The discarded transaction a blocked one waits on through its parents (not those it only follows, see
+   * order_only), or null. Such a chain never leaves the buffer: a retry sends each link back to blocked.
+   */
+  private async discardedAncestor(seq: number): Promise<number | null> {
+    const seen = new Set([seq]);
+    let frontier = [seq];
+    while (frontier.length > 0) {
+      const parents: number[] = [];
+      for (const s of frontier) {
+        const [t] = await this.d.buffer.list({ after_seq: s - 1, limit: 1 });
+        if (!t || t.seq !== s) continue;
+        for (const p of t.depends_on) {
+          if (seen.has(p) || t.order_only?.includes(p)) continue;
+          seen.add(p);
+          parents.push(p);
+        }
+      }
+      if (parents.length === 0) return null;
+      const states = await this.d.buffer.states(parents);
+      const gone = parents.find((p) => states.get(p) === 'discarded');
+      if (gone !== undefined) return gone;
+      frontier = parents.filter((p) => states.has(p) && states.get(p) !== 'synced');
+    }
+    return null;
   }
 
   /** Whether buffered transaction `seq` created the row `ref` names. */
@@ -215,6 +251,8 @@ export function transactionState(t: Omit<BufferedTransaction, 'steps'> & { compa
     applied_at: t.state === 'synced' ? t.updated_at : null,
     central_result: t.central_result,
     depends_on: t.depends_on,
+    /** Of depends_on, those it only has to follow (a discarded one no longer holds it). */
+    order_only: t.order_only ?? [],
     bytes: t.bytes,
     /** Set once the buffer has dropped the transaction's steps (the replica has its rows). */
     compacted_at: t.compacted_at ?? null,

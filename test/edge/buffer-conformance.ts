@@ -252,6 +252,48 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    it('a parent it only follows (order_only) holds it while failed, and frees it and its chain once discarded', async () => {
+      const [parent, other] = await b.append([tx(), tx()]);
+      const follower = { ...tx([parent!.seq]), order_only: [parent!.seq] };
+      const [f] = await b.append([follower]);
+      const [needsFollower] = await b.append([tx([f!.seq])]);
+      const [needsOther] = await b.append([{ ...tx([other!.seq, parent!.seq]), order_only: [parent!.seq] }]);
+      const [needsParent] = await b.append([tx([parent!.seq])]);
+      assert.deepEqual((await b.get(f!.transaction_id))?.order_only, [parent!.seq], 'kept');
+      assert.equal((await b.get(needsFollower!.transaction_id))?.order_only, undefined, 'absent when none');
+      await b.claim(2, 1e9);
+      await b.settle([
+        { seq: parent!.seq, outcome: 'rejected', error: err('constraint') },
+        { seq: other!.seq, outcome: 'rejected', error: err('constraint') },
+      ]);
+      assert.deepEqual(await b.claim(10, 1e9), [], 'a failed parent holds followers too: order is kept');
+      for (const t of [f, needsFollower, needsOther, needsParent]) assert.equal((await b.get(t!.transaction_id))?.state, 'blocked');
+
+      assert.equal(await b.discard(parent!.transaction_id, 'admin', 'wrong'), true);
+      assert.equal((await b.get(f!.transaction_id))?.state, 'pending', 'the follower is free');
+      assert.equal((await b.get(needsFollower!.transaction_id))?.state, 'pending', 'and what waits on it');
+      assert.equal((await b.get(needsParent!.transaction_id))?.state, 'blocked', 'one that needs the parent stays blocked');
+      const batch = await b.claim(10, 1e9);
+      assert.deepEqual(batch.map((t) => t.seq), [f!.seq, needsFollower!.seq], 'sent in order');
+      assert.equal((await b.get(needsOther!.transaction_id))?.state, 'blocked', 'still waits on its other, failed, parent');
+
+      // A follower appended after the discard, or retried, is not held by it.
+      const [late] = await b.append([{ ...tx([parent!.seq]), order_only: [parent!.seq] }]);
+      assert.deepEqual((await b.claim(10, 1e9)).map((t) => t.seq), [late!.seq]);
+      assert.deepEqual(await b.retry(needsOther!.transaction_id, 'admin'), [needsOther!.seq]);
+      assert.deepEqual(await b.claim(10, 1e9), [], 'blocked again behind the failed one');
+      assert.equal(await b.discard(other!.transaction_id, 'admin', 'wrong too'), true);
+      assert.equal((await b.get(needsOther!.transaction_id))?.state, 'blocked', 'it needs that one: discarding it frees nothing');
+      await assertLedger(b);
+    });
+
+    it('a buffer reopened keeps order_only', async () => {
+      const [parent] = await b.append([tx()]);
+      const [f] = await b.append([{ ...tx([parent!.seq]), order_only: [parent!.seq] }]);
+      b = await factory.reopen(b);
+      assert.deepEqual((await b.get(f!.transaction_id))?.order_only, [parent!.seq]);
+    });
+
     it('skipTo raises the seq counter, never lowers it, keeps it across a restart, and leaves an audit record', async () => {
       await b.append([tx(), tx()]);
       assert.equal(await b.skipTo(1, 'opsdb', 'not beyond'), false, 'below the counter: nothing changes');

@@ -42,3 +42,27 @@ describe('SQLite receipts expire', () => {
     }
   });
 });
+
+describe('SQLite buffer made before order_only', () => {
+  it('gains the column at open, and its transactions read as having no order-only parent', async () => {
+    const path = join(dir, 'before-order-only.db');
+    const first = new SqliteBuffer(path);
+    const [parent] = await first.append([tx()]);
+    const [child] = await first.append([tx([parent!.seq])]);
+    await first.close();
+    // What an older build made: the same table without the column.
+    const db = new Database(path);
+    db.exec('ALTER TABLE tx DROP COLUMN order_only');
+    db.close();
+    const b = new SqliteBuffer(path);
+    try {
+      assert.equal((await b.get(child!.transaction_id))?.order_only, undefined);
+      assert.deepEqual((await b.get(child!.transaction_id))?.depends_on, [parent!.seq]);
+      const [f] = await b.append([{ ...tx([parent!.seq]), order_only: [parent!.seq] }]);
+      assert.deepEqual((await b.get(f!.transaction_id))?.order_only, [parent!.seq]);
+      assert.deepEqual((await b.verify()).problems, []);
+    } finally {
+      await b.close();
+    }
+  });
+});

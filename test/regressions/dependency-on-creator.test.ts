@@ -6,7 +6,10 @@
 // 2. The replica kept an edge row over central's copy while its last local writer was anything but
 //    synced, discarded included: after a discard, central's later changes to the row never arrived.
 // 3. A write referring to (or updating) a row whose creating transaction was discarded was accepted,
-//    then blocked for ever. It now gets a 4xx: the row does not exist at central.
+//    then blocked for ever. It now gets a 4xx: the row does not exist at central. Later found: the same
+//    held one link further (a row whose creator waits on a discarded transaction).
+// 4. Later found: preferences writes made while an earlier one was failed stayed blocked for ever
+//    once it was discarded (a retry sent them straight back), and every later one queued behind them.
 // A real central on PostgreSQL (one CHECK constraint added to make it reject an update, standing for
 // any permanent rejection), a real edge syncing to it.
 import { describe, it, after } from 'node:test';
@@ -74,6 +77,7 @@ describe('what a write waits on', () => {
     const dataDir = edgeDataDir('dep-discarded');
     const offline = await startTestEdge('dep-discarded', { dataDir, seed: false, overrides: { SITE_NAME: 'depdiscarded' } });
     const obs = (await offline.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 999 } })).body;
+    const pkg = (await offline.admin.post('/raw_data_package/', { body: { name: 'p1', executed_obs_unit_id: obs.id } })).body;
     await offline.stop();
     const edge = await startTestEdge('dep-discarded', {
       dataDir, seed: false, overrides: { ...FAST, SITE_NAME: 'depdiscarded', CENTRAL_URL: central.url, SITE_TOKEN: token },
@@ -90,8 +94,14 @@ describe('what a write waits on', () => {
     assert.equal(f.status, 422, f.text);
     assert.equal(f.body.error.code, 'reference_not_found');
     assert.equal(f.body.error.details.discarded_seq, 1);
+    // One more link: the package's creation (seq 2) waits on the discarded one, so it never leaves either.
+    assert.equal(await stateOf(edge, pkg.transaction_id), 'blocked');
+    const fz = await edge.admin.put(`/raw_data_package/${pkg.id}/finalize`, { body: { size: 1, checksum: 'c' } });
+    assert.equal(fz.status, 404, fz.text);
+    assert.match(fz.body.error.message, /the transaction that created it here \(seq 2\) waits on seq 1, which was discarded/);
+    assert.equal(fz.body.error.details.blocked_seq, 2);
     assert.equal((await stats(edge)).accepted_total, before, 'nothing was buffered');
-    assert.equal((await stats(edge)).blocked_transactions, 0);
+    assert.equal((await stats(edge)).blocked_transactions, 1, 'only the package, which the operator discards');
   });
 
   it('preferences writes stay in order behind a failed one, and a discarded one holds up nothing', { timeout: 90_000 }, async () => {
@@ -116,6 +126,21 @@ describe('what a write waits on', () => {
     assert.equal((await edge.admin.post(`/api/buffer/failed/${a.body.transaction_id}/retry`)).status, 200);
     await until('both synced', async () => (await stateOf(edge, b.body.transaction_id)) === 'synced', 20_000);
     assert.deepEqual(await atCentral(), { theme: 'dark' });
+
+    // One that fails while later ones wait behind it, and is then discarded: they go, in order.
+    await central.db.query(`ALTER TABLE user_preference ADD CONSTRAINT review_no_reject CHECK (NOT (preferences ? 'reject')) NOT VALID`);
+    const x = await prefs({ reject: true });
+    await until('it fails', async () => (await stateOf(edge, x.body.transaction_id)) === 'failed', 20_000);
+    const y = await prefs({ theme: 'blue' });
+    const z = await prefs({ theme: 'green' });
+    await until('both wait behind it', async () => (await stateOf(edge, z.body.transaction_id)) === 'blocked', 20_000);
+    assert.equal(await stateOf(edge, y.body.transaction_id), 'blocked');
+    assert.equal((await edge.admin.post(`/api/buffer/failed/${x.body.transaction_id}/discard`, { body: { reason: 'not allowed' } })).status, 200);
+    await until('both synced', async () => (await stateOf(edge, z.body.transaction_id)) === 'synced', 20_000);
+    assert.equal(await stateOf(edge, y.body.transaction_id), 'synced');
+    assert.deepEqual(await atCentral(), { theme: 'green' });
+    assert.equal((await stats(edge)).blocked_transactions, 0);
+    await central.db.query('ALTER TABLE user_preference DROP CONSTRAINT review_no_reject');
 
     // One that fails and is discarded: the next write goes through, not held behind it for ever.
     await central.db.query(`ALTER TABLE user_preference ADD CONSTRAINT review_no_reject CHECK (NOT (preferences ? 'reject')) NOT VALID`);

@@ -30,6 +30,12 @@ export interface NewTransaction {
   steps: Step[];
   /** Seqs of earlier, not yet synced transactions that created rows this one references. */
   depends_on: number[];
+  /**
+   * Of `depends_on`, the ones this transaction only has to follow, not need: the last preferences upsert
+   * of the same user. It waits while one of them is failed or blocked (a retried old upsert must not
+   * overwrite a newer one), but a discarded one no longer holds it. Absent: none.
+   */
+  order_only?: number[];
 }
 
 /** How long the record of a compacted transaction is kept (its steps are not). */

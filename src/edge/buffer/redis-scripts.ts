@@ -32,6 +32,12 @@ local function dependsOn(seq, set)
   return false
 end
 -- Not-yet-synced transactions with a seq above seq, in seq order: {{seq, state}, ...}.
+-- The seqs named by the transaction's order_only field (absent: none), as a set keyed by seq string.
+local function orderOnly(seq)
+  local set, raw = {}, field(seq, 'order_only')
+  if raw then for _, d in ipairs(cjson.decode(raw)) do set[tostring(d)] = true end end
+  return set
+end
 local function unsyncedAfter(seq)
   local rows = {}
   for _, st in ipairs({'pending', 'in_flight', 'blocked'}) do
@@ -63,7 +69,7 @@ end
 
 // APPEND: every id is checked (against the store and within the batch) before anything is written: all or none.
 const APPEND_LUA = `
-local now, n, W = ARGV[2], tonumber(ARGV[3]), 7
+local now, n, W = ARGV[2], tonumber(ARGV[3]), 8
 local seen = {}
 for i = 0, n - 1 do
   local id = ARGV[4 + i * W]
@@ -79,6 +85,7 @@ for i = 0, n - 1 do
   redis.call('HSET', txKey(seq), 'seq', seq, 'transaction_id', ARGV[a], 'site', ARGV[a + 1], 'endpoint', ARGV[a + 2],
     'created_at', ARGV[a + 3], 'steps', ARGV[a + 4], 'depends_on', ARGV[a + 5], 'bytes', ARGV[a + 6],
     'state', 'pending', 'attempts', 0, 'updated_at', now)
+  if ARGV[a + 7] ~= '' then redis.call('HSET', txKey(seq), 'order_only', ARGV[a + 7]) end
   redis.call('HSET', K('ids'), ARGV[a], seq)
   redis.call('ZADD', setKey('pending'), seq, seq)
   total = total + tonumber(ARGV[a + 6])
@@ -100,11 +107,12 @@ while #out < maxCount do
   if #seqs == 0 then break end
   for _, seq in ipairs(seqs) do
     after = '(' .. seq
-    local stuck, parentInFlight = false, false
+    local stuck, parentInFlight, order = false, false, orderOnly(seq)
     for _, d in ipairs(cjson.decode(field(seq, 'depends_on'))) do
       local parent = tostring(d)
       local state = field(parent, 'state') or 'synced'
-      if blockedNow[parent] or BLOCKING[state] then stuck = true; break end
+      -- A discarded parent it only had to follow holds it no longer.
+      if blockedNow[parent] or (BLOCKING[state] and not (state == 'discarded' and order[parent])) then stuck = true; break end
       if state == 'in_flight' then parentInFlight = true end
     end
     if not stuck and notAfterInFlight and parentInFlight then return out end
@@ -199,6 +207,7 @@ return released
 `;
 
 // DISCARD: failed or blocked → discarded (kept whole), counted, with an audit record; 0 for any other state.
+// Blocked ones that only had to follow it (order_only), and what waits on them, go back to pending.
 const DISCARD_LUA = `
 local now, id, actor, reason = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local seq = redis.call('HGET', K('ids'), id)
@@ -208,6 +217,13 @@ if st ~= 'failed' and st ~= 'blocked' then return 0 end
 move(seq, st, 'discarded', now)
 redis.call('HINCRBY', K('counters'), 'discarded_total', 1)
 audit(now, id, seq, 'discard', actor, reason)
+local freed = {}
+for _, row in ipairs(unsyncedAfter(seq)) do
+  if row[2] == 'blocked' and (orderOnly(row[1])[seq] or dependsOn(row[1], freed)) then
+    freed[row[1]] = true
+    move(row[1], 'blocked', 'pending', now)
+  end
+end
 return 1
 `;
 

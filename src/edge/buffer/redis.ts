@@ -6,7 +6,7 @@
  * Keys, all under the caller's prefix:
  *   seq              last assigned seq (never reused)
  *   tx:<seq>         hash: the transaction (seq, transaction_id, site, endpoint, created_at,
- *                    steps, depends_on, bytes, state, attempts, last_error?, central_result?, updated_at)
+ *                    steps, depends_on, order_only?, bytes, state, attempts, last_error?, central_result?, updated_at)
  *   ids              hash: transaction_id → seq
  *   state:<state>    sorted set of seqs in that state (score = seq)
  *   counters         hash: accepted_total, applied_total, discarded_total, bytes_<state>
@@ -66,6 +66,7 @@ const fromHash = (flat: string[]): BufferedTransaction => {
     created_at: h.created_at!,
     steps: JSON.parse(h.steps!),
     depends_on: JSON.parse(h.depends_on!),
+    ...(h.order_only ? { order_only: JSON.parse(h.order_only) as number[] } : {}),
     bytes: Number(h.bytes),
     state: h.state as TxState,
     attempts: Number(h.attempts),
@@ -324,6 +325,7 @@ export class RedisBuffer implements TransactionBuffer {
     });
     const args = rows.flatMap(({ t, steps, bytes }) => [
       t.transaction_id, t.site, t.endpoint, t.created_at, steps, JSON.stringify(t.depends_on), bytes,
+      t.order_only?.length ? JSON.stringify(t.order_only) : '',
     ]);
     let reply: [string, string | number];
     try {

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS tx (
   attempts       INTEGER NOT NULL DEFAULT 0,
   last_error     TEXT,
   central_result TEXT,
-  updated_at     TEXT NOT NULL
+  updated_at     TEXT NOT NULL,
+  order_only     TEXT
 );
 CREATE INDEX IF NOT EXISTS tx_state_seq ON tx (state, seq);
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -77,6 +78,8 @@ interface Row {
   created_at: string;
   steps: string;
   depends_on: string;
+  /** JSON array, or NULL for none (and on a buffer made before the column). */
+  order_only?: string | null;
   bytes: number;
   state: TxState;
   attempts: number;
@@ -93,6 +96,7 @@ const fromRow = (r: Row): BufferedTransaction => ({
   created_at: r.created_at,
   steps: JSON.parse(r.steps),
   depends_on: JSON.parse(r.depends_on),
+  ...(r.order_only ? { order_only: JSON.parse(r.order_only) as number[] } : {}),
   bytes: r.bytes,
   state: r.state,
   attempts: r.attempts,
@@ -131,6 +135,9 @@ export class SqliteBuffer implements TransactionBuffer {
       // No integrity scan here: on a million-transaction buffer it costs a second at every start.
       // A file that is not a database fails right here; `opsdb buffer verify` runs the full check.
       this.db.exec(SCHEMA);
+      // A buffer made before order_only existed gets the column (NULL: no order-only parent).
+      const cols = this.db.prepare('PRAGMA table_info(tx)').all() as { name: string }[];
+      if (!cols.some((c) => c.name === 'order_only')) this.db.exec('ALTER TABLE tx ADD COLUMN order_only TEXT');
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
     } catch (err) {
@@ -138,8 +145,8 @@ export class SqliteBuffer implements TransactionBuffer {
     }
     const db = this.db;
     this.stmt = {
-      insert: db.prepare(`INSERT INTO tx (seq, transaction_id, site, endpoint, created_at, steps, depends_on, bytes, state, updated_at)
-                          VALUES (@seq, @transaction_id, @site, @endpoint, @created_at, @steps, @depends_on, @bytes, 'pending', @updated_at)`),
+      insert: db.prepare(`INSERT INTO tx (seq, transaction_id, site, endpoint, created_at, steps, depends_on, order_only, bytes, state, updated_at)
+                          VALUES (@seq, @transaction_id, @site, @endpoint, @created_at, @steps, @depends_on, @order_only, @bytes, 'pending', @updated_at)`),
       bump: db.prepare('UPDATE counter SET value = value + ? WHERE name = ?'),
       counter: db.prepare('SELECT name, value FROM counter'),
       byId: db.prepare('SELECT * FROM tx WHERE transaction_id = ?'),
@@ -150,7 +157,7 @@ export class SqliteBuffer implements TransactionBuffer {
       settle: db.prepare(`UPDATE tx SET state = @state, attempts = attempts + @inc, last_error = coalesce(@last_error, last_error),
                           central_result = coalesce(@central_result, central_result), updated_at = @now WHERE seq = @seq`),
       inState: db.prepare('SELECT seq, bytes FROM tx WHERE state = ? ORDER BY seq'),
-      dependents: db.prepare(`SELECT seq, state, bytes, depends_on FROM tx WHERE seq > ? AND state IN ('pending','in_flight','blocked') ORDER BY seq`),
+      dependents: db.prepare(`SELECT seq, state, bytes, depends_on, order_only FROM tx WHERE seq > ? AND state IN ('pending','in_flight','blocked') ORDER BY seq`),
       // Two index probes on (state, seq); an IN list would scan with a million rows held.
       oldest: db.prepare(`SELECT created_at AS t FROM (
           SELECT * FROM (SELECT seq, created_at FROM tx WHERE state = 'pending' ORDER BY seq LIMIT 1)
@@ -213,7 +220,11 @@ export class SqliteBuffer implements TransactionBuffer {
         const steps = stepsJson(t.steps);
         const bytes = transactionBytes(t, steps);
         try {
-          this.stmt.insert.run({ ...t, seq, steps, depends_on: JSON.stringify(t.depends_on), bytes, updated_at: now });
+          this.stmt.insert.run({
+            transaction_id: t.transaction_id, site: t.site, endpoint: t.endpoint, created_at: t.created_at, seq, steps,
+            depends_on: JSON.stringify(t.depends_on), order_only: t.order_only?.length ? JSON.stringify(t.order_only) : null,
+            bytes, updated_at: now,
+          });
         } catch (err) {
           if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new DuplicateTransactionError(t.transaction_id);
           throw err;
@@ -243,8 +254,9 @@ export class SqliteBuffer implements TransactionBuffer {
         for (const r of rows) {
           after = r.seq;
           const deps = JSON.parse(r.depends_on) as number[];
+          const orderOnly = r.order_only ? (JSON.parse(r.order_only) as number[]) : [];
           const parents = deps.map((d) => (blocked.has(d) ? 'blocked' : ((this.stmt.stateOf.get(d) as { state: TxState } | undefined)?.state ?? 'synced')));
-          const stuck = parents.some((state) => BLOCKING.has(state));
+          const stuck = parents.some((state, i) => BLOCKING.has(state) && !(state === 'discarded' && orderOnly.includes(deps[i]!)));
           if (!stuck && opts.notAfterInFlight && parents.includes('in_flight')) return out;
           if (stuck) {
             this.move(r.seq, 'pending', 'blocked', r.bytes, now);
@@ -354,6 +366,16 @@ export class SqliteBuffer implements TransactionBuffer {
       this.move(row.seq, row.state, 'discarded', row.bytes, now);
       this.stmt.bump.run(1, 'discarded_total');
       this.stmt.audit.run(now, row.transaction_id, row.seq, 'discard', actor, reason);
+      // Those that only had to follow it are free now, and so is what waits on them: back to pending,
+      // where the claim blocks again any that still wait on another failed parent.
+      const freed = new Set<number>();
+      for (const d of this.stmt.dependents.all(row.seq) as Row[]) {
+        if (d.state !== 'blocked') continue;
+        const follows = d.order_only ? (JSON.parse(d.order_only) as number[]).includes(row.seq) : false;
+        if (!follows && !(JSON.parse(d.depends_on) as number[]).some((p) => freed.has(p))) continue;
+        freed.add(d.seq);
+        this.move(d.seq, 'blocked', 'pending', d.bytes, now);
+      }
       return true;
     });
   }

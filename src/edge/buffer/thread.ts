@@ -201,7 +201,7 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   async commitGroup(txs: NewTransaction[]): Promise<GroupCommit> {
     const wire: WireTransaction[] = txs.map((t) => ({
       transaction_id: t.transaction_id, site: t.site, created_at: t.created_at, endpoint: t.endpoint, depends_on: t.depends_on,
-      steps_json: stepsJson(t.steps),
+      ...(t.order_only?.length ? { order_only: t.order_only } : {}), steps_json: stepsJson(t.steps),
     }));
     const reply = await this.call<CommitReply>('commitGroup', wire);
     const stored = txs.map((t, i): BufferedTransaction => {

@@ -39,6 +39,8 @@ export interface EdgeBackendDeps {
   redis: () => string;
   /** Why the buffer refuses new writes while it is up (see OpenedBuffer.refusing), or null. */
   refusing: () => string | null;
+  /** What became of local.db if it was removed or replaced while the edge ran (file-guard.ts), or null. */
+  localGone: () => string | null;
 }
 
 export class EdgeBackend implements OpsBackend {
@@ -152,12 +154,15 @@ export class EdgeBackend implements OpsBackend {
     const full = stats ? stats.held_bytes / this.d.bufferMaxBytes : 1;
     const diskLow = (await this.d.committer.freeDisk()) < this.d.minFreeDiskBytes;
     const lost = unacceptedLoss(lostSeqs(this.d.local)) > 0;
-    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || this.d.refusing() !== null || this.d.sync.edgeConflict() !== null;
+    const refusing = this.d.refusing();
+    const localGone = this.d.localGone();
+    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || refusing !== null || localGone !== null || this.d.sync.edgeConflict() !== null;
     const status = !stats ? 'unhealthy' : full >= 0.9 || trouble ? 'degraded' : 'healthy';
     return {
       status: status as 'healthy' | 'degraded' | 'unhealthy',
       site: { name: this.siteName, type: this.siteType },
-      database: 'connected',
+      database: this.d.buffer.backend === 'sqlite' && refusing ? `connected (refusing writes: ${refusing})`
+        : localGone ? `connected (${localGone}: a restart would lose local accounts and the site token set with PUT)` : 'connected',
       redis: this.d.buffer.backend === 'redis' && !stats ? 'unreachable' : this.d.redis(),
       // Unknown while the buffer cannot be read: null, never a reassuring 0.
       transaction_buffer: {

@@ -21,6 +21,7 @@ import { SYNC_DISABLED, type SyncView } from './sync-view.js';
 import { SyncEngine } from '../sync/engine.js';
 import { httpClient } from '../sync/transport.js';
 import { lockDataDir } from './data-dir-lock.js';
+import { FileGuard } from './buffer/file-guard.js';
 import { closeServer } from '../lib/http/close.js';
 import { EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
 
@@ -57,9 +58,11 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
   // The local store first: its schema exists before the storage thread opens a second connection to it.
   const localPath = join(config.dataDir, 'local.db');
   let local: LocalStore;
+  let localGuard: FileGuard;
   try {
     checkSiteOfDataDir(config.dataDir, localPath, config.siteName);
     local = new LocalStore(localPath);
+    localGuard = new FileGuard(localPath);
   } catch (err) {
     lock.release();
     throw err;
@@ -79,6 +82,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
   });
   const { buffer, redisStatus, refusing } = opened;
   let server: Server | undefined;
+  let watchFiles: NodeJS.Timeout | undefined;
   try {
     const released = await buffer.releaseInFlight();
     /** What detectLostSeqs found (null: the buffer was not behind; none lost: all it lacked had reached central). */
@@ -144,10 +148,23 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
     });
     const backend = new EdgeBackend({
       siteName: config.siteName, buffer, local, accounts, committer, sync, bufferMaxBytes: config.bufferMaxBytes,
-      minFreeDiskBytes: config.minFreeDiskBytes, redis: redisStatus, refusing,
+      minFreeDiskBytes: config.minFreeDiskBytes, redis: redisStatus, refusing, localGone: () => localGuard.problem(),
       // Central takes at most MAX_BODY_BYTES per request (the same setting there); keep 64 KiB for the envelope.
       maxTransactionBytes: Math.max(1024, config.maxBodyBytes - 64 * 1024),
     });
+    // A file removed under the daemon is logged once when seen, writes or not (the buffer's check refuses them).
+    const told = new Set<string>();
+    watchFiles = setInterval(() => {
+      const noted = [
+        [buffer.backend === 'sqlite' ? refusing() : null, 'the buffer file was removed or replaced: new writes are refused'],
+        [localGuard.problem(), 'the local store file was removed or replaced: a restart would lose local accounts and the site token set with PUT; writes go on'],
+      ] as const;
+      for (const [problem, what] of noted) {
+        if (problem && !told.has(problem)) log.error({ problem }, what);
+        if (problem) told.add(problem);
+      }
+    }, 1000);
+    watchFiles.unref();
     const metrics = createMetrics();
     registerEdgeMetrics(metrics, buffer, engine);
     const app = createHttpApp({
@@ -195,6 +212,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
         return true;
       },
       async stop() {
+        clearInterval(watchFiles);
         await closeServer(srv);
         await committer.idle();
         committer.close();
@@ -210,6 +228,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
       },
     };
   } catch (err) {
+    clearInterval(watchFiles);
     server?.close();
     await buffer.close();
     local.close();

@@ -3,13 +3,17 @@ import type { Config } from '../../lib/config.js';
 import type { TransactionBuffer } from './buffer.js';
 import type { Logger } from '../../lib/logger.js';
 import { SqliteBuffer } from './sqlite.js';
+import { FileGuard, bufferFileGone } from './file-guard.js';
 import { ThreadedSqliteBuffer } from './thread.js';
 
 export interface OpenedBuffer {
   buffer: TransactionBuffer;
   /** For /health's `redis` field. */
   redisStatus(): string;
-  /** Why the buffer refuses new writes while it is otherwise up (a Redis that stopped fsyncing every write), or null. */
+  /**
+   * Why the buffer refuses new writes while it is otherwise up (a Redis that stopped fsyncing every write,
+   * a buffer.db removed under the daemon), or null.
+   */
   refusing(): string | null;
   /** Why the storage may lose acknowledged writes (a Redis that does not fsync every write), or null. */
   weakDurability(): string | null;
@@ -31,7 +35,17 @@ export async function openBuffer(config: Config, thread?: BufferThread, log?: Lo
   if (config.bufferBackend === 'sqlite') {
     const path = join(config.dataDir, 'buffer.db');
     const buffer = thread ? await ThreadedSqliteBuffer.open(path, thread.localPath, thread.onFailure) : new SqliteBuffer(path);
-    return { buffer, redisStatus: () => 'not_used', refusing: () => null, weakDurability: () => null };
+    // The buffer checks this itself before each append (in the storage thread); this copy is for /health.
+    const guard = new FileGuard(path);
+    return {
+      buffer,
+      redisStatus: () => 'not_used',
+      refusing: () => {
+        const gone = guard.problem();
+        return gone ? bufferFileGone(gone) : null;
+      },
+      weakDurability: () => null,
+    };
   }
   const { RedisBuffer } = await import('./redis.js');
   const buffer = await RedisBuffer.open({

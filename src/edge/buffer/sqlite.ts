@@ -6,6 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import {
+  BufferNotDurableError,
   BufferUnavailableError,
   DuplicateTransactionError,
   TX_STATES,
@@ -23,6 +24,7 @@ import {
   type VerifyReport,
   RECEIPT_DAYS,
 } from './buffer.js';
+import { FileGuard, bufferFileGone } from './file-guard.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS tx (
@@ -125,6 +127,8 @@ export class SqliteBuffer implements TransactionBuffer {
   readonly backend = 'sqlite' as const;
   private readonly db: Database.Database;
   private readonly stmt;
+  /** Is the file at `path` still the one open here? Checked before every append. */
+  private readonly guard: FileGuard;
 
   constructor(readonly path: string) {
     try {
@@ -140,6 +144,7 @@ export class SqliteBuffer implements TransactionBuffer {
       if (!cols.some((c) => c.name === 'order_only')) this.db.exec('ALTER TABLE tx ADD COLUMN order_only TEXT');
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
+      this.guard = new FileGuard(path);
     } catch (err) {
       throw new BufferUnavailableError(`cannot open the SQLite buffer at ${path}: ${(err as Error).message}`, { cause: err });
     }
@@ -210,6 +215,9 @@ export class SqliteBuffer implements TransactionBuffer {
   }
 
   async append(txs: NewTransaction[]): Promise<BufferedTransaction[]> {
+    // Removed or replaced under this process, the file would take the commit, and a restart would lose it.
+    const gone = this.guard.problem();
+    if (gone) throw new BufferNotDurableError(bufferFileGone(gone));
     const now = new Date().toISOString();
     const run = this.db.transaction(() => {
       let seq = this.counters().last_seq!;

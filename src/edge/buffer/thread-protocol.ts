@@ -1,5 +1,5 @@
 /** Messages between ThreadedSqliteBuffer and its storage thread, and errors made fit to cross. */
-import { BufferUnavailableError, DuplicateTransactionError, type NewTransaction } from './buffer.js';
+import { BufferNotDurableError, BufferUnavailableError, DuplicateTransactionError, type NewTransaction } from './buffer.js';
 
 /** A new transaction as sent to the thread: its steps as the JSON text the buffer stores. */
 export type WireTransaction = Omit<NewTransaction, 'steps'> & { steps_json: string };
@@ -21,7 +21,7 @@ export interface CommitReply {
 }
 
 export interface WireError {
-  kind: 'duplicate' | 'unavailable' | 'other';
+  kind: 'duplicate' | 'unavailable' | 'not_durable' | 'other';
   message: string;
   code?: string;
   transactionId?: string;
@@ -31,7 +31,7 @@ export function wireError(err: unknown): WireError {
   if (err instanceof DuplicateTransactionError) return { kind: 'duplicate', message: err.message, transactionId: err.transactionId };
   const e = err as { message?: unknown; code?: unknown };
   return {
-    kind: err instanceof BufferUnavailableError ? 'unavailable' : 'other',
+    kind: err instanceof BufferNotDurableError ? 'not_durable' : err instanceof BufferUnavailableError ? 'unavailable' : 'other',
     message: typeof e?.message === 'string' ? e.message : String(err),
     ...(typeof e?.code === 'string' ? { code: e.code } : {}),
   };
@@ -40,7 +40,8 @@ export function wireError(err: unknown): WireError {
 /** The error the caller would have had from the buffer in its own thread (class and `code` kept). */
 export function fromWire(w: WireError): Error {
   if (w.kind === 'duplicate') return new DuplicateTransactionError(w.transactionId!);
-  const err = w.kind === 'unavailable' ? new BufferUnavailableError(w.message) : new Error(w.message);
+  const err = w.kind === 'not_durable' ? new BufferNotDurableError(w.message)
+    : w.kind === 'unavailable' ? new BufferUnavailableError(w.message) : new Error(w.message);
   if (w.code) Object.assign(err, { code: w.code });
   return err;
 }

@@ -22,6 +22,7 @@ export type RawResult =
   | { result: 'rejected'; sqlstate: string; message: string; detail?: string; constraint?: string; table?: string };
 
 interface PreparedStep {
+  step_id: string;
   op: Step['op'];
   table: string;
   key: string;
@@ -78,11 +79,11 @@ function prepareStep(step: Step, site: string, index: number, at: string): Prepa
   if (step.op === 'update') {
     const cols = Object.keys(rows[0]!);
     if (cols.length === 0) throw new ValidationError(`${where}: nothing to update`);
-    return { op: 'update', table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: [{ ...rows[0], ...stamps, [spec.key]: step.id }] };
+    return { step_id: step.step_id, op: 'update', table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: [{ ...rows[0], ...stamps, [spec.key]: step.id }] };
   }
   if (HAS_CREATED_AT.has(step.table)) stamps.created_at = at;
   const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  return { op: step.op, table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: rows.map((r) => ({ ...r, ...stamps })) };
+  return { step_id: step.step_id, op: step.op, table: step.table, key: spec.key, cols, stamp: HAS_UPDATED_AT.has(step.table), rows: rows.map((r) => ({ ...r, ...stamps })) };
 }
 
 /** Throws ValidationError (or 403) for a transaction central will not even try. */
@@ -219,4 +220,87 @@ export async function applyTransaction(c: Client, tx: Transaction, appliedBy: nu
   if (!r) throw new Error('opsdb_apply_batch returned no result');
   if (r.result === 'rejected') throw rejection(r);
   return { result: r.result };
+}
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** The rows a site's transactions may write, by table: whose observation a row belongs to. */
+type Owned = 'executed_obs_unit' | 'raw_data_package' | 'raw_data_file';
+/** Each owned table's rows → the site of the observation they belong to. */
+const OWNER_SQL: Record<Owned, string> = {
+  executed_obs_unit: 'SELECT id::text AS id, site FROM executed_obs_unit WHERE id = ANY($1::uuid[])',
+  raw_data_package: `SELECT p.id::text AS id, e.site FROM raw_data_package p JOIN executed_obs_unit e ON e.id = p.executed_obs_unit_id
+                      WHERE p.id = ANY($1::uuid[])`,
+  raw_data_file: `SELECT f.id::text AS id, e.site FROM raw_data_file f JOIN executed_obs_unit e ON e.id = f.executed_obs_unit_id
+                   WHERE f.id = ANY($1::uuid[])`,
+};
+const isOwned = (t: string): t is Owned => t in OWNER_SQL;
+
+/** What a step needs to exist and belong to the sending site: [table, id, how it is used]. */
+function touched(step: PreparedStep): [Owned, string, 'updates' | 'refers to'][] {
+  const out: [Owned, string, 'updates' | 'refers to'][] = [];
+  for (const row of step.rows) {
+    if (step.op === 'update' && isOwned(step.table)) out.push([step.table, String(row[step.key]), 'updates']);
+    if (typeof row.executed_obs_unit_id === 'string') out.push(['executed_obs_unit', row.executed_obs_unit_id, 'refers to']);
+    if (typeof row.raw_data_package_id === 'string') out.push(['raw_data_package', row.raw_data_package_id, 'refers to']);
+  }
+  return out;
+}
+
+/**
+ * A site token writes its own site's records only (SPEC §2.9): observations
+ * with its name, and the packages and files under them. The database
+ * functions match an update on its id alone, and a package or file on its
+ * parent's id, so this is checked before them, under the site's lock, for
+ * every row a transaction updates or attaches to: against what the batch
+ * itself creates first, then against the database. A transaction that
+ * reaches another site's record is rejected alone (403); one that names a
+ * record that exists nowhere, as the database would have (422, or 404 for
+ * an update), so another site cannot create it in between.
+ */
+export async function scopeToSite(c: Client, site: string, txs: (PreparedTransaction | AppError)[]): Promise<(PreparedTransaction | AppError)[]> {
+  /** Records this batch creates → the site they belong to (null: not known here; the database decides). */
+  const inBatch = new Map<string, string | null>();
+  const key = (table: string, id: string) => `${table}:${id.toLowerCase()}`;
+  const wanted: Record<Owned, Set<string>> = { executed_obs_unit: new Set(), raw_data_package: new Set(), raw_data_file: new Set() };
+  for (const tx of txs) {
+    if (tx instanceof AppError) continue;
+    for (const step of tx.steps) {
+      if (step.op !== 'update' && isOwned(step.table)) for (const row of step.rows) inBatch.set(key(step.table, String(row[step.key])), null);
+      for (const [table, id] of touched(step)) if (UUID_TEXT.test(id)) wanted[table].add(id.toLowerCase());
+    }
+  }
+  const inDb = new Map<string, string>();
+  for (const table of Object.keys(wanted) as Owned[]) {
+    const ids = [...wanted[table]].filter((id) => !inBatch.has(key(table, id)));
+    if (ids.length === 0) continue;
+    const { rows } = await c.query<{ id: string; site: string }>(OWNER_SQL[table], [ids]);
+    for (const r of rows) inDb.set(key(table, r.id), r.site);
+  }
+  return txs.map((tx) => {
+    if (tx instanceof AppError) return tx;
+    const mine = new Map<string, string | null>();
+    for (const [i, step] of tx.steps.entries()) {
+      const where = `steps[${i}] (${step.op} ${step.table})`;
+      for (const [table, id, how] of touched(step)) {
+        const k = key(table, id);
+        const owner = mine.has(k) ? mine.get(k) : inDb.has(k) ? inDb.get(k) : inBatch.get(k);
+        if (owner === undefined) {
+          // Nowhere: not in the database, not made by this batch. A non-UUID is left to the database's own error.
+          if (!UUID_TEXT.test(id)) continue;
+          if (how === 'updates') return new NotFoundError(`${table} ${id} not found`, { step: step.step_id, table });
+          return new AppError(422, 'reference_not_found', `${where}: ${table} ${id} does not exist`, { step: step.step_id, table });
+        }
+        if (owner !== null && owner !== site) {
+          return new AppError(403, 'forbidden', `${where} ${how} ${table} ${id}, which belongs to site "${owner}": a site writes only its own records`,
+            { step: step.step_id, table, owner });
+        }
+      }
+      // What this step creates belongs to the site it was checked for: later steps and transactions may use it.
+      if (step.op !== 'update' && isOwned(step.table)) {
+        for (const row of step.rows) mine.set(key(step.table, String(row[step.key])), step.table === 'executed_obs_unit' ? String(row.site ?? site) : site);
+      }
+    }
+    for (const [k, owner] of mine) inBatch.set(k, owner);
+    return tx;
+  });
 }

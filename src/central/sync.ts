@@ -4,7 +4,7 @@
  */
 import type { Pool, Client } from './db.js';
 import { withTransaction } from './db.js';
-import { applyPrepared, prepareTransaction, rejection, type PreparedTransaction, type RawResult } from './apply.js';
+import { applyPrepared, prepareTransaction, rejection, scopeToSite, type PreparedTransaction, type RawResult } from './apply.js';
 import { AppError, ConflictError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Backlog, Change, ChangesPage, SyncBatch, SyncBatchResult, SyncItemResult } from '../lib/api/sync-schemas.js';
@@ -74,6 +74,7 @@ async function applyInOrder(
     // NO KEY UPDATE: rows referencing the site (a KEY SHARE lock) are not held up by it.
     const { rows: siteRows } = await c.query<{ last_batch_id: string | null }>('SELECT last_batch_id FROM site WHERE name = $1 FOR NO KEY UPDATE', [batch.site]);
     if (batch.after_batch && siteRows[0]?.last_batch_id !== batch.after_batch.toLowerCase()) return null;
+    prepared = await scopeToSite(c, batch.site, prepared);
     const raw = await applyPrepared(c, batch.site, appliedBy, prepared.filter((p): p is PreparedTransaction => !(p instanceof AppError)));
     let next = 0;
     let maxApplied = 0;

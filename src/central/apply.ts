@@ -164,6 +164,12 @@ function connectionLost(e: { code?: string; message?: string }): boolean {
   return /^Connection terminated|^Client has encountered a connection error|^timeout exceeded when trying to connect/.test(e.message ?? '');
 }
 
+/**
+ * Waits that were given up, not faults of the request: a deadlock, a serialization failure, a lock not
+ * had within lock_timeout, a statement cancelled by statement_timeout. The request wrote nothing.
+ */
+const BUSY_CODES = new Set(['40P01', '40001', '55P03', '57014']);
+
 /** What the CHECK constraints of 001_initial.sql ask, in words (PostgreSQL's names: table_column_check, table_check). */
 const CHECK_RULES: Record<string, string> = {
   executed_obs_unit_check: "end_time is before the observation's start_time",
@@ -185,6 +191,9 @@ export function mapPgError(err: unknown, step?: Step): unknown {
     return new UnavailableError('The database could not be reached, or the connection to it was lost during this request; retry shortly. A write may have been made before it was lost: check before sending it again (sync batches are applied exactly once, so resending one is safe).');
   }
   if (typeof e.code !== 'string') return err;
+  if (BUSY_CODES.has(e.code)) {
+    return new UnavailableError(`The database is busy (${e.message ?? e.code}); nothing was written, retry shortly.`);
+  }
   const details = { step: step?.step_id ?? null, table: e.table ?? step?.table ?? null, constraint: e.constraint ?? null, detail: e.detail ?? null };
   switch (e.code) {
     case '23503':

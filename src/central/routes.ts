@@ -54,7 +54,12 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
       const foreign = body.transactions.find((t) => t.site !== site);
       if (foreign) throw new ForbiddenError(`Transaction ${foreign.transaction_id} is for site "${foreign.site}", not "${site}"`);
       await tellOtherEdge(ctx, site);
-      const out = await applyBatch(pool, body, principal.userId, log);
+      // A client that gave up (an edge past its timeout sends the batch again) stops this one's waiting.
+      const gone = new AbortController();
+      const hangUp = () => gone.abort();
+      ctx.req.socket.once('close', hangUp);
+      const out = await applyBatch(pool, body, principal.userId, log, undefined, gone.signal)
+        .finally(() => ctx.req.socket.off('close', hangUp));
       const counts = { applied: 0, duplicate: 0, rejected: 0 };
       for (const r of out.results) counts[r.result] += 1;
       for (const [result, n] of Object.entries(counts)) if (n) results.inc({ site, result }, n);

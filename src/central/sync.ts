@@ -5,7 +5,7 @@
 import type { Pool, Client } from './db.js';
 import { withTransaction } from './db.js';
 import { applyPrepared, prepareTransaction, rejection, scopeToSite, type PreparedTransaction, type RawResult } from './apply.js';
-import { AppError, ConflictError, ValidationError } from '../lib/errors.js';
+import { AppError, ConflictError, UnavailableError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Backlog, Change, ChangesPage, SyncBatch, SyncBatchResult, SyncItemResult } from '../lib/api/sync-schemas.js';
 import { PgAccounts } from './accounts.js';
@@ -33,7 +33,9 @@ const ORDER_WAIT_MS = 20_000;
  * Anything that is not the transaction's own fault (lost connection,
  * deadlock) aborts the batch, which the edge then resends whole.
  */
-export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger, orderWaitMs = ORDER_WAIT_MS): Promise<SyncBatchResult> {
+export async function applyBatch(
+  pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger, orderWaitMs = ORDER_WAIT_MS, signal?: AbortSignal,
+): Promise<SyncBatchResult> {
   const txs = [...batch.transactions].sort((a, b) => a.seq - b.seq);
   // Transactions central will not even try are answered without touching the database.
   // Whatever goes wrong preparing one transaction is that transaction's rejection, never the batch's 500.
@@ -49,8 +51,11 @@ export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number
   const deadline = Date.now() + orderWaitMs;
   for (let waitMs = 5; ; waitMs = Math.min(waitMs * 2, 100)) {
     const out = await applyInOrder(pool, batch, appliedBy, log, txs, prepared);
-    if (out) return out;
-    if (Date.now() >= deadline) {
+    if (out !== WAIT && out !== BUSY) return out;
+    if (Date.now() >= deadline || signal?.aborted) {
+      if (out === BUSY) {
+        throw new UnavailableError(`Central is still applying another batch of site "${batch.site}"; nothing of this one was written, send it again shortly`);
+      }
       throw new AppError(409, 'out_of_order',
         `This batch follows batch ${batch.after_batch}, which central has not applied; send that one first`,
         { batch_id: batch.batch_id ?? null, after_batch: batch.after_batch });
@@ -60,20 +65,36 @@ export async function applyBatch(pool: Pool, batch: SyncBatch, appliedBy: number
   }
 }
 
+/** applyInOrder's answers when it wrote nothing: the batch it follows is not applied yet; another batch of the site holds it. */
+const WAIT = Symbol('wait');
+const BUSY = Symbol('busy');
+/** How long a batch's statements wait for a row lock (another writer of the same rows) before it is answered 503. */
+const LOCK_TIMEOUT = '5s';
+
 /**
  * The batch in one database transaction, holding the site's row from the
  * start: a site's batches apply one at a time, and a batch sent early
- * (`after_batch`) only once the batch before it has committed. Returns null,
- * having written nothing, when that one has not.
+ * (`after_batch`) only once the batch before it has committed. Returns WAIT,
+ * having written nothing, when that one has not, and BUSY when another batch
+ * of the site holds its row: the caller waits without a connection, so
+ * batches resent by an edge that gave up on them can never fill the pool
+ * and starve the other sites.
  */
 async function applyInOrder(
   pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger,
   txs: SyncBatch['transactions'], prepared: (PreparedTransaction | AppError)[],
-): Promise<SyncBatchResult | null> {
+): Promise<SyncBatchResult | typeof WAIT | typeof BUSY> {
   return withTransaction(pool, async (c) => {
+    await c.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
     // NO KEY UPDATE: rows referencing the site (a KEY SHARE lock) are not held up by it.
-    const { rows: siteRows } = await c.query<{ last_batch_id: string | null }>('SELECT last_batch_id FROM site WHERE name = $1 FOR NO KEY UPDATE', [batch.site]);
-    if (batch.after_batch && siteRows[0]?.last_batch_id !== batch.after_batch.toLowerCase()) return null;
+    const { rows: siteRows } = await c.query<{ last_batch_id: string | null }>(
+      'SELECT last_batch_id FROM site WHERE name = $1 FOR NO KEY UPDATE SKIP LOCKED', [batch.site]);
+    if (siteRows.length === 0) {
+      const { rowCount } = await c.query('SELECT 1 FROM site WHERE name = $1', [batch.site]);
+      if (rowCount === 0) throw new AppError(404, 'not_found', `Site "${batch.site}" is not registered at central`);
+      return BUSY;
+    }
+    if (batch.after_batch && siteRows[0]!.last_batch_id !== batch.after_batch.toLowerCase()) return WAIT;
     prepared = await scopeToSite(c, batch.site, prepared);
     const raw = await applyPrepared(c, batch.site, appliedBy, prepared.filter((p): p is PreparedTransaction => !(p instanceof AppError)));
     let next = 0;
@@ -122,7 +143,9 @@ export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Lo
   const windowMs = EDGE_CONFLICT_WINDOW_S * 1000;
   const out = await withTransaction(pool, async (c) => {
     const { rows } = await c.query<{ edge_id: string | null; recent_edges: Record<string, number> | null; edge_conflict_at: Date | null }>(
-      'SELECT edge_id, recent_edges, edge_conflict_at FROM site WHERE name = $1 FOR NO KEY UPDATE', [site],
+      // SKIP LOCKED: a batch of the site being applied holds the row; this request is not held up behind it
+      // (its edge is heard again within seconds, and noted then).
+      'SELECT edge_id, recent_edges, edge_conflict_at FROM site WHERE name = $1 FOR NO KEY UPDATE SKIP LOCKED', [site],
     );
     const row = rows[0];
     if (!row) return null;
@@ -149,12 +172,17 @@ export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Lo
   return out.other;
 }
 
-/** Records that a site was in touch (a pull), with the backlog it reported. */
+/**
+ * Records that a site was in touch (a pull), with the backlog it reported;
+ * not while a batch of the site holds its row (that batch records both), so
+ * a pull never waits behind a batch.
+ */
 export async function touchSite(pool: Pool, site: string, backlog: Backlog | null): Promise<void> {
-  await pool.query(`UPDATE site SET last_contact_at = now(), reported_backlog = coalesce($2, reported_backlog) WHERE name = $1`, [
-    site,
-    backlog ? JSON.stringify(backlog) : null,
-  ]);
+  await pool.query(
+    `UPDATE site SET last_contact_at = now(), reported_backlog = coalesce($2, reported_backlog)
+      WHERE name = (SELECT name FROM site WHERE name = $1 FOR NO KEY UPDATE SKIP LOCKED)`,
+    [site, backlog ? JSON.stringify(backlog) : null],
+  );
 }
 
 const ROW_SQL: Record<string, string> = {

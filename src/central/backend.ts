@@ -20,6 +20,11 @@ export class CentralBackend extends CentralQueries implements OpsBackend {
     this.auth = new PgAccounts(db);
   }
 
+  async startTimeOf(id: string): Promise<string | null> {
+    const { rows } = await this.db.query<{ start_time: Date }>('SELECT start_time FROM executed_obs_unit WHERE id = $1', [id]);
+    return rows[0] ? rows[0].start_time.toISOString() : null;
+  }
+
   async health() {
     let database = 'connected';
     try {

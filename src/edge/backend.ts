@@ -208,6 +208,11 @@ export class EdgeBackend implements OpsBackend {
     return { items: (await this.withStatus(page.items)) as never[], nextCursor: page.nextCursor };
   }
 
+  async startTimeOf(id: string): Promise<string | null> {
+    const start = this.d.local.findRow('executed_obs_unit', id)?.start_time;
+    return typeof start === 'string' ? start : null;
+  }
+
   async getExecutedObsUnit(id: string) {
     const obs = this.d.local.findRow('executed_obs_unit', id);
     if (!obs) return null;

@@ -53,6 +53,8 @@ export interface OpsBackend {
   getRawDataPackage(id: string): Promise<z.infer<typeof S.RawDataPackageDetail> | null>;
   transferOverview(): Promise<z.infer<typeof S.TransferOverview>>;
   getTransaction(id: string): Promise<z.infer<typeof S.TransactionState> | null>;
+  /** An observation's start_time (ISO), or null when there is none here: a finish's default end_time is not before it. */
+  startTimeOf(id: string): Promise<string | null>;
 
   /**
    * Accept one write. Central applies all steps in one database transaction

@@ -7,6 +7,17 @@ import { createStep, newDraft, newRowId, updateStep, type Step } from '../transa
 /** Keys whose value is undefined are left out, so an update only names what the client sent. */
 const defined = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
+/**
+ * A finish's end_time when the client sends none: now, or the observation's start_time if that is
+ * later. The clock may have been stepped back (NTP at a site that ran without it) since the start,
+ * and a finish the client did not time must not be refused for it.
+ */
+async function endTimeNow(backend: ApiContext['backend'], id: string): Promise<string> {
+  const now = new Date();
+  const start = await backend.startTimeOf(id);
+  return start && Date.parse(start) > now.getTime() ? new Date(Date.parse(start)).toISOString() : now.toISOString();
+}
+
 export function observationRoutes(api: ApiContext): void {
   const { backend } = api;
   const submit = (endpoint: string, steps: Step[], principal: Parameters<typeof backend.submit>[1]) =>
@@ -28,7 +39,7 @@ export function observationRoutes(api: ApiContext): void {
     params: S.UuidParams, body: S.FinishObservation, status: 202, response: S.WriteResult,
     summary: 'Finish an observation (also one that has not synced yet)',
     handler: async ({ params, body, principal }) => {
-      const data = defined({ ...body, end_time: body.end_time ?? new Date().toISOString() });
+      const data = defined({ ...body, end_time: body.end_time ?? (await endTimeNow(backend, params.id)) });
       const out = await submit(
         'PUT /executed_obs_units/{id}/finish',
         [updateStep('finish', 'executed_obs_unit', params.id, data)],

@@ -152,11 +152,13 @@ export class EdgeBackend implements OpsBackend {
     const stats = await this.d.buffer.stats().catch(() => null);
     const sync = this.d.sync.state();
     const full = stats ? stats.held_bytes / this.d.bufferMaxBytes : 1;
-    const diskLow = (await this.d.committer.freeDisk()) < this.d.minFreeDiskBytes;
+    // At or under the limit (with MIN_FREE_DISK_BYTES=0: a full disk).
+    const diskLow = (await this.d.committer.freeDisk()) <= this.d.minFreeDiskBytes;
+    const localBehind = this.d.committer.localBehind() !== null;
     const lost = unacceptedLoss(lostSeqs(this.d.local)) > 0;
     const refusing = this.d.refusing();
     const localGone = this.d.localGone();
-    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || refusing !== null || localGone !== null || this.d.sync.edgeConflict() !== null;
+    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || refusing !== null || localGone !== null || localBehind || this.d.sync.edgeConflict() !== null;
     const status = !stats ? 'unhealthy' : full >= 0.9 || trouble ? 'degraded' : 'healthy';
     return {
       status: status as 'healthy' | 'degraded' | 'unhealthy',

@@ -60,6 +60,8 @@ export class GroupCommitter {
    * pass follows). Nothing is scheduled once closed.
    */
   private localRetry = { timer: null as NodeJS.Timeout | null, running: false, again: false, delayMs: LOCAL_RETRY_MS.first, closed: false };
+  /** Why writes answered 201 are not readable here yet (the local store did not take them), or null. */
+  private behind: string | null = null;
   /**
    * Bytes the buffer holds, as last read plus what was appended since. Only
    * appends make it grow, so it is never below the truth; it is read again
@@ -153,7 +155,13 @@ export class GroupCommitter {
     this.report(stored, await applyOrCatchUp(this.buffer, this.local, stored));
   }
 
+  /** Why some writes answered 201 are not readable at this edge yet, until the local store catches up; or null. */
+  localBehind(): string | null {
+    return this.behind;
+  }
+
   private report(stored: BufferedTransaction[], r: LocalApply): void {
+    this.behind = r.error;
     if (r.error) {
       this.log.error({ first_seq: stored[0]?.seq, problem: r.error }, 'the local store did not take buffered writes; they are durable, and it catches up with the next write or within seconds');
       this.retryLocal();
@@ -188,6 +196,7 @@ export class GroupCommitter {
         (n) => {
           state.running = false;
           state.delayMs = LOCAL_RETRY_MS.first;
+          if (!state.again) this.behind = null;
           this.log.info({ applied: n }, 'the local store caught up with the buffer');
           if (state.again) this.retryLocal();
         },

@@ -191,4 +191,13 @@ describe('central sync endpoints', () => {
     }
     assert.equal(await count('SELECT count(*)::int AS n FROM applied_transaction'), before);
   });
+
+  it('refuses a batch that names one transaction twice (two answers under one id)', async () => {
+    const before = await count('SELECT count(*)::int AS n FROM applied_transaction');
+    const t = startTx('north', 12);
+    const r = await north.post('/api/sync/transactions', { body: { site: 'north', transactions: [t, startTx('north', 13), { ...t, seq: 14, transaction_id: t.transaction_id.toUpperCase() }] } });
+    assert.equal(r.status, 422, r.text);
+    assert.match(r.body.error.message, /transactions\.2\.transaction_id: repeats transactions\[0\]: a batch names each transaction once/);
+    assert.equal(await count('SELECT count(*)::int AS n FROM applied_transaction'), before);
+  });
 });

@@ -26,6 +26,17 @@ export const SyncBatch = z
     after_batch: z.uuid().nullable().optional(),
   })
   .strict()
+  // Each transaction is answered by its id: one named twice would get two answers under one id.
+  .superRefine((batch, ctx) => {
+    const ids = new Map<string, number>();
+    batch.transactions.forEach((t, i) => {
+      const id = t.transaction_id.toLowerCase();
+      const first = ids.get(id);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['transactions', i, 'transaction_id'], message: `repeats transactions[${first}]: a batch names each transaction once` });
+      } else ids.set(id, i);
+    });
+  })
   .openapi('SyncBatch');
 export type SyncBatch = z.infer<typeof SyncBatch>;
 

@@ -25,6 +25,8 @@ export const BufferStats = z
     last_error: z.unknown().nullable(),
     consecutive_failures: z.number().int(),
     central_reachable: z.boolean().nullable(),
+    /** While sync waits after a failure: when it tries again (at most RETRY_MAX_MS away). */
+    next_attempt_at: z.string().nullable(),
     backend: z.enum(['sqlite', 'redis']),
     accepted_total: z.number().int(),
     applied_total: z.number().int(),
@@ -57,6 +59,7 @@ export async function bufferStats(
     last_error: sync.lastError(),
     consecutive_failures: sync.consecutiveFailures(),
     central_reachable: sync.centralReachable(),
+    next_attempt_at: sync.nextAttemptAt(),
     backend: buffer.backend,
     accepted_total: s.accepted_total,
     applied_total: s.applied_total,

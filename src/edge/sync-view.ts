@@ -8,6 +8,11 @@ export interface SyncView {
   consecutiveFailures(): number;
   /** null when no central is configured. */
   centralReachable(): boolean | null;
+  /**
+   * While the engine waits after a failure: when it tries again (ISO time).
+   * null when it is not waiting out a failure.
+   */
+  nextAttemptAt(): string | null;
   /** Applied transactions per second over the last minute. */
   processingRate(): number;
   /**
@@ -25,6 +30,7 @@ export const SYNC_DISABLED: SyncView = {
   lastError: () => null,
   consecutiveFailures: () => 0,
   centralReachable: () => null,
+  nextAttemptAt: () => null,
   processingRate: () => 0,
   edgeConflict: () => null,
 };

@@ -6,7 +6,7 @@ import { TransportError, type Reply } from './transport.js';
 
 export type Failure =
   /** Try again later: the link, central's load or a central fault. Never dead-letters. */
-  | { kind: 'transient'; code: string; message: string; retryAfterMs: number | null; unreachable: boolean; shrink: boolean }
+  | { kind: 'transient'; code: string; message: string; retryAfterMs: number | null; answeredBy: AnsweredBy; shrink: boolean }
   /** Credentials are wrong: pause until they change. */
   | { kind: 'auth'; code: string; message: string }
   /** The batch was too big for central or for the link: send less at once. */
@@ -18,6 +18,15 @@ export type Failure =
    * the others are sent again at once.
    */
   | { kind: 'refused'; code: string; message: string; index: number };
+
+/**
+ * Who answered a failed request: central itself (`central_reachable` true);
+ * something in its place, a gateway's error page or a captive portal
+ * (false); nobody, the request was refused, reset or timed out (false);
+ * null, not known (a local fault). Only while central is not heard ('other',
+ * 'nobody') may its /health answering end the backoff early.
+ */
+export type AnsweredBy = 'central' | 'other' | 'nobody' | null;
 
 export function retryAfterMs(value: string | null, now = Date.now()): number | null {
   if (!value) return null;
@@ -34,11 +43,12 @@ const message = (r: Reply) => {
 
 export function classifyError(err: unknown): Failure {
   if (err instanceof TransportError) {
-    // A timeout may be a dead link or a batch too slow to apply: back off, and send less next time.
-    const timeout = err.kind === 'timeout';
-    return { kind: 'transient', code: err.kind, message: err.message, retryAfterMs: null, unreachable: true, shrink: timeout };
+    // A timeout may be a dead link or a batch too slow to apply, a stalled body a link too slow for the
+    // answer: back off, and ask for less next time.
+    const answeredBy = err.kind === 'stalled' ? 'central' : 'nobody';
+    return { kind: 'transient', code: err.kind, message: err.message, retryAfterMs: null, answeredBy, shrink: err.kind !== 'network' };
   }
-  return { kind: 'transient', code: 'internal', message: String((err as Error)?.message ?? err), retryAfterMs: null, unreachable: false, shrink: false };
+  return { kind: 'transient', code: 'internal', message: String((err as Error)?.message ?? err), retryAfterMs: null, answeredBy: null, shrink: false };
 }
 
 /**
@@ -71,18 +81,35 @@ export function classifyReply(r: Reply, { batchSize = 0 }: { batchSize?: number 
   }
   // A batch sent early whose predecessor never committed: resend both, in order.
   if (r.status === 409 && (r.body as { error?: { code?: string } } | null)?.error?.code === 'out_of_order') {
-    return { kind: 'transient', code: 'out_of_order', message: msg, retryAfterMs: null, unreachable: false, shrink: false };
+    return { kind: 'transient', code: 'out_of_order', message: msg, retryAfterMs: null, answeredBy: 'central', shrink: false };
   }
-  // 5xx, 429, 503, 408 and anything unexpected: nothing here is the data's fault. A gateway's 502/503/504
-  // usually means central itself is not there: probe /health so its return ends the backoff at once.
+  // 5xx, 429, 503, 408 and anything unexpected: nothing here is the data's fault. A 502/503/504 that is
+  // not in central's error shape is a gateway's page: central itself is not there.
+  const gateway = (r.status === 502 || r.status === 503 || r.status === 504) && !centralError(r.body);
   return {
     kind: 'transient', code: `http_${r.status}`, message: msg, retryAfterMs: retryAfterMs(r.headers.get('retry-after')),
-    unreachable: r.status === 502 || r.status === 503 || r.status === 504, shrink: false,
+    answeredBy: gateway ? 'other' : 'central', shrink: false,
   };
+}
+
+/** Central's error shape, `{"error":{"code","message"}}`: a gateway's or a portal's page is not in it. */
+function centralError(body: unknown): boolean {
+  const e = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  return typeof e?.code === 'string' && typeof e.message === 'string';
 }
 
 /** Capped exponential backoff with full jitter: uniform in [0, min(max, base·2^(n−1))]. */
 export function backoffMs(failures: number, baseMs: number, maxMs: number, random = Math.random): number {
   const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(failures - 1, 0), 30));
   return Math.round(random() * ceiling);
+}
+
+/**
+ * The wait before the next attempt: the backoff, or longer when the answer
+ * asked for it (Retry-After), but never longer than `maxMs` (RETRY_MAX_MS,
+ * the longest wait the operator allows): one Retry-After of a day, from
+ * central or from a proxy in front of it, must not stop all sync for a day.
+ */
+export function retryDelayMs(failures: number, baseMs: number, maxMs: number, retryAfter: number | null, random = Math.random): number {
+  return Math.max(backoffMs(failures, baseMs, maxMs, random), Math.min(retryAfter ?? 0, maxMs));
 }

@@ -10,7 +10,8 @@ import { ChangesPage, EDGE_CONFLICT_HEADER, SyncBatchResult, type Backlog } from
 import type { Logger } from '../lib/logger.js';
 import type { CentralClient, Reply } from './transport.js';
 import type { ReplicaSink } from './replica.js';
-import { backoffMs, classifyError, classifyReply, type Failure } from './classify.js';
+import { classifyError, classifyReply, retryDelayMs, type Failure } from './classify.js';
+import { Health } from '../lib/api/schemas.js';
 import { uuidv7 } from '../lib/uuid.js';
 
 export interface EngineOptions {
@@ -34,7 +35,7 @@ export interface EngineOptions {
   retryMaxMs: number;
   /** This process's id, sent with every request (EDGE_ID_HEADER), for the log line of a conflict. */
   edgeId?: string;
-  /** How often to probe central's /health while backing off from an unreachable central. */
+  /** How often to probe central's /health while backing off from a failure central itself did not answer. */
   probeMs?: number;
   random?: () => number;
 }
@@ -51,12 +52,12 @@ const LOCAL_CHANGE_STANDS: ReadonlySet<TxState | undefined> = new Set<TxState>([
 
 const notAnAnswer = (r: Reply): Failure => ({
   kind: 'transient', code: 'bad_reply', message: `HTTP ${r.status} with a body that is not central's answer`,
-  retryAfterMs: null, unreachable: true, shrink: false,
+  retryAfterMs: null, answeredBy: 'other', shrink: false,
 });
 /** A batch sent early, given up on because the batch it follows failed: not a failure of its own. */
 const NOT_AFTER_FAILURE: Failure = {
   kind: 'transient', code: 'out_of_order', message: 'the batch sent before it failed; both are sent again, in order',
-  retryAfterMs: null, unreachable: false, shrink: false,
+  retryAfterMs: null, answeredBy: 'central', shrink: false,
 };
 // A pull reads pages of about PULL_PAGE_ROWS changes (whole feed positions), at most MAX_PULL_PAGES of
 // them, before the engine pushes again. While a backlog drains it takes BUSY_PULL_PAGES pages of
@@ -78,7 +79,11 @@ export class SyncEngine implements SyncView {
   private error: TxError | null = null;
   private lastOk: string | null = null;
   private reachable: boolean | null = null;
+  /** While waiting after a failure: when the next attempt is due (wall clock, ISO), for /buffer-stats. */
+  private nextAttempt: string | null = null;
   private batchSize: number;
+  /** The most rows a pull page asks for: halved after a pull timed out or stalled, doubled after one got through. */
+  private pullRows = PULL_PAGE_ROWS;
   /** When the last pull ended (performance.now(): intervals are measured on the monotonic clock, so a step of the wall clock neither stops nor hurries pulls and backoffs). */
   private lastPull = Number.NEGATIVE_INFINITY;
   private loop: Promise<void> | null = null;
@@ -119,6 +124,9 @@ export class SyncEngine implements SyncView {
   }
   centralReachable() {
     return this.reachable;
+  }
+  nextAttemptAt() {
+    return this.nextAttempt;
   }
   edgeConflict() {
     return this.conflict;
@@ -214,8 +222,8 @@ export class SyncEngine implements SyncView {
             this.releaseOwed = true;
           },
         );
-        this.fail({ kind: 'transient', code: 'local', message: (err as Error).message, retryAfterMs: null, unreachable: false, shrink: false });
-        await this.sleep(this.o.retryMaxMs > 5000 ? 5000 : this.o.retryMaxMs);
+        this.fail({ kind: 'transient', code: 'local', message: (err as Error).message, retryAfterMs: null, answeredBy: null, shrink: false });
+        await this.waitToRetry(this.o.retryMaxMs > 5000 ? 5000 : this.o.retryMaxMs, false);
       }
     }
   }
@@ -223,9 +231,8 @@ export class SyncEngine implements SyncView {
   private fail(f: Failure): void {
     this.failures += 1;
     this.error = { code: f.code, message: f.message, at: new Date().toISOString() };
-    if (f.kind === 'transient' && f.unreachable) this.reachable = false;
-    // Central itself answered (a 500, a 429…): it is reachable, just not well.
-    else if (f.code.startsWith('http_')) this.reachable = true;
+    // Central itself answered (a 500, a 429, a 503 with its own error body…): it is reachable, just not well.
+    if (f.kind === 'transient' && f.answeredBy !== null) this.reachable = f.answeredBy === 'central';
     this.emit('error', f.code);
   }
 
@@ -255,21 +262,44 @@ export class SyncEngine implements SyncView {
     this.lastOk = new Date().toISOString();
   }
 
-  /** Waits out the backoff; while central is unreachable, a cheap /health probe ends the wait as soon as it answers. */
-  private async backoff(f: Extract<Failure, { kind: 'transient' }>): Promise<void> {
-    const delay = Math.max(backoffMs(this.failures, this.o.retryBaseMs, this.o.retryMaxMs, this.o.random), f.retryAfterMs ?? 0);
-    const until = performance.now() + delay;
-    const probe = this.o.probeMs ?? 1000;
-    while (!this.stopping && performance.now() < until) {
-      await this.sleep(Math.min(probe, until - performance.now()));
-      if (f.unreachable && !f.retryAfterMs && performance.now() < until && (await this.probe())) return;
+  /** Waits out the backoff (Retry-After, if longer, up to RETRY_MAX_MS). */
+  private backoff(f: Extract<Failure, { kind: 'transient' }>): Promise<void> {
+    const delay = retryDelayMs(this.failures, this.o.retryBaseMs, this.o.retryMaxMs, f.retryAfterMs, this.o.random);
+    // Probed only while central itself is not heard (no answer, or a gateway's or a portal's page): when
+    // central answered with a status (a 503, a Retry-After, a stalled body), its /health answering says
+    // nothing new, and ending the wait on it would only cut central's backoff short.
+    return this.waitToRetry(delay, f.answeredBy === 'nobody' || f.answeredBy === 'other');
+  }
+
+  /**
+   * Sleeps `ms` after a failure, showing when the next attempt is due
+   * (next_attempt_at). `probe`: central's /health answering ends the wait at
+   * once, so a link that comes back is used at once.
+   */
+  private async waitToRetry(ms: number, probe: boolean): Promise<void> {
+    const until = performance.now() + ms;
+    const every = this.o.probeMs ?? 1000;
+    this.nextAttempt = new Date(Date.now() + ms).toISOString();
+    try {
+      while (!this.stopping && performance.now() < until) {
+        await this.sleep(Math.min(every, until - performance.now()));
+        if (probe && performance.now() < until && (await this.probe())) return;
+      }
+    } finally {
+      this.nextAttempt = null;
     }
   }
 
+  /**
+   * Central's own /health answered. A 200 from anything else does not count: a captive portal answers
+   * 200 to everything, and ending the wait on it sent it a batch every second, whatever RETRY_BASE_MS
+   * and RETRY_MAX_MS said.
+   */
   private async probe(): Promise<boolean> {
     try {
       const r = await this.o.client.get('/health', null);
-      return r.status === 200;
+      const h = Health.safeParse(r.body);
+      return r.status === 200 && h.success && (h.data.status === 'healthy' || h.data.status === 'degraded');
     } catch {
       return false;
     }
@@ -451,11 +481,13 @@ export class SyncEngine implements SyncView {
       return f;
     }
     const since = this.o.replica.position();
-    let next = this.fetchPage(since, pageRows, backlog);
+    const rows = Math.min(pageRows, this.pullRows);
+    let next = this.fetchPage(since, rows, backlog);
     for (let page = 0; page < maxPages && !this.stopping; page++) {
       const got = await next;
       if ('err' in got) {
         const f = classifyError(got.err);
+        if (f.kind === 'transient' && f.shrink) this.shrinkPull(rows, f);
         if (!probing) this.fail(f);
         return f;
       }
@@ -481,7 +513,7 @@ export class SyncEngine implements SyncView {
       if (page === 0 && body.head !== undefined && body.head < since) return this.centralWentBack(body.head, since);
       // The page after this one starts where this one ends; ask for it now.
       if (body.more && page + 1 < maxPages && !this.stopping) {
-        next = this.fetchPage(body.position, pageRows, backlog);
+        next = this.fetchPage(body.position, rows, backlog);
         // Let the request leave before the synchronous apply below holds the event loop.
         await new Promise<void>((r) => setImmediate(r));
       }
@@ -494,9 +526,21 @@ export class SyncEngine implements SyncView {
       if (!body.more) break;
     }
     this.lastPull = performance.now();
+    this.pullRows = Math.min(PULL_PAGE_ROWS, this.pullRows * 2);
     this.succeed();
     await this.compact();
     return null;
+  }
+
+  /**
+   * A page that timed out or stalled: ask for half as many rows next time,
+   * as a timed-out batch is sent at half the size. A page still holds at
+   * least one whole feed position, which the body's own time limit (bytes
+   * must keep arriving, however slowly) lets through.
+   */
+  private shrinkPull(rows: number, f: Failure): void {
+    this.pullRows = Math.max(1, Math.floor(rows / 2));
+    this.o.log.warn({ code: f.code, message: f.message, page_rows: rows, next_page_rows: this.pullRows }, 'sync pull not applied');
   }
 
   /**
@@ -517,7 +561,7 @@ export class SyncEngine implements SyncView {
       '(restored from a backup, or failed over to a copy that was behind). The edge reads central\'s feed again from the start; what it synced since may be missing at central';
     this.o.log.error({ central_position: head, replica_position: replica }, message);
     this.o.replica.apply([], 0, new Set(), new Map());
-    const f: Failure = { kind: 'transient', code: 'central_behind', message, retryAfterMs: null, unreachable: false, shrink: false };
+    const f: Failure = { kind: 'transient', code: 'central_behind', message, retryAfterMs: null, answeredBy: 'central', shrink: false };
     this.fail(f);
     return f;
   }

@@ -8,10 +8,14 @@ export interface Reply {
   body: unknown;
 }
 
-/** The request never got an HTTP answer: refused, reset, DNS, or timed out. */
+/**
+ * The request failed on the way. `network`: refused, reset, DNS; `timeout`:
+ * no answer (no response headers) in time; `stalled`: central answered, but
+ * the body of its answer stopped arriving.
+ */
 export class TransportError extends Error {
   constructor(
-    readonly kind: 'network' | 'timeout',
+    readonly kind: 'network' | 'timeout' | 'stalled',
     message: string,
   ) {
     super(message);
@@ -32,10 +36,56 @@ export interface CentralClient {
  */
 export const SLOWEST_LINK_BYTES_PER_S = 32 * 1024;
 
-/** The time limit of a request that sends `bytes`. */
+/** The time limit of a request that sends `bytes`, until central's answer (its headers) arrives. */
 export const requestTimeoutMs = (timeoutMs: number, bytes: number): number => timeoutMs + Math.ceil((bytes / SLOWEST_LINK_BYTES_PER_S) * 1000);
 
-/** `always`: headers sent with every request (the edge's id). */
+/**
+ * Reads an answer's body for as long as its bytes keep coming, and calls
+ * `stalled` once none has arrived for `stallMs`. No overall limit: a feed
+ * page holds at least one whole position, however large, and with a flat
+ * limit a slow downlink could never read it, so the replica never advanced.
+ */
+async function readBody(body: ReadableStream<Uint8Array> | null, stallMs: number, stalled: () => void, got: { bytes: number }): Promise<string> {
+  if (!body) return '';
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    const seen = got.bytes;
+    // Decided after the event loop has polled the socket once more: a loop held by a long apply (the
+    // page before this one) must not pass for a link that sent nothing.
+    timer = setTimeout(() => setImmediate(() => got.bytes === seen && stalled()), stallMs);
+  };
+  try {
+    arm();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      got.bytes += value.byteLength;
+      arm();
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const parse = (text: string): unknown => {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return text;
+  }
+};
+
+/**
+ * `always`: headers sent with every request (the edge's id). `timeoutMs`
+ * (SYNC_TIMEOUT_MS) bounds the wait for central's answer (plus the time to
+ * send the request at 256 kbit/s), and then the wait for each next byte of
+ * its body, never the whole body.
+ */
 export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal, always: Record<string, string> = {}): CentralClient {
   const call = async (method: string, path: string, token: string | null, body?: unknown, extra: Record<string, string> = {}, cancel?: AbortSignal): Promise<Reply> => {
     const headers: Record<string, string> = { accept: 'application/json', ...always, ...extra };
@@ -43,30 +93,40 @@ export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal
     if (body !== undefined) headers['content-type'] = 'application/json';
     const sent = body === undefined ? undefined : JSON.stringify(body);
     const limitMs = sent === undefined ? timeoutMs : requestTimeoutMs(timeoutMs, Buffer.byteLength(sent));
-    const timeout = AbortSignal.timeout(limitMs);
+    const limit = new AbortController();
+    let why: 'timeout' | 'stalled' | null = null;
+    const expire = (reason: 'timeout' | 'stalled') => {
+      why = reason;
+      limit.abort();
+    };
+    const deadline = setTimeout(() => expire('timeout'), limitMs);
+    let status = 0;
+    const got = { bytes: 0 };
     try {
       const res = await fetch(baseUrl + path, {
         method,
         headers,
         body: sent,
-        signal: AbortSignal.any(cancel ? [timeout, stop, cancel] : [timeout, stop]),
+        signal: AbortSignal.any(cancel ? [limit.signal, stop, cancel] : [limit.signal, stop]),
       });
-      const text = await res.text();
-      let parsed: unknown = null;
-      try {
-        parsed = text ? JSON.parse(text) : null;
-      } catch {
-        parsed = text;
-      }
-      return { status: res.status, headers: res.headers, body: parsed };
+      clearTimeout(deadline);
+      status = res.status;
+      const text = await readBody(res.body, timeoutMs, () => expire('stalled'), got);
+      return { status: res.status, headers: res.headers, body: parse(text) };
     } catch (err) {
-      if (timeout.aborted) {
+      if (why === 'timeout') {
         throw new TransportError('timeout', limitMs === timeoutMs
-          ? `no answer from central within ${timeoutMs} ms`
+          ? `no answer from central within ${timeoutMs} ms (SYNC_TIMEOUT_MS)`
           : `no answer from central within ${limitMs} ms (SYNC_TIMEOUT_MS ${timeoutMs} ms, plus time to send the request at 256 kbit/s)`);
+      }
+      if (why === 'stalled') {
+        throw new TransportError('stalled', `central answered HTTP ${status}, but the rest of its answer stopped arriving: no byte for ${timeoutMs} ms ` +
+          `(SYNC_TIMEOUT_MS) after ${got.bytes} bytes of the body. The link to central stalls; the request is made again, asking for less`);
       }
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new TransportError('network', cause?.code ?? cause?.message ?? (err as Error).message);
+    } finally {
+      clearTimeout(deadline);
     }
   };
   return {

@@ -10,6 +10,10 @@
  *  - `{ delay: ms }`  forward both ways, each chunk `ms` late (order kept)
  *  - `{ rate: B }`    a slow uplink: the client's bytes reach upstream at B bytes/s, with backpressure
  *                     (the client's socket is paused while 64 KiB wait), answers at full speed
+ *  - `{ downRate: B }` a slow downlink: answers reach the client at B bytes/s, with backpressure
+ *                     (central's socket is paused while 64 KiB wait), requests at full speed
+ *  - `stall-body`     forward the request; of each connection's first answer forward its head and
+ *                     the first byte of its body, then nothing more (the connection stays open)
  *  - `reset-mid-body` forward the request's headers and half its body (half the
  *                     head for a request without body), then reset both sides
  *  - `drop-response`  forward the whole request; when central starts answering,
@@ -33,7 +37,8 @@ export interface CannedResponse {
 }
 
 export type FaultMode =
-  | 'pass' | 'refuse' | 'reset' | 'blackhole' | 'reset-mid-body' | 'drop-response' | { delay: number } | { rate: number } | { respond: CannedResponse };
+  | 'pass' | 'refuse' | 'reset' | 'blackhole' | 'reset-mid-body' | 'drop-response' | 'stall-body'
+  | { delay: number } | { rate: number } | { downRate: number } | { respond: CannedResponse };
 
 export const delay = (ms: number): FaultMode => ({ delay: ms });
 
@@ -49,7 +54,7 @@ export interface SeenRequest {
 }
 
 const modeName = (m: FaultMode) =>
-  typeof m === 'string' ? m : 'delay' in m ? `delay(${m.delay})` : 'rate' in m ? `rate(${m.rate})` : `respond(${m.respond.status})`;
+  typeof m === 'string' ? m : 'delay' in m ? `delay(${m.delay})` : 'rate' in m ? `rate(${m.rate})` : 'downRate' in m ? `downRate(${m.downRate})` : `respond(${m.respond.status})`;
 
 const STATUS_TEXT: Record<number, string> = { 200: 'OK', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
@@ -194,6 +199,20 @@ function throttledWriter(from: net.Socket, to: net.Socket, rate: number): (chunk
     queued += chunk.length;
     if (queued > 64 * 1024) from.pause();
     if (!timer) timer = setTimeout(pump, TICK_MS);
+  };
+}
+
+/** Passes an answer's head and the first byte of its body to `write`, then swallows everything after. */
+function stallAfterFirstByte(write: (chunk: Buffer) => void): (chunk: Buffer) => void {
+  let seen = Buffer.alloc(0);
+  let done = false;
+  return (chunk) => {
+    if (done) return;
+    seen = Buffer.concat([seen, chunk]);
+    const head = seen.indexOf('\r\n\r\n');
+    if (head < 0 || seen.length < head + 5) return;
+    done = true;
+    write(seen.subarray(0, head + 5));
   };
 }
 
@@ -405,7 +424,9 @@ export class FaultProxy {
     const lag = typeof mode === 'object' && 'delay' in mode ? mode.delay : 0;
     const rate = typeof mode === 'object' && 'rate' in mode ? mode.rate : 0;
     const toUpstream = rate ? throttledWriter(client, upstream, rate) : lag ? delayedWriter(upstream, lag) : (chunk: Buffer) => upstream.write(chunk);
-    const toClient = lag ? delayedWriter(client, lag) : (chunk: Buffer) => client.write(chunk);
+    const downRate = typeof mode === 'object' && 'downRate' in mode ? mode.downRate : 0;
+    const toClient = downRate ? throttledWriter(upstream, client, downRate) : lag ? delayedWriter(client, lag) : (chunk: Buffer) => client.write(chunk);
+    const stall = mode === 'stall-body' ? stallAfterFirstByte(toClient) : null;
 
     client.on('data', (chunk: Buffer) => {
       if (mode === 'reset-mid-body') {
@@ -424,12 +445,14 @@ export class FaultProxy {
         return;
       }
       if (mode === 'reset-mid-body') return;
-      toClient(chunk);
+      if (stall) stall(chunk);
+      else toClient(chunk);
     });
     client.on('end', () => {
       if (mode !== 'reset-mid-body') upstream.end();
     });
     upstream.on('end', () => {
+      if (stall) return; // the stalled answer never ends
       if (lag) setTimeout(() => client.end(), lag);
       else client.end();
     });

@@ -46,6 +46,11 @@ CREATE INDEX IF NOT EXISTS raw_data_file_obs ON raw_data_file (executed_obs_unit
 CREATE INDEX IF NOT EXISTS raw_data_file_pkg ON raw_data_file (raw_data_package_id);
 CREATE TABLE IF NOT EXISTS user_preference (
   user_id INTEGER PRIMARY KEY, preferences TEXT NOT NULL, updated_at TEXT NOT NULL, origin_seq INTEGER, created_seq INTEGER);
+-- A buffered update of a row this store did not hold yet (an edge rebuilt on an empty disk, a row of
+-- central's not pulled yet): applied on top of the row when the replica brings it.
+CREATE TABLE IF NOT EXISTS deferred_update (
+  table_name TEXT NOT NULL, row_key TEXT NOT NULL, seq INTEGER NOT NULL, step TEXT NOT NULL, at TEXT NOT NULL,
+  PRIMARY KEY (table_name, row_key, seq));
 CREATE TABLE IF NOT EXISTS data_transfer (
   id TEXT PRIMARY KEY, raw_data_package_id TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL,
   status TEXT NOT NULL, bytes_transferred INTEGER NOT NULL DEFAULT 0, started_at TEXT, finished_at TEXT, created_at TEXT NOT NULL);

@@ -214,16 +214,51 @@ export class LocalStore implements ReplicaSink {
     const cols = ENTITY_COLUMNS[table]!;
     const key = ENTITY_KEY[table]!;
     if (step.op === 'update') {
-      const sets = Object.keys(step.data).filter((c) => cols.includes(c) && c !== key);
-      const stamp = cols.includes('updated_at') ? ', updated_at = @__at' : '';
-      const params: Row = { __id: step.id, __seq: seq, __at: at };
-      for (const c of sets) params[c] = toSql(step.data[c]);
-      this.sql(`UPDATE ${table} SET ${sets.map((c) => `${c} = @${c}`).join(', ')}${sets.length ? ',' : ''} origin_seq = @__seq${stamp} WHERE ${key} = @__id`)
-        .run(params);
+      if (this.updateRow(step, seq, at) === 0) {
+        // Not here yet: kept until the replica brings the row (see applyDeferred).
+        this.sql('INSERT OR REPLACE INTO deferred_update (table_name, row_key, seq, step, at) VALUES (?, ?, ?, ?, ?)')
+          .run(table, String(step.id), seq, JSON.stringify(step), at);
+      }
       return;
     }
     if (step.op === 'bulk_create') for (const data of step.rows) this.insertRow(table, cols, key, data, seq, at);
     else this.insertRow(table, cols, key, { ...step.data, [key]: step.id }, seq, at);
+  }
+
+  /** A buffered update's step on its row, as written by transaction `seq` at `at`; returns the rows changed (0: not here). */
+  private updateRow(step: Exclude<Step, { op: 'bulk_create' }>, seq: number, at: string): number {
+    const table = step.table;
+    const cols = ENTITY_COLUMNS[table]!;
+    const key = ENTITY_KEY[table]!;
+    const sets = Object.keys(step.data).filter((c) => cols.includes(c) && c !== key);
+    const stamp = cols.includes('updated_at') ? ', updated_at = @__at' : '';
+    const params: Row = { __id: step.id, __seq: seq, __at: at };
+    for (const c of sets) params[c] = toSql(step.data[c]);
+    return this.sql(`UPDATE ${table} SET ${sets.map((c) => `${c} = @${c}`).join(', ')}${sets.length ? ',' : ''} origin_seq = @__seq${stamp} WHERE ${key} = @__id`)
+      .run(params).changes;
+  }
+
+  /** Seqs of buffered updates waiting for rows these changes bring (see deferred_update). */
+  deferredSeqs(changes: Change[]): number[] {
+    if (this.sql('SELECT 1 FROM deferred_update LIMIT 1').get() === undefined) return [];
+    const out: number[] = [];
+    for (const c of changes) {
+      if (!c.row || !ENTITY_KEY[c.table]) continue;
+      for (const r of this.sql('SELECT seq FROM deferred_update WHERE table_name = ? AND row_key = ?').all(c.table, c.key) as { seq: number }[]) out.push(r.seq);
+    }
+    return out;
+  }
+
+  /**
+   * Read-your-writes for a row that arrives after its update was buffered:
+   * the updates it waited for go on top of central's copy, in seq order, but
+   * not those in `skip` (discarded: they never reach central).
+   */
+  private applyDeferred(table: string, rowKey: string, skip: ReadonlySet<number>): void {
+    const rows = this.sql('SELECT seq, step, at FROM deferred_update WHERE table_name = ? AND row_key = ? ORDER BY seq').all(table, rowKey) as { seq: number; step: string; at: string }[];
+    if (rows.length === 0) return;
+    for (const r of rows) if (!skip.has(r.seq)) this.updateRow(JSON.parse(r.step), r.seq, r.at);
+    this.sql('DELETE FROM deferred_update WHERE table_name = ? AND row_key = ?').run(table, rowKey);
   }
 
   /**
@@ -376,7 +411,7 @@ export class LocalStore implements ReplicaSink {
   }
 
   /** Applies a page of the change feed and its position in one transaction. */
-  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>): void {
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred: ReadonlySet<number> = new Set()): void {
     this.referenceStale = true;
     this.db.transaction(() => {
       for (const c of changes) {
@@ -388,6 +423,7 @@ export class LocalStore implements ReplicaSink {
           if (now !== null && now !== origins.get(k)) continue;
         }
         this.applyChange(c);
+        if (key && c.row) this.applyDeferred(c.table, c.key, skipDeferred);
       }
       this.setMeta('replica_position', String(position));
       this.setMeta('last_pull_at', new Date().toISOString());

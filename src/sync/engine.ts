@@ -522,7 +522,10 @@ export class SyncEngine implements SyncView {
       // A row whose last local change is still on its way (or failed, for an operator to retry) keeps it;
       // one whose change was synced, or discarded, takes central's copy.
       const keep = new Set([...origins].filter(([, seq]) => LOCAL_CHANGE_STANDS.has(states.get(seq))).map(([k]) => k));
-      this.o.replica.apply(body.changes, body.position, keep, origins);
+      const deferred = this.o.replica.deferredSeqs?.(body.changes) ?? [];
+      const deferredStates = deferred.length ? await this.o.buffer.states(deferred) : new Map<number, TxState>();
+      const discarded = new Set(deferred.filter((s) => deferredStates.get(s) === 'discarded'));
+      this.o.replica.apply(body.changes, body.position, keep, origins, discarded);
       if (!body.more) break;
     }
     this.lastPull = performance.now();

@@ -12,7 +12,13 @@ export interface ReplicaSink {
    * so does any row whose origin seq is no longer the one `origins` saw (a
    * local write landed while the engine looked up states).
    */
-  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>): void;
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred?: ReadonlySet<number>): void;
+  /**
+   * Seqs of buffered updates of rows these changes bring, which the store
+   * did not hold when the updates were written: applied on top of central's
+   * copy as it arrives, except those in `skipDeferred` (discarded).
+   */
+  deferredSeqs?(changes: Change[]): number[];
   /**
    * Records that these seqs were applied at central, before they are
    * compacted out of the buffer: a buffer later found behind the local store

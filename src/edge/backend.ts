@@ -155,17 +155,19 @@ export class EdgeBackend implements OpsBackend {
     // At or under the limit (with MIN_FREE_DISK_BYTES=0: a full disk).
     const diskLow = (await this.d.committer.freeDisk()) <= this.d.minFreeDiskBytes;
     const localBehind = this.d.committer.localBehind() !== null;
+    const storageFull = this.d.committer.storageFull();
     const lost = unacceptedLoss(lostSeqs(this.d.local)) > 0;
     const refusing = this.d.refusing();
     const localGone = this.d.localGone();
-    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || refusing !== null || localGone !== null || localBehind || this.d.sync.edgeConflict() !== null;
+    const trouble = sync === 'paused' || this.d.sync.consecutiveFailures() > 0 || (stats?.failed ?? 0) > 0 || (stats?.blocked ?? 0) > 0 || diskLow || lost || refusing !== null || localGone !== null || localBehind || storageFull !== null || this.d.sync.edgeConflict() !== null;
     const status = !stats ? 'unhealthy' : full >= 0.9 || trouble ? 'degraded' : 'healthy';
     return {
       status: status as 'healthy' | 'degraded' | 'unhealthy',
       site: { name: this.siteName, type: this.siteType },
       database: this.d.buffer.backend === 'sqlite' && refusing ? `connected (refusing writes: ${refusing})`
         : localGone ? `connected (${localGone}: a restart would lose local accounts and the site token set with PUT)` : 'connected',
-      redis: this.d.buffer.backend === 'redis' && !stats ? 'unreachable' : this.d.redis(),
+      redis: this.d.buffer.backend === 'redis' && !stats ? 'unreachable'
+        : this.d.buffer.backend === 'redis' && storageFull ? `connected (out of memory: ${storageFull})` : this.d.redis(),
       // Unknown while the buffer cannot be read: null, never a reassuring 0.
       transaction_buffer: {
         size: stats ? stats.pending + stats.in_flight + stats.blocked : null,

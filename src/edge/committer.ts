@@ -62,6 +62,8 @@ export class GroupCommitter {
   private localRetry = { timer: null as NodeJS.Timeout | null, running: false, again: false, delayMs: LOCAL_RETRY_MS.first, closed: false };
   /** Why writes answered 201 are not readable here yet (the local store did not take them), or null. */
   private behind: string | null = null;
+  /** Set while appends fail: what was logged, and when (the same failure is logged once a minute, not per group). */
+  private failing: { message: string; at: number; full: boolean } | null = null;
   /**
    * Bytes the buffer holds, as last read plus what was appended since. Only
    * appends make it grow, so it is never below the truth; it is read again
@@ -153,6 +155,21 @@ export class GroupCommitter {
   /** Read-your-writes: applies a durable group to the local view, and logs what could not be. */
   private async applyLocally(stored: BufferedTransaction[]): Promise<void> {
     this.report(stored, await applyOrCatchUp(this.buffer, this.local, stored));
+  }
+
+  /** Why new writes are refused with 507 by the storage itself (a full disk, Redis out of memory), until one is stored; or null. */
+  storageFull(): string | null {
+    return this.failing?.full ? this.failing.message : null;
+  }
+
+  /** Logs a failed append once per minute while the same failure lasts: one line per group would flood the log. */
+  private appendFailed(err: unknown, full: boolean): void {
+    const message = (err as Error)?.message ?? String(err);
+    const now = performance.now();
+    if (this.failing?.message !== message || now - this.failing.at > 60_000) {
+      this.log.error({ err }, 'buffer append failed');
+      this.failing = { message, at: now, full };
+    }
   }
 
   /** Why some writes answered 201 are not readable at this edge yet, until the local store catches up; or null. */
@@ -302,6 +319,10 @@ export class GroupCommitter {
         return this.appendAndApply(txs);
       });
       this.held.bytes += admitted.bytes;
+      if (this.failing) {
+        this.log.info({ problem: this.failing.message }, 'buffer appends work again');
+        this.failing = null;
+      }
       this.groups.count += 1;
       this.groups.transactions += stored.length;
       this.onCommit();
@@ -316,7 +337,7 @@ export class GroupCommitter {
         return ANSWERED;
       }
       if (accepted.length > 0 && (await this.landed(accepted))) return ANSWERED;
-      this.log.error({ err }, 'buffer append failed');
+      this.appendFailed(err, storageFull(err));
       if (err instanceof OutcomeUnknownError && accepted.length > 0) {
         // The storage stopped mid-commit: the write may be on disk. Say so, and how to find out, so a
         // client does not send it again as a new transaction.
@@ -332,7 +353,7 @@ export class GroupCommitter {
       if (storageFull(err)) {
         const full = new InsufficientStorageError(
           `The ${this.buffer.backend === 'redis' ? 'Redis server holding the buffer is out of memory' : 'disk under the buffer is full'}; nothing was stored, and nothing accepted is lost. New writes are refused until space is freed`,
-          { min_free_disk_bytes: this.limits.minFreeDiskBytes },
+          this.buffer.backend === 'redis' ? { backend: 'redis', problem: (err as Error).message } : { min_free_disk_bytes: this.limits.minFreeDiskBytes },
         );
         for (const item of accepted.length ? accepted : group) item.reject(full);
         return ANSWERED;

@@ -107,8 +107,10 @@ export interface Behind {
  * lost; null when it is not behind. Changes nothing.
  */
 export async function bufferBehind(buffer: TransactionBuffer, local: LocalStore, seen = 0): Promise<Behind | null> {
+  // The local store first: a group appended and applied between the two reads then cannot pass for a loss.
+  const appliedHere = local.appliedSeq();
   const last = (await buffer.stats()).last_seq;
-  const applied = Math.max(local.appliedSeq(), seen);
+  const applied = Math.max(appliedHere, seen);
   if (applied <= last) return null;
   const lost = unsynced(local, last + 1, applied).map(([from, to]) => ({ from, to, buffer_last: last, applied }));
   return { last, applied, lost };

@@ -153,8 +153,15 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
       maxTransactionBytes: Math.max(1024, config.maxBodyBytes - 64 * 1024),
     });
     // A file removed under the daemon is logged once when seen, writes or not (the buffer's check refuses them).
+    // A buffer that lost what it held (Redis emptied or restarted without its data) is found the same way,
+    // not only at the next write: /health and the records' sync_status say so while the edge is idle.
     const told = new Set<string>();
+    let looking = false;
     watchFiles = setInterval(() => {
+      if (!looking) {
+        looking = true;
+        void detectLostSeqs(buffer, local).then(logLoss, () => {}).finally(() => (looking = false));
+      }
       const noted = [
         [buffer.backend === 'sqlite' ? refusing() : null, 'the buffer file was removed or replaced: new writes are refused'],
         [localGuard.problem(), 'the local store file was removed or replaced: a restart would lose local accounts and the site token set with PUT; writes go on'],

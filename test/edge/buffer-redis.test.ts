@@ -141,6 +141,49 @@ describe('RedisBuffer when the server\'s durability changes while it runs', () =
     }
   });
 
+  it('does not take a Redis busy with a long script for one that may lose writes', async () => {
+    const changes: (string | null)[] = [];
+    const b = await RedisBuffer.open({
+      url: server.url, keyPrefix: redisKeyPrefix('busy'), durabilityCheckMs: 0, onDurabilityChange: (n) => changes.push(n),
+    });
+    const blocker = new Redis(server.url, { maxRetriesPerRequest: 0 });
+    // Connected before Redis is busy: a new connection's ready check would get BUSY too.
+    const admin = new Redis(server.url, { maxRetriesPerRequest: 0 });
+    admin.on('error', () => {});
+    try {
+      await admin.config('SET', 'busy-reply-threshold', '100');
+      await blocker.ping();
+      // A read-only script that runs until killed: Redis answers everyone else BUSY meanwhile.
+      const running = blocker.eval('while true do end', 0).catch(() => null);
+      await new Promise((r) => setTimeout(r, 300));
+      await assert.rejects(b.append([tx()]), (err: Error) => {
+        assert.ok(err instanceof BufferUnavailableError && !(err instanceof BufferNotDurableError), `${err.constructor.name}: ${err.message}`);
+        return true;
+      });
+      assert.equal(b.refusingWrites, false, 'not refusing on durability grounds');
+      assert.deepEqual(changes, [], 'no durability change reported');
+      await admin.call('SCRIPT', 'KILL');
+      await running;
+      await until('appends again', async () => (await b.append([tx()]).then(() => true, () => false)), 10_000);
+    } finally {
+      blocker.disconnect();
+      await admin.config('SET', 'busy-reply-threshold', '5000').catch(() => {});
+      admin.disconnect();
+      await b.close();
+    }
+  });
+
+  it('refuses a maxmemory-policy that evicts keys with a TTL: the receipts of synced writes', async () => {
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix: redisKeyPrefix('volatile'), durabilityCheckMs: 0 });
+    try {
+      await withClient(server.url, (r) => r.config('SET', 'maxmemory-policy', 'volatile-lru'));
+      await assert.rejects(b.append([tx()]), /maxmemory-policy is volatile-lru \(Redis may evict the receipts of synced transactions\)/);
+    } finally {
+      await withClient(server.url, (r) => r.config('SET', 'maxmemory-policy', 'noeviction'));
+      await b.close();
+    }
+  });
+
   it('looks at the settings again on a new connection, before its first append', async () => {
     const keyPrefix = redisKeyPrefix('restarted');
     // An hour between looks: only the reconnection can make it look again.

@@ -14,6 +14,17 @@ import { join } from 'node:path';
 import { startTestEdge, edgeDataDir, type TestEdge } from '../support/edge.js';
 import { startRedisServer, tempDir } from '../support/services.js';
 import { runCli } from '../support/cli.js';
+import { until } from '../support/daemon.js';
+import { Redis } from 'ioredis';
+
+async function withRedis<T>(url: string, fn: (r: Redis) => Promise<T>): Promise<T> {
+  const r = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    return await fn(r);
+  } finally {
+    r.disconnect();
+  }
+}
 
 const edges: TestEdge[] = [];
 after(async () => {
@@ -127,6 +138,24 @@ describe('a buffer behind the local store', { timeout: 120_000 }, () => {
       assert.equal((await e.anonymous.get('/buffer-stats')).body.lost_transactions, 2);
       assert.equal((await e.anonymous.get('/health')).body.status, 'degraded');
       for (const o of gone) assert.equal((await e.admin.get(`/executed_obs_units/${o.id}`)).body.sync_status, 'failed');
+      await stop(e);
+    } finally {
+      await redis.stop().catch(() => {});
+      await dir.cleanup();
+    }
+  });
+
+  it('Redis emptied while the edge is idle: noticed within seconds, with no write needed', async () => {
+    const dir = await tempDir('behind-redis-idle');
+    const redis = await startRedisServer(join(dir.path, 'redis'));
+    try {
+      const e = await startTestEdge('behind-redis-idle', { overrides: { BUFFER_BACKEND: 'redis', REDIS_URL: redis.url } });
+      edges.push(e);
+      const gone = [await startObs(e, 1), await startObs(e, 2)];
+      await withRedis(redis.url, (r) => r.flushall());
+      await until('the loss reported', async () => (await e.anonymous.get('/buffer-stats')).body.lost_transactions === 2, 10_000);
+      assert.equal((await e.anonymous.get('/health')).body.status, 'degraded');
+      for (const o of gone) assert.equal((await e.admin.get(`/executed_obs_units/${o.id}`)).body.sync_status, 'failed', 'not "synced"');
       await stop(e);
     } finally {
       await redis.stop().catch(() => {});

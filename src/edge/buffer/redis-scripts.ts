@@ -26,7 +26,9 @@ local function move(seq, from, to, now)
 end
 -- True when the transaction's depends_on names a seq in set (keyed by seq string).
 local function dependsOn(seq, set)
-  for _, d in ipairs(cjson.decode(field(seq, 'depends_on'))) do
+  local raw = field(seq, 'depends_on')
+  if raw == '[]' then return false end
+  for _, d in ipairs(cjson.decode(raw)) do
     if set[tostring(d)] then return true end
   end
   return false
@@ -133,9 +135,11 @@ return out
 
 // SETTLE: outcomes in seq order, only for in-flight transactions (idempotent); a failure blocks its
 // unsynced dependents transitively, and a rejected/retried child of a parent failed in this call is blocked.
+// The dependents are found in one pass over the backlog after the last failure, not one per failure: with
+// a large backlog, a batch of rejections would otherwise hold Redis for minutes.
 const SETTLE_LUA = `
 local now, n = ARGV[2], tonumber(ARGV[3])
-local stuck = {}
+local stuck, first = {}, nil
 for i = 0, n - 1 do
   local a = 4 + i * 4
   local seq, outcome, err, result = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -152,12 +156,15 @@ for i = 0, n - 1 do
     if to == 'synced' then redis.call('HINCRBY', K('counters'), 'applied_total', 1) end
     if to == 'failed' or to == 'blocked' then
       stuck[seq] = true
-      for _, row in ipairs(unsyncedAfter(seq)) do
-        if dependsOn(row[1], stuck) then
-          stuck[row[1]] = true
-          if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
-        end
-      end
+      if not first or tonumber(seq) < first then first = tonumber(seq) end
+    end
+  end
+end
+if first then
+  for _, row in ipairs(unsyncedAfter(first)) do
+    if not stuck[row[1]] and dependsOn(row[1], stuck) then
+      stuck[row[1]] = true
+      if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
     end
   end
 end

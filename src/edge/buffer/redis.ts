@@ -130,6 +130,8 @@ function gapsOf(cfg: Record<string, string>): string[] {
   if (cfg.appendonly !== 'yes') gaps.push(`appendonly is ${cfg.appendonly ?? 'unknown'} (writes are not logged to disk)`);
   if (cfg.appendfsync !== 'always') gaps.push(`appendfsync is ${cfg.appendfsync ?? 'unknown'} (a crash can lose acknowledged writes not yet fsynced)`);
   if (cfg['maxmemory-policy']?.startsWith('allkeys-')) gaps.push(`maxmemory-policy is ${cfg['maxmemory-policy']} (Redis may evict buffered transactions)`);
+  // Receipts are the keys with a TTL: evicted, a synced write reads 404, "not kept", and is sent again.
+  if (cfg['maxmemory-policy']?.startsWith('volatile-')) gaps.push(`maxmemory-policy is ${cfg['maxmemory-policy']} (Redis may evict the receipts of synced transactions)`);
   return gaps;
 }
 
@@ -249,7 +251,10 @@ export class RedisBuffer implements TransactionBuffer {
       note = noteOf(this.where, gapsOf(await persistenceSettings(this.redis)));
     } catch (err) {
       // Redis not answering is the append's own failure to come; a server that answers but refuses CONFIG is a gap.
-      if (!(err instanceof ReplyError)) throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
+      // One busy running a long script, or still loading its data, says nothing about its settings.
+      if (!(err instanceof ReplyError) || /^(BUSY|LOADING)\b/.test((err as Error).message)) {
+        throw new BufferUnavailableError(`Redis buffer at ${this.where}: ${(err as Error).message}`, { cause: err });
+      }
       note = noteOf(this.where, [unreadable(err)]);
     }
     this.checked = { connection, at: performance.now() };

@@ -305,17 +305,19 @@ export class SqliteBuffer implements TransactionBuffer {
         });
         this.shift('in_flight', to, row.bytes);
         if (to === 'synced') this.stmt.bump.run(1, 'applied_total');
-        if (to === 'failed' || to === 'blocked') {
-          failedNow.add(o.seq);
-          this.blockDependents(o.seq, failedNow, now);
-        }
+        if (to === 'failed' || to === 'blocked') failedNow.add(o.seq);
       }
+      if (failedNow.size > 0) this.blockDependents(Math.min(...failedNow), failedNow, now);
     });
   }
 
-  /** Marks every not-yet-sent transaction depending (transitively) on `seq` as blocked. */
-  private blockDependents(seq: number, stuck: Set<number>, now: string): void {
-    for (const d of this.stmt.dependents.all(seq) as Row[]) {
+  /**
+   * Marks every not-yet-sent transaction after `from` depending (transitively) on one in `stuck` as
+   * blocked: one pass over the backlog for all of a call's failures, not one per failure.
+   */
+  private blockDependents(from: number, stuck: Set<number>, now: string): void {
+    for (const d of this.stmt.dependents.all(from) as Row[]) {
+      if (stuck.has(d.seq) || d.depends_on === '[]') continue;
       const deps = JSON.parse(d.depends_on) as number[];
       if (!deps.some((p) => stuck.has(p))) continue;
       stuck.add(d.seq);

@@ -453,8 +453,7 @@ export class LocalStore implements ReplicaSink {
     }
     if (c.table === 'user') {
       if (!row) return;
-      // A central account takes its name; a local account of the same name steps aside.
-      this.sql(`UPDATE user SET username = username || '@local' WHERE username = ? AND id <> ? AND local = 1`).run(row.username, row.id);
+      this.freeUsername(String(row.username), Number(row.id));
       this.upsert('user', 'id', { ...row, local: 0 });
       return;
     }
@@ -472,6 +471,23 @@ export class LocalStore implements ReplicaSink {
       if (row) this.upsert(c.table, 'id', row);
       else this.sql(`DELETE FROM ${c.table} WHERE id = ?`).run(Number(c.key));
     }
+  }
+
+  /**
+   * A central account takes its name here. Another row holding it steps
+   * aside under a name nobody has: a local account becomes `name@local` (or
+   * `name@local2`, …), and a central one (renamed or deleted at central,
+   * its own change not here yet) `name@stale-ID` until that change comes.
+   * A name already taken must not fail the page: the whole feed, token
+   * revocations included, would stop at it for good.
+   */
+  private freeUsername(name: string, id: number): void {
+    const holder = this.sql('SELECT id, local FROM user WHERE username = ? AND id <> ?').get(name, id) as { id: number; local: number } | undefined;
+    if (!holder) return;
+    const taken = (n: string) => this.sql('SELECT 1 FROM user WHERE username = ?').get(n) !== undefined;
+    let next = holder.local ? `${name}@local` : `${name}@stale-${holder.id}`;
+    for (let i = 2; taken(next); i++) next = holder.local ? `${name}@local${i}` : `${name}@stale-${holder.id}-${i}`;
+    this.sql('UPDATE user SET username = ? WHERE id = ?').run(next, holder.id);
   }
 
   close(): void {

@@ -458,8 +458,13 @@ export class LocalStore implements ReplicaSink {
       return;
     }
     if (c.table === 'api_token') {
+      if (!row) return;
+      // A revoked token stays revoked. Revoked here (while the link was down, for a token thought
+      // stolen), it must not come back with the next copy from central: a later change of the row, or
+      // the whole feed read again after central went back to a backup. Central never revives a token.
+      const was = this.sql('SELECT is_active FROM api_token WHERE id = ?').get(Number(c.key)) as { is_active: number } | undefined;
       // Use counts are kept per site; central's copy only says whether the token may be used.
-      if (row) this.upsert('api_token', 'id', { ...row, local: 0 }, ['last_used_at', 'usage_count']);
+      this.upsert('api_token', 'id', { ...row, local: 0, ...(was?.is_active === 0 ? { is_active: 0 } : {}) }, ['last_used_at', 'usage_count']);
       return;
     }
     const key = ENTITY_KEY[c.table];

@@ -4,8 +4,7 @@
 // backup) made it work again. A revoked token now stays revoked at the edge.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestCentral } from '../support/central.js';
-import { startTestEdge } from '../support/edge.js';
+import { startCentralAndEdge } from '../support/edge.js';
 import { client } from '../support/http.js';
 import { until } from '../support/daemon.js';
 
@@ -16,13 +15,8 @@ describe('a central token revoked at the edge', () => {
   });
 
   it('stays revoked when the edge reads central\'s feed again', { timeout: 60_000 }, async () => {
-    const central = await startTestCentral('revoked-stays', { LOG_LEVEL: 'silent' });
-    stops.push(() => central.stop());
-    const token = (await central.admin.post('/api/sites/', { body: { name: 'rvs' } })).body.token as string;
-    const edge = await startTestEdge('revoked-stays', {
-      seed: false, overrides: { SITE_NAME: 'rvs', CENTRAL_URL: central.url, SITE_TOKEN: token, SYNC_INTERVAL_MS: 50, RETRY_BASE_MS: 20, RETRY_MAX_MS: 200 },
-    });
-    stops.push(() => edge.stop());
+    const { central, edge, stop } = await startCentralAndEdge('revoked-stays', 'rvs');
+    stops.push(stop);
     const leaked = await central.as(['admin'], 'leaked');
     const atEdge = client(edge.url, leaked.token);
     await until('the token works at the edge', async () => (await atEdge.get('/auth/me')).status === 200, 20_000);
@@ -37,7 +31,7 @@ describe('a central token revoked at the edge', () => {
       const s = (await edge.anonymous.get('/buffer-stats')).body;
       return s.last_sync_at !== before && edge.running.local.position() > 1 ? s : null;
     }, 20_000);
-    assert.equal(edge.running.local.db.prepare('SELECT is_active FROM api_token WHERE id = ?').get(rows[0].id)?.is_active, 0);
+    assert.equal((edge.running.local.db.prepare('SELECT is_active FROM api_token WHERE id = ?').get(rows[0].id) as { is_active: number }).is_active, 0);
     assert.equal((await atEdge.get('/auth/me')).status, 401, 'still revoked');
     assert.equal((await edge.admin.get('/auth/me')).status, 200, 'the others as they were');
   });

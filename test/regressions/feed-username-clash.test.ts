@@ -5,8 +5,7 @@
 // (a user deleted or renamed at central). The row stepping aside now gets a name nobody has.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestCentral } from '../support/central.js';
-import { startTestEdge } from '../support/edge.js';
+import { startCentralAndEdge } from '../support/edge.js';
 import { client } from '../support/http.js';
 import { until } from '../support/daemon.js';
 
@@ -17,13 +16,8 @@ describe('a central account whose name is taken at the edge', () => {
   });
 
   it('takes it without stopping the feed: a revocation still arrives', { timeout: 60_000 }, async () => {
-    const central = await startTestCentral('name-clash', { LOG_LEVEL: 'silent' });
-    stops.push(() => central.stop());
-    const token = (await central.admin.post('/api/sites/', { body: { name: 'clash' } })).body.token as string;
-    const edge = await startTestEdge('name-clash', {
-      seed: false, overrides: { SITE_NAME: 'clash', CENTRAL_URL: central.url, SITE_TOKEN: token, SYNC_INTERVAL_MS: 50, RETRY_BASE_MS: 20, RETRY_MAX_MS: 200 },
-    });
-    stops.push(() => edge.stop());
+    const { central, edge, stop } = await startCentralAndEdge('name-clash', 'clash');
+    stops.push(stop);
     const leaked = await central.as(['admin'], 'leaked');
     const atEdge = client(edge.url, leaked.token);
     await until('the central token works at the edge', async () => (await atEdge.get('/auth/me')).status === 200, 20_000);

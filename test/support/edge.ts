@@ -80,3 +80,24 @@ export type EdgeProcess = DaemonProcess;
 
 /** Starts `opsdb serve` as an edge (a real process) and waits until it listens. */
 export const spawnEdge = (env: Record<string, string>, timeoutMs = 20_000): Promise<EdgeProcess> => spawnDaemon('secondary', env, timeoutMs);
+
+/** Sync settings that make a test edge talk to central every 50 ms and retry within 200 ms. */
+export const FAST_SYNC = { SYNC_INTERVAL_MS: 50, RETRY_BASE_MS: 20, RETRY_MAX_MS: 200 } as const;
+
+/**
+ * A real central with `site` registered, and an in-process edge of that site
+ * syncing to it (no local seed: reference data comes from central). `stop`
+ * stops both, edge first.
+ */
+export async function startCentralAndEdge(label: string, site: string) {
+  const { startTestCentral } = await import('./central.js');
+  const central = await startTestCentral(label, { LOG_LEVEL: 'silent' });
+  try {
+    const token = (await central.admin.post('/api/sites/', { body: { name: site } })).body.token as string;
+    const edge = await startTestEdge(label, { seed: false, overrides: { ...FAST_SYNC, SITE_NAME: site, CENTRAL_URL: central.url, SITE_TOKEN: token } });
+    return { central, edge, stop: async () => { await edge.stop(); await central.stop(); } };
+  } catch (err) {
+    await central.stop();
+    throw err;
+  }
+}

@@ -120,12 +120,16 @@ export class LocalAccounts implements TokenAdmin {
   async createToken(userId: number, input: CreateTokenInput) {
     if (!this.sql('SELECT 1 FROM user WHERE id = ?').get(userId)) throw new NotFoundError(`User ${userId} not found`);
     const t = generateToken();
-    const id = this.nextLocalId('api_token');
-    this.sql(
-        `INSERT INTO api_token (id, user_id, name, token_hash, prefix, scopes, expires_at, created_at, local)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`,
-      )
-      .run(id, userId, input.name, t.hash, t.prefix, JSON.stringify(input.scopes), input.expires_at ?? null, new Date().toISOString());
+    // Picking the id and inserting in one write transaction: `opsdb token create` and the daemon may both be at it.
+    const id = this.db.transaction(() => {
+      const next = this.nextLocalId('api_token');
+      this.sql(
+          `INSERT INTO api_token (id, user_id, name, token_hash, prefix, scopes, expires_at, created_at, local)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+        )
+        .run(next, userId, input.name, t.hash, t.prefix, JSON.stringify(input.scopes), input.expires_at ?? null, new Date().toISOString());
+      return next;
+    }).immediate();
     return { ...(await this.getToken(id))!, token: t.token };
   }
 

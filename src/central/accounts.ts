@@ -1,9 +1,46 @@
 /** Users, roles and API tokens in PostgreSQL. */
-import type { Pool } from './db.js';
+import type { Pool, Client } from './db.js';
 import type { TokenAdmin } from '../lib/api/backend.js';
 import type { Role, CreateTokenInput } from '../lib/api/schemas.js';
 import { generateToken, type TokenRecord } from '../lib/auth.js';
-import { ConflictError, NotFoundError } from '../lib/errors.js';
+import { ConflictError, NotFoundError, ValidationError } from '../lib/errors.js';
+
+/**
+ * `site-NAME` is the account of site NAME (`opsdb site add`): a human user
+ * may not take such a name, or the site could never be registered (or,
+ * before this was checked, its "site token" was that user's).
+ */
+export const SITE_ACCOUNT_PREFIX = 'site-';
+export const isSiteAccountName = (username: string): boolean => username.toLowerCase().startsWith(SITE_ACCOUNT_PREFIX);
+
+/**
+ * The site account of a site being registered, made in the caller's
+ * transaction (the one that inserts the site row): user `site-NAME` with the
+ * `site` role and one token. A user of that name already there is a 409 and
+ * the caller's transaction (site row included) rolls back: an existing
+ * account never becomes a site's.
+ */
+export async function createSiteAccount(c: Client, site: string): Promise<{ userId: number; token: string }> {
+  const username = `${SITE_ACCOUNT_PREFIX}${site}`;
+  const { rows } = await c.query<{ id: number }>(
+    `INSERT INTO "user" (username, full_name, site_name) VALUES ($1, $2, $3) ON CONFLICT (username) DO NOTHING RETURNING id`,
+    [username, `Edge daemon of site ${site}`, site],
+  );
+  const userId = rows[0]?.id;
+  if (userId === undefined) {
+    throw new ConflictError(
+      `Site "${site}" cannot be registered: its site account would be the user "${username}", and a user of that name already exists. ` +
+        `Nothing was created; register the site under another name, or rename or remove that user first`,
+      { site, username },
+    );
+  }
+  await c.query(`INSERT INTO user_role (user_id, role_id) SELECT $1, id FROM role WHERE name = 'site'`, [userId]);
+  const t = generateToken();
+  await c.query(`INSERT INTO api_token (user_id, name, token_hash, prefix, scopes) VALUES ($1, $2, $3, $4, '{}')`, [
+    userId, `site ${site}`, t.hash, t.prefix,
+  ]);
+  return { userId, token: t.token };
+}
 
 const TOKEN_COLUMNS = `id, user_id, name, prefix, scopes, expires_at, last_used_at, usage_count, is_active, created_at`;
 
@@ -135,7 +172,14 @@ export class PgAccounts implements TokenAdmin {
     return id;
   }
 
+  /** A human user (`opsdb user add`); `site-…` names are kept for site accounts (422). */
   async createUser(username: string, roles: Role[], extra: { email?: string; full_name?: string } = {}): Promise<number> {
+    if (isSiteAccountName(username)) {
+      throw new ValidationError(
+        `User names starting with "${SITE_ACCOUNT_PREFIX}" are kept for site accounts (opsdb site add NAME makes ${SITE_ACCOUNT_PREFIX}NAME); choose another name`,
+        [{ location: 'body', path: 'username', message: `must not start with "${SITE_ACCOUNT_PREFIX}"` }],
+      );
+    }
     const exists = await this.pool.query('SELECT 1 FROM "user" WHERE username = $1', [username]);
     if (exists.rowCount) throw new ConflictError(`User "${username}" already exists`);
     return this.ensureUser(username, roles, extra);

@@ -8,7 +8,7 @@ import { applyPrepared, prepareTransaction, rejection, scopeToSite, type Prepare
 import { AppError, ConflictError, UnavailableError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Backlog, Change, ChangesPage, SyncBatch, SyncBatchResult, SyncItemResult } from '../lib/api/sync-schemas.js';
-import { PgAccounts } from './accounts.js';
+import { createSiteAccount } from './accounts.js';
 
 /** The feed position this transaction's changes got, or the current one when it changed nothing. */
 async function commitPosition(c: Client): Promise<number> {
@@ -211,6 +211,19 @@ const KEY_OF: Record<string, string> = { user_preference: 'user_id', user_role: 
 const wire = (r: Record<string, unknown>) =>
   Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
 
+/**
+ * Of these keys of `table` with no row visible to the site, those of account
+ * rows that still exist (another site's account, its role list or token):
+ * hidden, not deleted. Rows of other tables are never hidden.
+ */
+async function hiddenAccountKeys(pool: Pool, table: string, missing: string[]): Promise<Set<string>> {
+  const sql = table === 'user' || table === 'user_role' ? 'SELECT id FROM "user" WHERE id = ANY($1::int[])'
+    : table === 'api_token' ? 'SELECT id FROM api_token WHERE id = ANY($1::int[])' : null;
+  if (sql === null || missing.length === 0) return new Set();
+  const { rows } = await pool.query<{ id: number }>(sql, [missing]);
+  return new Set(rows.map((r) => String(r.id)));
+}
+
 /** The most feed positions one page looks at, so a page's work stays bounded when most positions hold nothing for the site. */
 const MAX_SCANNED_POSITIONS = 4096;
 
@@ -272,10 +285,12 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
     if (!wanted) continue;
     const { rows } = await pool.query(ROW_SQL[table]!, table === 'user' || table === 'user_role' || table === 'api_token' ? [wanted, site] : [wanted]);
     const found = new Map(rows.map((r) => [String(r[KEY_OF[table] ?? 'id']), wire(r)]));
+    // A key with no row is a delete (row: null), except an account row hidden from this site (another
+    // site's account), which is simply not sent: one that still exists at central.
+    const hidden = await hiddenAccountKeys(pool, table, wanted.filter((k) => !found.has(k)));
     for (const key of wanted) {
       const row = found.get(key) ?? null;
-      // Rows hidden from this site (another site's account) are simply not sent.
-      if (row === null && (table === 'user' || table === 'api_token' || table === 'user_role')) continue;
+      if (row === null && hidden.has(key)) continue;
       changes.push({ table, key, row });
     }
   }
@@ -340,16 +355,20 @@ export async function listSites(pool: Pool) {
   return rows.map(siteInfo);
 }
 
-/** Registers a site and its site account; returns the site token (shown once). */
+/**
+ * Registers a site and its site account (user `site-NAME`) in one
+ * transaction; returns the site token (shown once). A site of that name, or
+ * a user named `site-NAME`, already there: 409 and nothing is created.
+ */
 export async function createSite(pool: Pool, name: string, description: string | null) {
-  const inserted = await pool.query<SiteRow>(
-    `INSERT INTO site (name, description) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING
-     RETURNING name, description, created_at, last_contact_at, last_applied_seq, reported_backlog, edge_id, edge_conflict_at`,
-    [name, description],
-  );
-  if (!inserted.rows[0]) throw new ConflictError(`Site "${name}" already exists`);
-  const accounts = new PgAccounts(pool);
-  const userId = await accounts.ensureUser(`site-${name}`, ['site'], { full_name: `Edge daemon of site ${name}`, site_name: name });
-  const token = await accounts.createToken(userId, { name: `site ${name}`, scopes: [] });
-  return { ...siteInfo(inserted.rows[0]), token: token.token };
+  return withTransaction(pool, async (c) => {
+    const inserted = await c.query<SiteRow>(
+      `INSERT INTO site (name, description) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING
+       RETURNING name, description, created_at, last_contact_at, last_applied_seq, reported_backlog, edge_id, edge_conflict_at`,
+      [name, description],
+    );
+    if (!inserted.rows[0]) throw new ConflictError(`Site "${name}" already exists`);
+    const account = await createSiteAccount(c, name);
+    return { ...siteInfo(inserted.rows[0]), token: account.token };
+  });
 }

@@ -2,7 +2,7 @@
 import { createPool, type Pool } from '../central/db.js';
 import { migrate } from '../central/migrate.js';
 import { seed } from '../central/seed.js';
-import { PgAccounts } from '../central/accounts.js';
+import { PgAccounts, isSiteAccountName, SITE_ACCOUNT_PREFIX } from '../central/accounts.js';
 import { createSite } from '../central/sync.js';
 import { ROLES, type Role } from '../lib/api/schemas.js';
 import type { Config } from '../lib/config.js';
@@ -68,6 +68,11 @@ export const userAddCommand: Command = {
     if (roles.length === 0) throw new UsageError('--role is required');
     const bad = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
     if (bad.length) throw new UsageError(`unknown role(s) ${bad.join(', ')}; roles are ${ROLES.join(', ')}`);
+    if (!atEdge(config) && isSiteAccountName(name)) {
+      throw new UsageError(
+        `"${name}": user names starting with "${SITE_ACCOUNT_PREFIX}" are kept for site accounts at central (opsdb site add NAME makes ${SITE_ACCOUNT_PREFIX}NAME); choose another name`,
+      );
+    }
     if (atEdge(config) && roles.includes('site')) {
       throw new UsageError('the site role is the account an edge uses at central (opsdb site add there); a local user at an edge cannot have it');
     }

@@ -1,6 +1,7 @@
 /** API tokens (SPEC §5): `ops_api_token_` + 32 random bytes, stored only as a SHA-256 digest. */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Role } from './api/schemas.js';
+import { ValidationError } from './errors.js';
 
 export const TOKEN_PREFIX = 'ops_api_token_';
 const TOKEN_RE = /^ops_api_token_[A-Za-z0-9_-]{43}$/;
@@ -24,6 +25,25 @@ export interface Principal {
   siteName: string | null;
   /** True when the token is narrowed by scopes: tokens it mints may not exceed `roles`. */
   scoped: boolean;
+}
+
+/**
+ * The expiry of a token minted with a token that expires at `callerExpiresAt`:
+ * no later than that. Asked for none (`null` or left out), it gets the
+ * caller's; asked for a later one, 422. A caller that never expires mints
+ * what was asked for.
+ */
+export function mintedExpiry(requested: string | null | undefined, callerExpiresAt: Date | string | null): string | null {
+  if (callerExpiresAt === null) return requested ?? null;
+  const cap = new Date(callerExpiresAt);
+  if (requested == null) return cap.toISOString();
+  if (Date.parse(requested) > cap.getTime()) {
+    const message = `A token cannot outlive the token that creates it: expires_at must be at or before ${cap.toISOString()} (when this token expires)`;
+    throw new ValidationError(`Invalid body: expires_at: ${message}`, [
+      { location: 'body', path: 'expires_at', message, max: cap.toISOString() },
+    ]);
+  }
+  return requested;
 }
 
 /** What a token store returns for a digest; the HTTP layer decides if it is usable. */

@@ -11,10 +11,35 @@ export interface Keyset {
 
 export const encodeCursor = (k: Keyset): string => Buffer.from(JSON.stringify(k)).toString('base64url');
 
+/**
+ * The time of a cursor as the millisecond UTC ISO string every site stores
+ * and compares (the edge compares text), or null when it is no real time:
+ * not a calendar date or clock time as written (2025-02-30, 24:00, :60 —
+ * JavaScript would roll some of these over, PostgreSQL refuses some), or a
+ * year outside 0001–9999.
+ */
+function cursorTime(t: unknown): string | null {
+  if (typeof t !== 'string' || !ISO_RE.test(t)) return null;
+  const d = new Date(t);
+  if (Number.isNaN(d.getTime())) return null;
+  const y = d.getUTCFullYear();
+  if (y < 1 || y > 9999) return null;
+  const iso = d.toISOString();
+  return iso.slice(0, 19) === t.slice(0, 19) ? iso : null;
+}
+
+/**
+ * A cursor as the previous page gave it, or a hand-made one: decoded the same
+ * at the edge and at central, so both answer it alike (the same 422 for a bad
+ * one, the same page for a good one).
+ */
 export function decodeCursor(cursor: string): Keyset {
   try {
-    const k = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as Keyset;
-    if (typeof k.t === 'string' && ISO_RE.test(k.t) && typeof k.id === 'string' && UUID_RE.test(k.id)) return k;
+    const k = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as Partial<Keyset> | null;
+    if (k && typeof k === 'object' && typeof k.id === 'string' && UUID_RE.test(k.id)) {
+      const t = cursorTime(k.t);
+      if (t !== null) return { t, id: k.id.toLowerCase() };
+    }
   } catch {
     // fall through
   }

@@ -32,10 +32,9 @@ const text = (max: number) => z.string().trim().min(1).max(max);
 
 export const UuidParams = z.object({ id: uuid });
 export const IntIdParams = z.object({ id: intId });
-/** Token ids: central's are positive, those made at an edge negative. */
-export const TokenIdParams = z.object({
-  id: z.coerce.number().int().min(-2_147_483_648).max(2_147_483_647).refine((n) => n !== 0, 'must not be 0'),
-});
+/** Token and user ids of accounts in a path or query: central's are positive, those made at an edge negative (never 0). */
+const accountIdParam = z.coerce.number().int().min(-2_147_483_648).max(2_147_483_647).refine((n) => n !== 0, 'must not be 0');
+export const TokenIdParams = z.object({ id: accountIdParam });
 
 export const ErrorBody = z
   .object({ error: z.object({ code: z.string(), message: z.string(), details: z.unknown() }) })
@@ -274,7 +273,7 @@ export const CreateToken = z
     name: text(100),
     scopes: z.array(z.enum(ROLES)).max(ROLES.length).default([]),
     expires_at: isoTime.nullable().optional(),
-    user_id: intRef.optional().openapi({ description: 'admin only: mint for another user' }),
+    user_id: accountId.optional().openapi({ description: 'admin only: mint for another user (at an edge, a local user has a negative id)' }),
   })
   .strict()
   // A token that has expired before it is made can never be used: say so rather than hand it out.
@@ -297,7 +296,7 @@ export const TokenInfo = z
 export const CreatedToken = TokenInfo.extend({ token: z.string().openapi({ description: 'shown once' }) }).openapi(
   'CreatedToken',
 );
-export const TokenListQuery = z.object({ user_id: intId.optional(), all: z.enum(['true', 'false']).optional() }).strict();
+export const TokenListQuery = z.object({ user_id: accountIdParam.optional(), all: z.enum(['true', 'false']).optional() }).strict();
 
 export const Health = z
   .object({

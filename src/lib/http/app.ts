@@ -42,7 +42,12 @@ export function createHttpApp(opts: HttpAppOptions): RequestListener {
   opts.extraRoutes?.(api);
 
   router.get('/metrics', async (ctx) => {
-    if (!config.metricsPublic) requireRole(await authenticate(ctx, backend), ['viewer', 'service']);
+    if (!config.metricsPublic) {
+      const principal = await authenticate(ctx, backend);
+      // Before the role check, as route() does: the access line names the caller, also when refused.
+      ctx.state.principal = principal;
+      requireRole(principal, ['viewer', 'service']);
+    }
     ctx.type = metrics.registry.contentType;
     ctx.body = await metrics.registry.metrics();
   });

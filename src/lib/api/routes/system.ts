@@ -1,7 +1,7 @@
 import * as S from '../schemas.js';
 import { route, type ApiContext } from '../route.js';
-import { ANY_ROLE, READ_ROLES } from '../../auth.js';
-import { ForbiddenError, NotFoundError } from '../../errors.js';
+import { ANY_ROLE, READ_ROLES, mintedExpiry } from '../../auth.js';
+import { ForbiddenError, NotFoundError, UnauthorizedError } from '../../errors.js';
 
 export function systemRoutes(api: ApiContext, opts: { demoMode: boolean }): void {
   const { backend } = api;
@@ -52,7 +52,11 @@ export function systemRoutes(api: ApiContext, opts: { demoMode: boolean }): void
       if (userId === principal.userId && beyond.length > 0) {
         throw new ForbiddenError(`A token cannot have roles its creator lacks: ${beyond.join(', ')}`, { beyond });
       }
-      return backend.auth.createToken(userId, { ...body, scopes });
+      // A token never mints one that outlives it (asked for none, it gets the caller's expiry; a later one is 422).
+      const caller = await backend.auth.getToken(principal.tokenId);
+      if (!caller) throw new UnauthorizedError('Invalid token', 'invalid_token');
+      const expires_at = mintedExpiry(body.expires_at, caller.expires_at);
+      return backend.auth.createToken(userId, { ...body, scopes, expires_at });
     },
   });
 

@@ -452,13 +452,23 @@ export class LocalStore implements ReplicaSink {
       return;
     }
     if (c.table === 'user') {
-      if (!row) return;
+      if (!row) {
+        // Deleted at central: its tokens and roles go with it (as central's ON DELETE CASCADE did).
+        const id = Number(c.key);
+        this.sql('DELETE FROM api_token WHERE user_id = ? AND local = 0').run(id);
+        this.sql('DELETE FROM user_role WHERE user_id = ?').run(id);
+        this.sql('DELETE FROM user WHERE id = ? AND local = 0').run(id);
+        return;
+      }
       this.freeUsername(String(row.username), Number(row.id));
       this.upsert('user', 'id', { ...row, local: 0 });
       return;
     }
     if (c.table === 'api_token') {
-      if (!row) return;
+      if (!row) {
+        this.sql('DELETE FROM api_token WHERE id = ? AND local = 0').run(Number(c.key));
+        return;
+      }
       // A revoked token stays revoked. Revoked here (while the link was down, for a token thought
       // stolen), it must not come back with the next copy from central: a later change of the row, or
       // the whole feed read again after central went back to a backup. Central never revives a token.
@@ -469,7 +479,9 @@ export class LocalStore implements ReplicaSink {
     }
     const key = ENTITY_KEY[c.table];
     if (key) {
+      // Deleted at central; a row with a local change still on its way is kept by the caller (`keep`).
       if (row) this.upsert(c.table, key, { ...row, origin_seq: null });
+      else this.sql(`DELETE FROM ${c.table} WHERE ${key} = ?`).run(c.table === 'user_preference' ? Number(c.key) : c.key);
       return;
     }
     if ((REFERENCE_TABLES as readonly string[]).includes(c.table)) {

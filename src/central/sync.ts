@@ -147,9 +147,18 @@ export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Lo
       // (its edge is heard again within seconds, and noted then).
       'SELECT edge_id, recent_edges, edge_conflict_at FROM site WHERE name = $1 FOR NO KEY UPDATE SKIP LOCKED', [site],
     );
-    const row = rows[0];
-    if (!row) return null;
     const now = Date.now();
+    const row = rows[0];
+    if (!row) {
+      // Held by a batch: not noted this time, but the answer must still tell a conflict seen lately, or
+      // the edge would take the header's absence for "no conflict any more".
+      const { rows: seen } = await c.query<{ recent_edges: Record<string, number> | null; edge_conflict_at: Date | null }>(
+        'SELECT recent_edges, edge_conflict_at FROM site WHERE name = $1', [site]);
+      const at = seen[0]?.edge_conflict_at;
+      if (!at || now - at.getTime() >= windowMs) return null;
+      const other = Object.entries(seen[0]!.recent_edges ?? {}).filter(([id, t]) => id !== edgeId && now - t < windowMs).sort((a, b) => b[1] - a[1])[0]?.[0];
+      return other ? { other, began: false } : null;
+    }
     const recent: Record<string, number> = {};
     for (const [id, at] of Object.entries(row.recent_edges ?? {})) if (now - at < windowMs) recent[id] = at;
     const current = row.edge_id;

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { edgeDataDir, localClient, spawnEdge } from '../support/edge.js';
 import { runCli } from '../support/cli.js';
+import { until } from '../support/daemon.js';
 import { redisUrl } from '../support/services.js';
 import { openBuffer } from '../../src/edge/buffer/open.js';
 import { loadConfig } from '../../src/lib/config.js';
@@ -64,6 +65,9 @@ function killScenario(name: string, env: () => Record<string, string>, cleanup: 
         }
         const stop = { v: false };
         const load = loadUntilKilled(edge.url, admin.token!, acked, stop);
+        // Killed at a random moment once it is taking writes (on a loaded machine the first can take longer
+        // than the random delay), so every round has acknowledged writes to lose.
+        await until(`round ${round}: a first write acknowledged`, async () => acked.size > ackedBeforeLastKill, 20_000);
         await new Promise((r) => setTimeout(r, 150 + random() * 450));
         await edge.kill('SIGKILL');
         stop.v = true;

@@ -248,6 +248,28 @@ export async function createObservation(edge: Client, acked: Acked, obsUnitId = 
   return res;
 }
 
+/**
+ * An observation and one bulk of `count` files with long paths (≈ 470 bytes each): a transaction far
+ * larger than a slow link carries in SYNC_TIMEOUT_MS. Returns the observation's id, the bulk's
+ * transaction id and its size in bytes.
+ */
+export async function startWithBigBulk(edge: Client, acked: Acked, count: number): Promise<{ obsId: string; bulkTx: string; bytes: number }> {
+  const obs = await edge.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+  assert.equal(obs.status, 201, obs.text);
+  acked.transactions.push(obs.body.transaction_id);
+  acked.observations.push(obs.body.id);
+  acked.createdBy.set(obs.body.id, obs.body.transaction_id);
+  const files = Array.from({ length: count }, (_, i) => ({
+    name: `scan_${i}.fits`, path: `/data/raw/${'night-2026-11-26/'.repeat(20)}scan_${i}.fits`, size: 1_000_000 + i, checksum: `sha256:${i}`, file_type: 'fits',
+  }));
+  const bulk = await edge.post('/raw_data_files/bulk', { body: { executed_obs_unit_id: obs.body.id, files } });
+  assert.equal(bulk.status, 201, bulk.text);
+  acked.transactions.push(bulk.body.transaction_id);
+  acked.files.push(...(bulk.body.ids as string[]));
+  const bytes = (await edge.get(`/api/transactions/${bulk.body.transaction_id}`)).body.bytes as number;
+  return { obsId: obs.body.id, bulkTx: bulk.body.transaction_id, bytes };
+}
+
 /** POST /executed_obs_units/start then PUT …/finish: two transactions, the second depending on the first. */
 export async function startAndFinish(edge: Client, acked: Acked, status = 'success'): Promise<string> {
   const start = await edge.post('/executed_obs_units/start', { body: { obs_unit_id: 1, start_time: '2025-03-01T00:00:00Z' } });

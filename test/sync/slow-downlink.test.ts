@@ -9,7 +9,7 @@
 // throttled, or an answer that stops after its first byte), a central on PostgreSQL.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { centralDatabase, killAllProcesses, startScenario, untilStats, type CentralDatabase } from '../support/processes.js';
+import { centralDatabase, killAllProcesses, startScenario, startWithBigBulk, untilStats, type CentralDatabase } from '../support/processes.js';
 
 let db: CentralDatabase;
 
@@ -33,25 +33,13 @@ describe('sync over a slow or stalling downlink', { timeout: 90_000 }, () => {
     // 64 KiB/s down, full speed up: the push of the bulk gets through at once, its ~340 KB coming back take ~5 s.
     await s.proxy.setMode({ downRate: 64 * 1024 });
     const admin = s.admin();
-    const obs = await admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
-    assert.equal(obs.status, 201, obs.text);
-    s.acked.transactions.push(obs.body.transaction_id);
-    s.acked.observations.push(obs.body.id);
-    s.acked.createdBy.set(obs.body.id, obs.body.transaction_id);
-    const files = Array.from({ length: 600 }, (_, i) => ({
-      name: `scan_${i}.fits`, path: `/data/raw/${'night-2026-11-26/'.repeat(20)}scan_${i}.fits`, size: 1_000_000 + i, checksum: `sha256:${i}`, file_type: 'fits',
-    }));
-    const bulk = await admin.post('/raw_data_files/bulk', { body: { executed_obs_unit_id: obs.body.id, files } });
-    assert.equal(bulk.status, 201, bulk.text);
-    s.acked.transactions.push(bulk.body.transaction_id);
-    s.acked.files.push(...(bulk.body.ids as string[]));
-    const big = await admin.get(`/api/transactions/${bulk.body.transaction_id}`);
-    assert.ok(big.body.bytes > 300_000, `a large transaction (${big.body.bytes} bytes): several SYNC_TIMEOUT_MS at 64 KiB/s`);
+    const { bulkTx, bytes } = await startWithBigBulk(admin, s.acked, 600);
+    assert.ok(bytes > 300_000, `a large transaction (${bytes} bytes): several SYNC_TIMEOUT_MS at 64 KiB/s`);
 
     // Applied at central, then pulled back and compacted: nothing left awaiting the replica.
     const st = await untilStats(s, (x) => x.applied_total === x.accepted_total && x.synced_awaiting_replica === 0, 30_000, 'the bulk back in the replica, compacted');
     assert.equal(st.consecutive_failures, 0, JSON.stringify(st.last_error));
-    const after = await admin.get(`/api/transactions/${bulk.body.transaction_id}`);
+    const after = await admin.get(`/api/transactions/${bulkTx}`);
     assert.equal(after.body.state, 'synced', after.text);
     assert.ok(after.body.compacted_at, `compacted: ${after.text}`);
   });

@@ -6,7 +6,7 @@ import { Counter } from 'prom-client';
 import { route, type ApiContext } from '../lib/api/route.js';
 import { ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
-import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult } from '../lib/api/sync-schemas.js';
+import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult, SENT_AT_HEADER } from '../lib/api/sync-schemas.js';
 import { applyBatch, centralBufferStats, createSite, listSites, noteEdge, readChanges, touchSite } from './sync.js';
 import { UUID_RE } from '../lib/uuid.js';
 
@@ -42,7 +42,8 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
   const tellOtherEdge = async (ctx: { get(name: string): string; set(name: string, value: string): void }, site: string) => {
     const edgeId = ctx.get(EDGE_ID_HEADER).toLowerCase();
     if (!UUID_RE.test(edgeId)) return; // an edge from before edge ids, or another client
-    const other = await noteEdge(pool, site, edgeId, log);
+    const sentAt = Date.parse(ctx.get(SENT_AT_HEADER));
+    const other = await noteEdge(pool, site, edgeId, log, Number.isNaN(sentAt) ? null : sentAt);
     if (other) ctx.set(EDGE_CONFLICT_HEADER, other);
   };
 

@@ -139,7 +139,7 @@ export const EDGE_CONFLICT_WINDOW_S = 300;
  * id of another process heard within it while a conflict was seen within
  * it, else null.
  */
-export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Logger): Promise<string | null> {
+export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Logger, sentAt: number | null = null): Promise<string | null> {
   const windowMs = EDGE_CONFLICT_WINDOW_S * 1000;
   const out = await withTransaction(pool, async (c) => {
     const { rows } = await c.query<{ edge_id: string | null; recent_edges: Record<string, number> | null; edge_conflict_at: Date | null }>(
@@ -163,6 +163,11 @@ export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Lo
     for (const [id, at] of Object.entries(row.recent_edges ?? {})) if (now - at < windowMs) recent[id] = at;
     const current = row.edge_id;
     const back = current !== null && current !== edgeId && recent[edgeId] !== undefined && recent[current] !== undefined;
+    // A request made before the current process started (UUIDv7 ids carry their start time) comes from a
+    // process that was replaced: one still on its way when its edge restarted. Neither a conflict, nor
+    // the site's edge again.
+    const currentStart = current ? uuidv7Time(current) : null;
+    if (back && sentAt !== null && currentStart !== null && sentAt < currentStart) return null;
     const was = row.edge_conflict_at && now - row.edge_conflict_at.getTime() < windowMs ? row.edge_conflict_at : null;
     const conflictAt = back ? new Date(now) : was;
     recent[edgeId] = now;
@@ -179,6 +184,12 @@ export async function noteEdge(pool: Pool, site: string, edgeId: string, log: Lo
       `two edge daemons are syncing as site "${site}": find the one that should not run with SITE_NAME=${site} and stop it`);
   }
   return out.other;
+}
+
+/** The time (ms) in a UUIDv7's first 48 bits; null for another kind of UUID (an edge from before v7 ids). */
+function uuidv7Time(id: string): number | null {
+  if (id[14] !== '7') return null;
+  return parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
 }
 
 /**

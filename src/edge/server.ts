@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
@@ -24,6 +24,7 @@ import { lockDataDir } from './data-dir-lock.js';
 import { FileGuard } from './buffer/file-guard.js';
 import { closeServer } from '../lib/http/close.js';
 import { EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
+import { uuidv7 } from '../lib/uuid.js';
 
 /** The site token set over HTTP, and a hash of SITE_TOKEN as it was then (to tell when SITE_TOKEN changed since). */
 const SITE_TOKEN_KEY = 'site_token';
@@ -122,7 +123,8 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
     }
     const stopSync = new AbortController();
     // Random per start: central tells two daemons running as one site apart by it (a restart is not a second daemon).
-    const edgeId = randomUUID();
+    // UUIDv7: its first 48 bits are this start's time, which central compares with late requests' SENT_AT_HEADER.
+    const edgeId = uuidv7();
     const engine = config.centralUrl
       ? new SyncEngine({
           site: config.siteName,

@@ -2,6 +2,7 @@
  * How the engine reaches central: plain HTTP with fetch and a timeout. The
  * engine sees replies and transport failures, never a socket.
  */
+import { SENT_AT_HEADER } from '../lib/api/sync-schemas.js';
 export interface Reply {
   status: number;
   headers: Headers;
@@ -88,7 +89,7 @@ const parse = (text: string): unknown => {
  */
 export function httpClient(baseUrl: string, timeoutMs: number, stop: AbortSignal, always: Record<string, string> = {}): CentralClient {
   const call = async (method: string, path: string, token: string | null, body?: unknown, extra: Record<string, string> = {}, cancel?: AbortSignal): Promise<Reply> => {
-    const headers: Record<string, string> = { accept: 'application/json', ...always, ...extra };
+    const headers: Record<string, string> = { accept: 'application/json', ...always, [SENT_AT_HEADER]: new Date().toISOString(), ...extra };
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     const sent = body === undefined ? undefined : JSON.stringify(body);

@@ -112,4 +112,23 @@ describe('two edge daemons with one SITE_NAME', () => {
     assert.deepEqual(three.slice(0, 3), [null, null, null]);
     for (const other of three.slice(3)) assert.ok(other !== null && [a, b, c].includes(other));
   });
+
+  it('a late request of a restarted edge\'s old process is not a conflict; a second daemon still is', async () => {
+    await central.admin.post('/api/sites/', { body: { name: 'rot-late' } });
+    const log = createLogger('silent');
+    // Edge ids are UUIDv7s: their first 48 bits are the process's start time.
+    const startedAt = (ms: number) => { const h = ms.toString(16).padStart(12, '0'); return `${h.slice(0, 8)}-${h.slice(8)}-7${randomUUID().slice(15)}`; };
+    const t = Date.now();
+    const old = startedAt(t - 60_000);
+    const restarted = startedAt(t - 1_000);
+    assert.equal(await noteEdge(central.db, 'rot-late', old, log, t - 2_000), null);
+    assert.equal(await noteEdge(central.db, 'rot-late', restarted, log, t - 500), null);
+    // The old process's last request, sent before the new one started, arrives late: nothing to report,
+    // and the restarted process stays the site's edge.
+    assert.equal(await noteEdge(central.db, 'rot-late', old, log, t - 1_500), null);
+    assert.equal(await noteEdge(central.db, 'rot-late', restarted, log, t - 400), null);
+    assert.equal((await central.db.query(`SELECT edge_id FROM site WHERE name = 'rot-late'`)).rows[0].edge_id, restarted);
+    // But one sent after the new one started is a second daemon.
+    assert.equal(await noteEdge(central.db, 'rot-late', old, log, t - 300), restarted);
+  });
 });

@@ -97,8 +97,10 @@ export const CreateSite = z
   .strict()
   .openapi('CreateSite');
 
-/** Sent by an edge with every sync request: its process's id, random per start. */
+/** Sent by an edge with every sync request: its process's id, a UUIDv7 made at its start (so it tells when). */
 export const EDGE_ID_HEADER = 'x-opsdb-edge-id';
+/** Sent by an edge with every sync request: when the request was made (ISO time, the edge's clock). */
+export const SENT_AT_HEADER = 'x-opsdb-sent-at';
 /** Sent by central when another edge process speaks for the same site: that one's id. */
 export const EDGE_CONFLICT_HEADER = 'x-opsdb-edge-conflict';
 

@@ -122,8 +122,8 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
       }
     }
     const stopSync = new AbortController();
-    // Random per start: central tells two daemons running as one site apart by it (a restart is not a second daemon).
-    // UUIDv7: its first 48 bits are this start's time, which central compares with late requests' SENT_AT_HEADER.
+    // New at each start: central tells two daemons running as one site apart by it (a restart is not a second
+    // daemon). A UUIDv7: its first 48 bits are this start's time, which central compares with SENT_AT_HEADER.
     const edgeId = uuidv7();
     const engine = config.centralUrl
       ? new SyncEngine({

@@ -414,6 +414,8 @@ export class LocalStore implements ReplicaSink {
   apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred: ReadonlySet<number> = new Set()): void {
     this.referenceStale = true;
     this.db.transaction(() => {
+      // Almost always none: then no row of the page looks for one.
+      const deferred = this.sql('SELECT 1 FROM deferred_update LIMIT 1').get() !== undefined;
       for (const c of changes) {
         const k = `${c.table}:${c.key}`;
         if (keep.has(k)) continue;
@@ -423,7 +425,7 @@ export class LocalStore implements ReplicaSink {
           if (now !== null && now !== origins.get(k)) continue;
         }
         this.applyChange(c);
-        if (key && c.row) this.applyDeferred(c.table, c.key, skipDeferred);
+        if (deferred && key && c.row) this.applyDeferred(c.table, c.key, skipDeferred);
       }
       this.setMeta('replica_position', String(position));
       this.setMeta('last_pull_at', new Date().toISOString());

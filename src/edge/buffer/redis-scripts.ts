@@ -48,6 +48,19 @@ local function unsyncedAfter(seq)
   table.sort(rows, function(a, b) return tonumber(a[1]) < tonumber(b[1]) end)
   return rows
 end
+-- Blocked transactions after seq back to pending, in seq order: those startsFn names, and those waiting
+-- on one in freed (which grows, so whole chains go). Returns their seqs.
+local function releaseBlocked(seq, freed, startsFn, now)
+  local released = {}
+  for _, row in ipairs(unsyncedAfter(seq)) do
+    if row[2] == 'blocked' and (startsFn(row[1]) or dependsOn(row[1], freed)) then
+      freed[row[1]] = true
+      released[#released + 1] = tonumber(row[1])
+      move(row[1], 'blocked', 'pending', now)
+    end
+  end
+  return released
+end
 local function audit(now, id, seq, action, actor, reason)
   redis.call('LPUSH', K('audit'), cjson.encode({at = now, transaction_id = id, seq = tonumber(seq),
     action = action, actor = actor, reason = reason}))
@@ -187,14 +200,8 @@ local st = field(seq, 'state')
 if st ~= 'failed' and st ~= 'blocked' then return {} end
 move(seq, st, 'pending', now)
 audit(now, id, seq, 'retry', actor, nil)
-local released, chain = {tonumber(seq)}, {[seq] = true}
-for _, row in ipairs(unsyncedAfter(seq)) do
-  if row[2] == 'blocked' and dependsOn(row[1], chain) then
-    chain[row[1]] = true
-    released[#released + 1] = tonumber(row[1])
-    move(row[1], 'blocked', 'pending', now)
-  end
-end
+local released = {tonumber(seq)}
+for _, s in ipairs(releaseBlocked(seq, {[seq] = true}, function() return false end, now)) do released[#released + 1] = s end
 return released
 `;
 
@@ -224,13 +231,7 @@ if st ~= 'failed' and st ~= 'blocked' then return 0 end
 move(seq, st, 'discarded', now)
 redis.call('HINCRBY', K('counters'), 'discarded_total', 1)
 audit(now, id, seq, 'discard', actor, reason)
-local freed = {}
-for _, row in ipairs(unsyncedAfter(seq)) do
-  if row[2] == 'blocked' and (orderOnly(row[1])[seq] or dependsOn(row[1], freed)) then
-    freed[row[1]] = true
-    move(row[1], 'blocked', 'pending', now)
-  end
-end
+releaseBlocked(seq, {}, function(s) return orderOnly(s)[seq] == true end, now)
 return 1
 `;
 

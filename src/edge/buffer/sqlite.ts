@@ -339,17 +339,9 @@ export class SqliteBuffer implements TransactionBuffer {
     return this.atomic(() => {
       const row = this.stmt.byId.get(transactionId) as Row | undefined;
       if (!row || (row.state !== 'failed' && row.state !== 'blocked')) return [];
-      const released = [row.seq];
       this.move(row.seq, row.state, 'pending', row.bytes, now);
       this.stmt.audit.run(now, row.transaction_id, row.seq, 'retry', actor, null);
-      const chain = new Set([row.seq]);
-      for (const d of this.stmt.dependents.all(row.seq) as Row[]) {
-        if (d.state !== 'blocked' || !(JSON.parse(d.depends_on) as number[]).some((p) => chain.has(p))) continue;
-        chain.add(d.seq);
-        released.push(d.seq);
-        this.move(d.seq, 'blocked', 'pending', d.bytes, now);
-      }
-      return released;
+      return [row.seq, ...this.releaseBlocked(row.seq, new Set([row.seq]), () => false, now)];
     });
   }
 
@@ -376,18 +368,28 @@ export class SqliteBuffer implements TransactionBuffer {
       this.move(row.seq, row.state, 'discarded', row.bytes, now);
       this.stmt.bump.run(1, 'discarded_total');
       this.stmt.audit.run(now, row.transaction_id, row.seq, 'discard', actor, reason);
-      // Those that only had to follow it are free now, and so is what waits on them: back to pending,
-      // where the claim blocks again any that still wait on another failed parent.
-      const freed = new Set<number>();
-      for (const d of this.stmt.dependents.all(row.seq) as Row[]) {
-        if (d.state !== 'blocked') continue;
-        const follows = d.order_only ? (JSON.parse(d.order_only) as number[]).includes(row.seq) : false;
-        if (!follows && !(JSON.parse(d.depends_on) as number[]).some((p) => freed.has(p))) continue;
-        freed.add(d.seq);
-        this.move(d.seq, 'blocked', 'pending', d.bytes, now);
-      }
+      // Those that only had to follow it are free now, and so is what waits on them.
+      const follows = (d: Row) => (d.order_only ? (JSON.parse(d.order_only) as number[]).includes(row.seq) : false);
+      this.releaseBlocked(row.seq, new Set(), follows, now);
       return true;
     });
+  }
+
+  /**
+   * Sends blocked transactions after `after` back to pending, in seq order: those `starts` names, and
+   * those waiting on one in `freed` (which grows as it goes, so whole chains go). The claim blocks again
+   * any that still wait on another failed parent. Returns their seqs.
+   */
+  private releaseBlocked(after: number, freed: Set<number>, starts: (d: Row) => boolean, now: string): number[] {
+    const released: number[] = [];
+    for (const d of this.stmt.dependents.all(after) as Row[]) {
+      if (d.state !== 'blocked') continue;
+      if (!starts(d) && !(JSON.parse(d.depends_on) as number[]).some((p) => freed.has(p))) continue;
+      freed.add(d.seq);
+      released.push(d.seq);
+      this.move(d.seq, 'blocked', 'pending', d.bytes, now);
+    }
+    return released;
   }
 
   async skipTo(seq: number, actor: string, reason: string): Promise<boolean> {

@@ -388,10 +388,11 @@ export class SyncEngine implements SyncView {
       return this.pushFailed(batch, classifyError(err), started, bytes);
     }
     if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply, { batchSize: batch.length }), started, bytes);
-    this.heard(reply);
-    // A 200 from something that is not central (a captive portal, a misrouted proxy) is not an answer.
+    // A 200 from something that is not central (a captive portal, a misrouted proxy) is not an answer,
+    // and its lack of a conflict header says nothing about a conflict central reported.
     const parsed = SyncBatchResult.safeParse(reply.body);
     if (!parsed.success) return this.pushFailed(batch, notAnAnswer(reply), started, bytes);
+    this.heard(reply);
     const body = parsed.data;
     const byId = new Map(body.results.map((r) => [r.transaction_id, r]));
     const now = new Date().toISOString();

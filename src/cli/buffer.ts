@@ -85,7 +85,8 @@ export const bufferShowCommand: Command = {
   summary: 'one transaction in full: state, attempts, last error, steps (steps null once synced and compacted)',
   usage: 'opsdb buffer show TRANSACTION_ID',
   async run({ config, args }) {
-    const id = oneArg(args, 'transaction id');
+    // Ids are lower case in the buffer; a UUID typed in upper case names the same transaction.
+    const id = oneArg(args, 'transaction id').toLowerCase();
     const [t, receipt] = await withBuffer(config, async (b) => {
       const held = await b.get(id);
       return [held, held ? null : await b.receipt(id)] as const;
@@ -103,12 +104,12 @@ export const bufferShowCommand: Command = {
 function transactionIdArg(args: string[]): string {
   const id = oneArg(args, 'transaction id');
   if (!UUID_RE.test(id)) throw new UsageError(`"${id}" is not a transaction id (a UUID, as in opsdb buffer ls)`);
-  return id;
+  return id.toLowerCase();
 }
 
 /** Why a retry or discard of `id` changed nothing: no such transaction, or one in another state. */
 async function whyNot(b: TransactionBuffer, id: string): Promise<string> {
-  const t = await b.get(id);
+  const t = (await b.get(id)) ?? (await b.receipt(id));
   if (!t) return `no transaction ${id} in the buffer (opsdb buffer ls lists them)`;
   return `transaction ${id} is ${t.state}; only failed or blocked ones can be retried or discarded (see: opsdb buffer show ${id})`;
 }

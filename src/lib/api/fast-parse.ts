@@ -36,6 +36,8 @@ function onlyKeys(o: Obj, keys: ReadonlySet<string>): boolean {
 const intRef = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0 && v <= INT_MAX;
 const size = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const uuid = (v: unknown): v is string => typeof v === 'string' && UUID.test(v);
+/** Ids are taken in their canonical, lower-case form, as the schemas' `uuid` does. */
+const lower = (v: unknown): string => (v as string).toLowerCase();
 
 /** `text(max)`: the trimmed string, or NO. */
 function text(v: unknown, max: number): string | undefined {
@@ -73,7 +75,7 @@ function optional(from: Obj, to: Obj, key: string, check: (v: unknown) => unknow
 const pwv = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : NO);
 const elevation = (v: unknown) => (typeof v === 'number' && v >= -90 && v <= 90 ? v : NO);
 const ref = (v: unknown) => (intRef(v) ? v : NO);
-const uuidOrNo = (v: unknown) => (uuid(v) ? v : NO);
+const uuidOrNo = (v: unknown) => (uuid(v) ? lower(v) : NO);
 
 const START_KEYS = new Set(['obs_unit_id', 'start_time', 'status', 'mean_pwv', 'mean_elevation', 'instrument_module_configuration_id']);
 function startObservation(b: unknown): Obj | undefined {
@@ -138,14 +140,14 @@ function createRawDataFile(b: unknown): Obj | undefined {
   if (!isObject(b) || !onlyKeys(b, CREATE_FILE_KEYS) || !uuid(b.executed_obs_unit_id)) return NO;
   const out: Obj = {};
   if (!fileFields(b, out)) return NO;
-  out.executed_obs_unit_id = b.executed_obs_unit_id;
+  out.executed_obs_unit_id = lower(b.executed_obs_unit_id);
   return optional(b, out, 'raw_data_package_id', uuidOrNo, true) ? out : NO;
 }
 
 const BULK_KEYS = new Set(['executed_obs_unit_id', 'raw_data_package_id', 'files']);
 function bulkRawDataFiles(b: unknown): Obj | undefined {
   if (!isObject(b) || !onlyKeys(b, BULK_KEYS) || !uuid(b.executed_obs_unit_id)) return NO;
-  const out: Obj = { executed_obs_unit_id: b.executed_obs_unit_id };
+  const out: Obj = { executed_obs_unit_id: lower(b.executed_obs_unit_id) };
   if (!optional(b, out, 'raw_data_package_id', uuidOrNo, true)) return NO;
   const list = files(b.files, 1, 10_000);
   if (list === NO) return NO;
@@ -157,7 +159,7 @@ const PACKAGE_KEYS = new Set(['name', 'executed_obs_unit_id']);
 function createRawDataPackage(b: unknown): Obj | undefined {
   if (!isObject(b) || !onlyKeys(b, PACKAGE_KEYS) || !uuid(b.executed_obs_unit_id)) return NO;
   const name = text(b.name, 255);
-  return name === NO ? NO : { name, executed_obs_unit_id: b.executed_obs_unit_id };
+  return name === NO ? NO : { name, executed_obs_unit_id: lower(b.executed_obs_unit_id) };
 }
 
 const FINALIZE_KEYS = new Set(['size', 'checksum']);
@@ -190,7 +192,7 @@ function createObservation(b: unknown): Obj | undefined {
 }
 
 /** Path parameters `{id}` (not strict: zod drops other keys). */
-const uuidParams = (p: unknown) => (isObject(p) && uuid(p.id) ? { id: p.id } : NO);
+const uuidParams = (p: unknown) => (isObject(p) && uuid(p.id) ? { id: lower(p.id) } : NO);
 
 const FAST = new Map<ZodType, Fast>([
   [S.UuidParams, uuidParams],

@@ -23,7 +23,12 @@ const isoTime = z.iso
   }, 'year must be between 0001 and 9999')
   .transform((s) => new Date(s).toISOString())
   .openapi({ type: 'string', format: 'date-time', example: '2025-01-01T00:00:00Z' });
-const uuid = z.uuid().openapi({ example: '01936a2e-7b4c-7d3e-9a1b-2c3d4e5f6a7b' });
+/**
+ * UUIDs are case-insensitive, and PostgreSQL's uuid type makes them so at central; the edge's SQLite
+ * compares text. So an id given in upper case is taken in its canonical lower-case form, and names the
+ * same row at both sites.
+ */
+const uuid = z.uuid().transform((s) => s.toLowerCase()).openapi({ type: 'string', format: 'uuid', example: '01936a2e-7b4c-7d3e-9a1b-2c3d4e5f6a7b' });
 /** PostgreSQL `integer` ids: bounded so an out-of-range id is a 422, not a database error. */
 const intId = z.coerce.number().int().positive().max(2_147_483_647);
 const intRef = z.number().int().positive().max(2_147_483_647);

@@ -4,7 +4,7 @@ import { route, type ApiContext } from '../lib/api/route.js';
 import { TransactionState, UuidParams } from '../lib/api/schemas.js';
 import { ADMIN_ROLES } from '../lib/auth.js';
 import { ConflictError, NotFoundError } from '../lib/errors.js';
-import type { TransactionBuffer } from './buffer/buffer.js';
+import type { TransactionBuffer, TxState } from './buffer/buffer.js';
 import type { SyncView } from './sync-view.js';
 import { transactionState } from './backend.js';
 import { unacceptedLoss, type LostSeqs } from './lost-seqs.js';
@@ -146,13 +146,19 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
     handler: ({ query }) => buffer.audit(query.limit),
   });
 
+  /** A transaction the buffer holds, or one compacted after it synced (its receipt): 404 only for an id never seen here. */
+  const heldOrReceipt = async (id: string): Promise<{ state: TxState }> => {
+    const t = (await buffer.get(id)) ?? (await buffer.receipt(id));
+    if (!t) throw new NotFoundError(`Transaction ${id} is not in the buffer`);
+    return t;
+  };
+
   route(api, {
     method: 'post', path: '/api/buffer/failed/{id}/retry', tag: 'buffer', roles: ADMIN_ROLES, params: UuidParams,
     errors: { 409: 'Not failed or blocked' },
     response: Released, summary: 'Send a failed transaction again, then release its blocked dependents in order',
     handler: async ({ params, principal }) => {
-      const t = await buffer.get(params.id);
-      if (!t) throw new NotFoundError(`Transaction ${params.id} is not in the buffer`);
+      const t = await heldOrReceipt(params.id);
       if (t.state !== 'failed' && t.state !== 'blocked') {
         throw new ConflictError(`Transaction ${params.id} is ${t.state}; only failed or blocked ones can be retried`, { state: t.state });
       }
@@ -176,8 +182,7 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
     body: Discard, bodyOptional: true, response: TransactionState,
     summary: 'Give up on a failed or blocked transaction (kept, with an audit record); the body and its reason are optional',
     handler: async ({ params, body, principal }) => {
-      const t = await buffer.get(params.id);
-      if (!t) throw new NotFoundError(`Transaction ${params.id} is not in the buffer`);
+      const t = await heldOrReceipt(params.id);
       if (!(await buffer.discard(params.id, principal.username, body.reason ?? NO_REASON))) {
         throw new ConflictError(`Transaction ${params.id} is ${t.state}; only failed or blocked ones can be discarded`, { state: t.state });
       }

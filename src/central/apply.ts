@@ -216,10 +216,14 @@ export function mapPgError(err: unknown, step?: Step): unknown {
   }
 }
 
-/** The AppError a rejected transaction stands for. */
-export function rejection(r: Extract<RawResult, { result: 'rejected' }>): AppError {
+/**
+ * The AppError a rejected transaction stands for. PostgreSQL names the table, not the step: the step is
+ * named when it is the transaction's only step on that table (as the edge names it, SPEC §4).
+ */
+export function rejection(r: Extract<RawResult, { result: 'rejected' }>, steps: readonly Step[] = []): AppError {
   if (r.sqlstate === 'OPSDB') return new ConflictError(`Transaction was already applied with a different payload`);
-  const mapped = mapPgError({ code: r.sqlstate, message: r.message, detail: r.detail, constraint: r.constraint, table: r.table });
+  const onTable = steps.filter((s) => s.table === r.table);
+  const mapped = mapPgError({ code: r.sqlstate, message: r.message, detail: r.detail, constraint: r.constraint, table: r.table }, onTable.length === 1 ? onTable[0] : undefined);
   return mapped instanceof AppError ? mapped : new AppError(422, 'rejected', r.message);
 }
 
@@ -227,7 +231,7 @@ export function rejection(r: Extract<RawResult, { result: 'rejected' }>): AppErr
 export async function applyTransaction(c: Client, tx: Transaction, appliedBy: number | null): Promise<ApplyOutcome> {
   const [r] = await applyPrepared(c, tx.site, appliedBy, [prepareTransaction(tx)]);
   if (!r) throw new Error('opsdb_apply_batch returned no result');
-  if (r.result === 'rejected') throw rejection(r);
+  if (r.result === 'rejected') throw rejection(r, tx.steps);
   return { result: r.result };
 }
 

@@ -104,7 +104,7 @@ async function applyInOrder(
       const r: RawResult | AppError = p instanceof AppError ? p : raw[next++]!;
       const base = { transaction_id: tx.transaction_id, seq: tx.seq };
       if (r instanceof AppError || r.result === 'rejected') {
-        const err = r instanceof AppError ? r : rejection(r);
+        const err = r instanceof AppError ? r : rejection(r, tx.steps);
         if (!(r instanceof AppError) && r.sqlstate === 'OPSDB') {
           log.error({ site: batch.site, transaction_id: tx.transaction_id, seq: tx.seq }, 'transaction id reused with a different payload: refused');
         }

@@ -65,6 +65,8 @@ describe('central sync endpoints', () => {
     assert.equal(b.result, 'rejected');
     assert.equal(b.code, 'reference_not_found');
     assert.match(b.reason, /obs_unit/);
+    assert.equal(b.details.step, 'obs', "the step is named, as the edge names it (the transaction's one step on that table)");
+    assert.equal(b.details.table, 'executed_obs_unit');
     assert.equal(d.result, 'applied');
     assert.equal(await count(`SELECT count(*)::int AS n FROM applied_transaction WHERE transaction_id = $1`, [bad.transaction_id]), 0);
   });

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { ROOT, machine, writeSection, type Figure } from './support.js';
 
 // `--summary`: only rebuild the table from the figures of the last runs.
-for (const script of process.argv.includes('--summary') ? [] : ['bench:ingest', 'bench:sync']) {
+for (const script of process.argv.includes('--summary') ? [] : ['bench:ingest', 'bench:sync', 'bench:settle']) {
   const r = spawnSync('npm', ['run', '--silent', script], { cwd: ROOT, stdio: 'inherit', env: process.env });
   if (r.status !== 0) {
     console.error(`${script} failed (exit ${r.status})`);

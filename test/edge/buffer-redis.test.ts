@@ -14,6 +14,33 @@ bufferConformance('Redis (appendonly, appendfsync always, a real server)', {
     await b.close();
     return RedisBuffer.open({ url: redisUrl(), keyPrefix: (b as RedisBuffer).keyPrefix });
   },
+  reopenWithoutDependencyIndex: async (b) => {
+    await b.close();
+    const keyPrefix = (b as RedisBuffer).keyPrefix;
+    await withClient(redisUrl(), async (r) => {
+      const keys = await r.keys(`${keyPrefix}children:*`);
+      await r.del(`${keyPrefix}deps_indexed`, ...keys);
+    });
+    return RedisBuffer.open({ url: redisUrl(), keyPrefix });
+  },
+});
+
+describe('Redis dependency index', () => {
+  it('verify names a dependency missing from it', async () => {
+    const keyPrefix = redisKeyPrefix('dep-index');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      const [parent] = await b.append([tx()]);
+      const [child] = await b.append([tx([parent!.seq])]);
+      assert.deepEqual((await b.verify()).problems, []);
+      await withClient(redisUrl(), (r) => r.del(`${keyPrefix}children:${parent!.seq}`));
+      const v = await b.verify();
+      assert.equal(v.ok, false);
+      assert.match(v.problems.join('\n'), new RegExp(`dependency index: seq ${child!.seq} waits on ${parent!.seq}`));
+    } finally {
+      await b.close();
+    }
+  });
 });
 
 async function withClient<T>(url: string, fn: (r: Redis) => Promise<T>): Promise<T> {

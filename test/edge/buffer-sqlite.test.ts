@@ -18,6 +18,34 @@ bufferConformance('SQLite (WAL, synchronous=FULL, a real file)', {
     await b.close();
     return new SqliteBuffer((b as SqliteBuffer).path);
   },
+  reopenWithoutDependencyIndex: async (b) => {
+    await b.close();
+    const path = (b as SqliteBuffer).path;
+    const db = new Database(path);
+    db.exec('DROP TABLE dep');
+    db.close();
+    return new SqliteBuffer(path);
+  },
+});
+
+describe('SQLite dependency index', () => {
+  it('verify names a dependency missing from it', async () => {
+    const path = join(dir, 'dep-index.db');
+    const b = new SqliteBuffer(path);
+    try {
+      const [parent] = await b.append([tx()]);
+      await b.append([tx([parent!.seq])]);
+      assert.deepEqual((await b.verify()).problems, []);
+      const db = new Database(path);
+      db.exec('DELETE FROM dep');
+      db.close();
+      const v = await b.verify();
+      assert.equal(v.ok, false);
+      assert.match(v.problems.join('\n'), /dependency index: 1 dependencies/);
+    } finally {
+      await b.close();
+    }
+  });
 });
 
 describe('SQLite receipts expire', () => {

@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { ThreadedSqliteBuffer } from '../../src/edge/buffer/thread.js';
 import { BufferUnavailableError, DuplicateTransactionError, OutcomeUnknownError, isBufferUnavailable, type NewTransaction } from '../../src/edge/buffer/buffer.js';
 import { LocalStore } from '../../src/edge/local-store.js';
+import Database from 'better-sqlite3';
 import { bufferConformance, tx } from './buffer-conformance.js';
 
 const dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-buffer-thread-'));
@@ -31,6 +32,14 @@ bufferConformance('SQLite in the storage thread', {
   reopen: async (b) => {
     await b.close();
     const path = (b as ThreadedSqliteBuffer).path;
+    return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
+  },
+  reopenWithoutDependencyIndex: async (b) => {
+    await b.close();
+    const path = (b as ThreadedSqliteBuffer).path;
+    const db = new Database(path);
+    db.exec('DROP TABLE dep');
+    db.close();
     return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
   },
 });

@@ -33,32 +33,38 @@ local function dependsOn(seq, set)
   end
   return false
 end
--- Not-yet-synced transactions with a seq above seq, in seq order: {{seq, state}, ...}.
 -- The seqs named by the transaction's order_only field (absent: none), as a set keyed by seq string.
 local function orderOnly(seq)
   local set, raw = {}, field(seq, 'order_only')
   if raw then for _, d in ipairs(cjson.decode(raw)) do set[tostring(d)] = true end end
   return set
 end
-local function unsyncedAfter(seq)
+-- Who waits on seq (the dependency index: children:<seq>), with the state of each still held.
+local UNSYNCED = {pending = true, in_flight = true, blocked = true}
+local function children(seq)
   local rows = {}
-  for _, st in ipairs({'pending', 'in_flight', 'blocked'}) do
-    for _, s in ipairs(redis.call('ZRANGEBYSCORE', setKey(st), '(' .. seq, '+inf')) do rows[#rows + 1] = {s, st} end
+  for _, s in ipairs(redis.call('ZRANGE', K('children:' .. seq), 0, -1)) do
+    local st = field(s, 'state')
+    if st and UNSYNCED[st] then rows[#rows + 1] = {s, st} end
   end
-  table.sort(rows, function(a, b) return tonumber(a[1]) < tonumber(b[1]) end)
   return rows
 end
--- Blocked transactions after seq back to pending, in seq order: those startsFn names, and those waiting
--- on one in freed (which grows, so whole chains go). Returns their seqs.
+-- Blocked dependents of seq back to pending: those startsFn names, and those waiting on one in freed
+-- (which grows, so whole chains go), found through the dependency index. Returns their seqs, in order.
 local function releaseBlocked(seq, freed, startsFn, now)
-  local released = {}
-  for _, row in ipairs(unsyncedAfter(seq)) do
-    if row[2] == 'blocked' and (startsFn(row[1]) or dependsOn(row[1], freed)) then
-      freed[row[1]] = true
-      released[#released + 1] = tonumber(row[1])
-      move(row[1], 'blocked', 'pending', now)
+  local released, queue = {}, {seq}
+  while #queue > 0 do
+    local p = table.remove(queue)
+    for _, row in ipairs(children(p)) do
+      if row[2] == 'blocked' and not freed[row[1]] and (startsFn(row[1]) or dependsOn(row[1], freed)) then
+        freed[row[1]] = true
+        released[#released + 1] = tonumber(row[1])
+        queue[#queue + 1] = row[1]
+        move(row[1], 'blocked', 'pending', now)
+      end
     end
   end
+  table.sort(released)
   return released
 end
 local function audit(now, id, seq, action, actor, reason)
@@ -103,6 +109,9 @@ for i = 0, n - 1 do
   if ARGV[a + 7] ~= '' then redis.call('HSET', txKey(seq), 'order_only', ARGV[a + 7]) end
   redis.call('HSET', K('ids'), ARGV[a], seq)
   redis.call('ZADD', setKey('pending'), seq, seq)
+  if ARGV[a + 5] ~= '[]' then
+    for _, d in ipairs(cjson.decode(ARGV[a + 5])) do redis.call('ZADD', K('children:' .. d), seq, seq) end
+  end
   total = total + tonumber(ARGV[a + 6])
 end
 redis.call('SET', K('seq'), last + n)
@@ -148,11 +157,11 @@ return out
 
 // SETTLE: outcomes in seq order, only for in-flight transactions (idempotent); a failure blocks its
 // unsynced dependents transitively, and a rejected/retried child of a parent failed in this call is blocked.
-// The dependents are found in one pass over the backlog after the last failure, not one per failure: with
-// a large backlog, a batch of rejections would otherwise hold Redis for minutes.
+// The dependents are found through the dependency index: the work grows with them, not with the backlog
+// (a scan of the backlog after each failure held Redis, and every write, for seconds with a large backlog).
 const SETTLE_LUA = `
 local now, n = ARGV[2], tonumber(ARGV[3])
-local stuck, first = {}, nil
+local stuck, queue = {}, {}
 for i = 0, n - 1 do
   local a = 4 + i * 4
   local seq, outcome, err, result = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -169,14 +178,16 @@ for i = 0, n - 1 do
     if to == 'synced' then redis.call('HINCRBY', K('counters'), 'applied_total', 1) end
     if to == 'failed' or to == 'blocked' then
       stuck[seq] = true
-      if not first or tonumber(seq) < first then first = tonumber(seq) end
+      queue[#queue + 1] = seq
     end
   end
 end
-if first then
-  for _, row in ipairs(unsyncedAfter(first)) do
-    if not stuck[row[1]] and dependsOn(row[1], stuck) then
+while #queue > 0 do
+  local p = table.remove(queue)
+  for _, row in ipairs(children(p)) do
+    if not stuck[row[1]] then
       stuck[row[1]] = true
+      queue[#queue + 1] = row[1]
       if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
     end
   end
@@ -263,7 +274,7 @@ for _, seq in ipairs(seqs) do
   -- Deletes first: Redis at maxmemory refuses a script whose first write needs memory (SET), but lets
   -- one that has begun by freeing some run to its end. Compaction is what frees a full buffer.
   redis.call('HDEL', K('ids'), v[2])
-  redis.call('DEL', txKey(seq))
+  redis.call('DEL', txKey(seq), K('children:' .. seq))
   redis.call('SET', K('receipt:' .. v[2]), cjson.encode(receipt), 'EX', ARGV[4])
   bytes = bytes + tonumber(v[7])
 end
@@ -314,7 +325,7 @@ local function problem(msg) problems[#problems + 1] = msg end
 for _, st in ipairs(STATES) do counted[st] = 0; bytes[st] = 0 end
 for _, st in ipairs(STATES) do
   for _, seq in ipairs(redis.call('ZRANGE', setKey(st), 0, -1)) do
-    local rec = redis.call('HMGET', txKey(seq), 'state', 'transaction_id', 'bytes')
+    local rec = redis.call('HMGET', txKey(seq), 'state', 'transaction_id', 'bytes', 'depends_on')
     if seen[seq] then problem('seq ' .. seq .. ' is in both the ' .. seen[seq] .. ' and the ' .. st .. ' set')
     elseif not rec[1] then problem('seq ' .. seq .. ' is in the ' .. st .. ' set but has no record')
     else
@@ -327,6 +338,14 @@ for _, st in ipairs(STATES) do
       end
       if redis.call('HGET', K('ids'), rec[2]) ~= seq then
         problem('transaction ' .. tostring(rec[2]) .. ' (seq ' .. seq .. ') is missing from the id index')
+      end
+      -- The dependency index: what is not yet synced is found from each parent still held.
+      if rec[4] and rec[4] ~= '[]' and st ~= 'synced' and st ~= 'discarded' then
+        for _, d in ipairs(cjson.decode(rec[4])) do
+          if not redis.call('ZSCORE', K('children:' .. d), seq) and redis.call('EXISTS', txKey(d)) == 1 then
+            problem('dependency index: seq ' .. seq .. ' waits on ' .. d .. ' but is not among its children (a failure would not hold it back)')
+          end
+        end
       end
     end
   end
@@ -350,9 +369,24 @@ end
 return out
 `;
 
+// INDEX_DEPS: the dependency index for a buffer written before it existed, seqs ARGV[2]+1 … ARGV[2]+ARGV[3]
+// (a chunk, so one call never holds Redis for long); only transactions not yet synced need it. Returns
+// the last seq looked at. Once every seq is indexed, the caller sets deps_indexed.
+const INDEX_DEPS_LUA = `
+local from, n = tonumber(ARGV[2]), tonumber(ARGV[3])
+local last = math.min(from + n, tonumber(redis.call('GET', K('seq')) or '0'))
+for seq = from + 1, last do
+  local v = redis.call('HMGET', txKey(seq), 'state', 'depends_on')
+  if v[1] and v[1] ~= 'synced' and v[2] and v[2] ~= '[]' then
+    for _, d in ipairs(cjson.decode(v[2])) do redis.call('ZADD', K('children:' .. d), seq, seq) end
+  end
+end
+return last
+`;
+
 export const SCRIPTS = {
   append: APPEND_LUA, claim: CLAIM_LUA, settle: SETTLE_LUA, release: RELEASE_LUA, retry: RETRY_LUA,
   retryAll: RETRY_ALL_LUA, discard: DISCARD_LUA, skipTo: SKIP_TO_LUA, compact: COMPACT_LUA, get: GET_LUA, list: LIST_LUA,
-  states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, unindexed: UNINDEXED_LUA,
+  states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, unindexed: UNINDEXED_LUA, indexDeps: INDEX_DEPS_LUA,
 };
 export type ScriptName = keyof typeof SCRIPTS;

@@ -13,6 +13,9 @@
  *   audit            list of JSON audit records, newest first, capped at AUDIT_MAX (redis-scripts.ts)
  *   receipt:<id>     string: a compacted transaction's record without its steps, plus compacted_at,
  *                    as JSON; it expires RECEIPT_DAYS after compaction
+ *   children:<seq>   sorted set of the seqs whose depends_on names <seq> (the dependency index: a failure,
+ *                    a retry or a discard visits the dependents, not the backlog); gone with <seq>'s compaction
+ *   deps_indexed     set once every transaction held is in the dependency index
  * Every mutation is one Lua script, so it is atomic, and its reply comes after
  * the fsync. Counts by state are ZCARDs, so stats() never scans.
  */
@@ -49,6 +52,8 @@ const command = (name: ScriptName) => `opsdbBuffer_${name}`;
 
 /** Transactions compacted per script call: Redis runs one script at a time, so each call is kept short. */
 const COMPACT_CHUNK = 1000;
+/** Seqs looked at per call while indexing the dependencies of a buffer written before the index. */
+const DEPS_INDEX_CHUNK = 5000;
 
 const pairs = (flat: unknown[]): Record<string, string> => {
   const out: Record<string, string> = {};
@@ -297,12 +302,28 @@ export class RedisBuffer implements TransactionBuffer {
     for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(command(name as ScriptName), { lua: PRELUDE + lua, numberOfKeys: 0 });
     const b = new RedisBuffer(redis, opts.keyPrefix, where, note, opts);
     try {
+      await b.indexDependencies();
       b.highest = (await b.stats()).last_seq;
     } catch (err) {
       redis.disconnect();
       throw err;
     }
     return b;
+  }
+
+  /**
+   * A buffer written before the dependency index (children:<seq>) gets it once, a chunk of seqs per
+   * script call; deps_indexed then says it is done. A new buffer is marked at once.
+   */
+  private async indexDependencies(): Promise<void> {
+    const marker = `${this.keyPrefix}deps_indexed`;
+    if (await this.call(() => this.redis.get(marker))) return;
+    for (let from = 0; ;) {
+      const last = await this.run<number>('indexDeps', from, DEPS_INDEX_CHUNK);
+      if (last <= from) break;
+      from = last;
+    }
+    await this.call(() => this.redis.set(marker, '1'));
   }
 
   /** Runs one script with the key prefix as ARGV[1]; a Redis failure becomes BufferUnavailableError. */

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS tx (
   order_only     TEXT
 );
 CREATE INDEX IF NOT EXISTS tx_state_seq ON tx (state, seq);
+-- Who waits on whom (depends_on, order-only parents included), so a failure, a retry or a discard
+-- visits a transaction's dependents, not the whole backlog after it.
+CREATE TABLE IF NOT EXISTS dep (parent INTEGER NOT NULL, child INTEGER NOT NULL, PRIMARY KEY (parent, child)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- What compaction leaves of a synced transaction (no steps), for RECEIPT_DAYS.
 CREATE TABLE IF NOT EXISTS receipt (
@@ -138,10 +141,16 @@ export class SqliteBuffer implements TransactionBuffer {
       this.db.pragma('busy_timeout = 5000');
       // No integrity scan here: on a million-transaction buffer it costs a second at every start.
       // A file that is not a database fails right here; `opsdb buffer verify` runs the full check.
+      const hadDeps = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() !== undefined;
       this.db.exec(SCHEMA);
       // A buffer made before order_only existed gets the column (NULL: no order-only parent).
       const cols = this.db.prepare('PRAGMA table_info(tx)').all() as { name: string }[];
       if (!cols.some((c) => c.name === 'order_only')) this.db.exec('ALTER TABLE tx ADD COLUMN order_only TEXT');
+      // A buffer made before the dependency index: index what it holds, once (only transactions with a parent).
+      if (!hadDeps) {
+        this.db.exec(`INSERT OR IGNORE INTO dep (parent, child)
+          SELECT CAST(j.value AS INTEGER), tx.seq FROM tx, json_each(tx.depends_on) AS j WHERE tx.depends_on <> '[]' AND tx.state <> 'synced'`);
+      }
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
       this.guard = new FileGuard(path);
@@ -162,7 +171,12 @@ export class SqliteBuffer implements TransactionBuffer {
       settle: db.prepare(`UPDATE tx SET state = @state, attempts = attempts + @inc, last_error = coalesce(@last_error, last_error),
                           central_result = coalesce(@central_result, central_result), updated_at = @now WHERE seq = @seq`),
       inState: db.prepare('SELECT seq, bytes FROM tx WHERE state = ? ORDER BY seq'),
-      dependents: db.prepare(`SELECT seq, state, bytes, depends_on, order_only FROM tx WHERE seq > ? AND state IN ('pending','in_flight','blocked') ORDER BY seq`),
+      addDep: db.prepare('INSERT OR IGNORE INTO dep (parent, child) VALUES (?, ?)'),
+      children: db.prepare(`SELECT tx.seq, tx.state, tx.bytes, tx.depends_on, tx.order_only FROM dep JOIN tx ON tx.seq = dep.child
+                            WHERE dep.parent = ? AND tx.state IN ('pending','in_flight','blocked')`),
+      // Edges whose parent or child was compacted: a synced parent holds nobody back, a synced child waits for nothing.
+      dropDeps: db.prepare(`DELETE FROM dep WHERE parent <= ?
+                            AND (NOT EXISTS (SELECT 1 FROM tx WHERE tx.seq = dep.parent) OR NOT EXISTS (SELECT 1 FROM tx WHERE tx.seq = dep.child))`),
       // Two index probes on (state, seq); an IN list would scan with a million rows held.
       oldest: db.prepare(`SELECT created_at AS t FROM (
           SELECT * FROM (SELECT seq, created_at FROM tx WHERE state = 'pending' ORDER BY seq LIMIT 1)
@@ -237,6 +251,7 @@ export class SqliteBuffer implements TransactionBuffer {
           if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new DuplicateTransactionError(t.transaction_id);
           throw err;
         }
+        for (const parent of t.depends_on) this.stmt.addDep.run(parent, seq);
         total += bytes;
         out.push({ ...t, seq, state: 'pending', attempts: 0, last_error: null, bytes, updated_at: now, central_result: null });
       }
@@ -307,21 +322,24 @@ export class SqliteBuffer implements TransactionBuffer {
         if (to === 'synced') this.stmt.bump.run(1, 'applied_total');
         if (to === 'failed' || to === 'blocked') failedNow.add(o.seq);
       }
-      if (failedNow.size > 0) this.blockDependents(Math.min(...failedNow), failedNow, now);
+      if (failedNow.size > 0) this.blockDependents(failedNow, now);
     });
   }
 
   /**
-   * Marks every not-yet-sent transaction after `from` depending (transitively) on one in `stuck` as
-   * blocked: one pass over the backlog for all of a call's failures, not one per failure.
+   * Marks every not-yet-synced transaction depending (transitively) on one in `stuck` as blocked. It
+   * walks the dependency index from the stuck ones: the work grows with their dependents, not with the
+   * backlog (a rejection in a million pending transactions visits only what waits on it).
    */
-  private blockDependents(from: number, stuck: Set<number>, now: string): void {
-    for (const d of this.stmt.dependents.all(from) as Row[]) {
-      if (stuck.has(d.seq) || d.depends_on === '[]') continue;
-      const deps = JSON.parse(d.depends_on) as number[];
-      if (!deps.some((p) => stuck.has(p))) continue;
-      stuck.add(d.seq);
-      if (d.state === 'pending') this.move(d.seq, 'pending', 'blocked', d.bytes, now);
+  private blockDependents(stuck: Set<number>, now: string): void {
+    const queue = [...stuck];
+    for (let p = queue.pop(); p !== undefined; p = queue.pop()) {
+      for (const d of this.stmt.children.all(p) as Row[]) {
+        if (stuck.has(d.seq)) continue;
+        stuck.add(d.seq);
+        queue.push(d.seq);
+        if (d.state === 'pending') this.move(d.seq, 'pending', 'blocked', d.bytes, now);
+      }
     }
   }
 
@@ -376,20 +394,24 @@ export class SqliteBuffer implements TransactionBuffer {
   }
 
   /**
-   * Sends blocked transactions after `after` back to pending, in seq order: those `starts` names, and
-   * those waiting on one in `freed` (which grows as it goes, so whole chains go). The claim blocks again
-   * any that still wait on another failed parent. Returns their seqs.
+   * Sends blocked dependents of `from` back to pending: those `starts` names, and those waiting on one
+   * in `freed` (which grows as it goes, so whole chains go), found through the dependency index. The
+   * claim blocks again any that still wait on another failed parent. Returns their seqs, in order.
    */
-  private releaseBlocked(after: number, freed: Set<number>, starts: (d: Row) => boolean, now: string): number[] {
+  private releaseBlocked(from: number, freed: Set<number>, starts: (d: Row) => boolean, now: string): number[] {
     const released: number[] = [];
-    for (const d of this.stmt.dependents.all(after) as Row[]) {
-      if (d.state !== 'blocked') continue;
-      if (!starts(d) && !(JSON.parse(d.depends_on) as number[]).some((p) => freed.has(p))) continue;
-      freed.add(d.seq);
-      released.push(d.seq);
-      this.move(d.seq, 'blocked', 'pending', d.bytes, now);
+    const queue = [from];
+    for (let p = queue.pop(); p !== undefined; p = queue.pop()) {
+      for (const d of this.stmt.children.all(p) as Row[]) {
+        if (d.state !== 'blocked' || freed.has(d.seq)) continue;
+        if (!starts(d) && !(JSON.parse(d.depends_on) as number[]).some((x) => freed.has(x))) continue;
+        freed.add(d.seq);
+        released.push(d.seq);
+        queue.push(d.seq);
+        this.move(d.seq, 'blocked', 'pending', d.bytes, now);
+      }
     }
-    return released;
+    return released.sort((a, b) => a - b);
   }
 
   async skipTo(seq: number, actor: string, reason: string): Promise<boolean> {
@@ -452,6 +474,7 @@ export class SqliteBuffer implements TransactionBuffer {
       if (n === 0) return 0;
       this.stmt.keepReceipts.run({ now: now.toISOString(), upTo: upToSeq });
       this.stmt.compact.run(upToSeq);
+      this.stmt.dropDeps.run(upToSeq);
       this.stmt.bump.run(-n, 'n_synced');
       this.stmt.bump.run(-b, 'bytes_synced');
       return n;
@@ -476,6 +499,11 @@ export class SqliteBuffer implements TransactionBuffer {
     }
     const maxSeq = (this.db.prepare('SELECT max(seq) AS m FROM tx').get() as { m: number | null }).m ?? 0;
     if (maxSeq > stats.last_seq) problems.push(`seq ${maxSeq} is beyond the last assigned seq ${stats.last_seq}`);
+    const unindexed = (this.db.prepare(`SELECT count(*) AS n FROM tx, json_each(tx.depends_on) AS j
+        WHERE tx.depends_on <> '[]' AND tx.state IN ('pending','in_flight','blocked','failed')
+          AND EXISTS (SELECT 1 FROM tx AS parent WHERE parent.seq = j.value)
+          AND NOT EXISTS (SELECT 1 FROM dep WHERE dep.parent = j.value AND dep.child = tx.seq)`).get() as { n: number }).n;
+    if (unindexed > 0) problems.push(`dependency index: ${unindexed} dependencies of transactions not yet synced are missing from it (a failure would not hold back what waits on it)`);
     return { ok: problems.length === 0, problems, stats, counted };
   }
 

@@ -186,6 +186,7 @@ export const bufferVerifyCommand: Command = {
           ` + blocked ${s.blocked} + failed ${s.failed} + discarded ${s.discarded}`,
       );
       for (const p of report.problems) console.log(`PROBLEM: ${p}`);
+      for (const n of report.notes ?? []) console.error(`note: ${n}`);
       console.log(report.ok ? 'ok' : `${report.problems.length} problem(s)`);
     }
     return report.ok ? 0 : 1;

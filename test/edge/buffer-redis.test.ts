@@ -373,6 +373,53 @@ describe('RedisBuffer.verify', () => {
   });
 });
 
+describe('RedisBuffer.verify over a buffer larger than one of its chunks', () => {
+  it('finds what disagrees in any chunk, past the last seq too, and no problem while the buffer changes under it', async () => {
+    const keyPrefix = redisKeyPrefix('verify-chunks');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      const held = [];
+      for (let i = 0; i < 12; i++) held.push(...(await b.append(Array.from({ length: 1000 }, (_, k) => tx(k % 2 ? [held.length + k] : [])))));
+      assert.deepEqual((await b.verify()).problems, []);
+
+      // While a writer appends and a sync claims and settles, nothing is reported that is not so.
+      let writing = true;
+      const writer = (async () => {
+        while (writing) {
+          await b.append([tx()]);
+          await b.settle((await b.claim(3, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+        }
+      })();
+      const busy = await b.verify();
+      writing = false;
+      await writer;
+      assert.deepEqual(busy.problems, [], 'no false alarm while the buffer changes');
+      assert.deepEqual((await b.verify()).notes, undefined, 'quiet again: the recount is compared');
+
+      const first = held[10]!;
+      const middle = held[6500]!;
+      const last = held[11_999]!;
+      await withClient(redisUrl(), async (r) => {
+        await r.zadd(`${keyPrefix}state:failed`, middle.seq, String(middle.seq)); // in two sets
+        await r.hincrby(`${keyPrefix}counters`, 'bytes_pending', 7); // a counter off
+        await r.hset(`${keyPrefix}ids`, 'not-a-held-id', String(last.seq)); // the id index pointing at another record
+        await r.zadd(`${keyPrefix}state:pending`, 99_999, '99999'); // a set member past the last seq, with no record
+        await r.hdel(`${keyPrefix}ids`, first.transaction_id);
+      });
+      const v = await b.verify();
+      const all = v.problems.join('\n');
+      assert.equal(v.ok, false);
+      assert.match(all, new RegExp(`seq ${middle.seq} is in both the pending and the failed set|seq ${middle.seq} is in both the failed and the pending set`));
+      assert.match(all, /pending: byte counter says/);
+      assert.match(all, new RegExp(`the id index maps not-a-held-id to seq ${last.seq}, which is not held`));
+      assert.match(all, /seq 99999 is in the pending set but has no record/);
+      assert.match(all, new RegExp(`${first.transaction_id} \\(seq ${first.seq}\\) is missing from the id index`));
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe('Redis receipts', () => {
   it(`expire by themselves ${RECEIPT_DAYS} days after compaction, and hold no steps`, async () => {
     const keyPrefix = redisKeyPrefix('receipts');

@@ -105,6 +105,8 @@ export interface VerifyReport {
   stats: BufferStats;
   /** Counts recomputed from the stored transactions, by state. */
   counted: Record<TxState, number>;
+  /** What could not be checked this time, and why (not a problem: `ok` does not depend on it). */
+  notes?: string[];
 }
 
 export interface TransactionBuffer {

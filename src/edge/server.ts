@@ -18,7 +18,7 @@ import { GroupCommitter } from './committer.js';
 import { EdgeBackend } from './backend.js';
 import { edgeRoutes } from './routes.js';
 import { SYNC_DISABLED, type SyncView } from './sync-view.js';
-import { SyncEngine } from '../sync/engine.js';
+import { SyncEngine, type SavedSyncState } from '../sync/engine.js';
 import { httpClient } from '../sync/transport.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { FileGuard } from './buffer/file-guard.js';
@@ -29,6 +29,8 @@ import { uuidv7 } from '../lib/uuid.js';
 /** The site token set over HTTP, and a hash of SITE_TOKEN as it was then (to tell when SITE_TOKEN changed since). */
 const SITE_TOKEN_KEY = 'site_token';
 const SITE_TOKEN_OVER_KEY = 'site_token_over_env';
+/** What the sync engine knew of the link, kept in local.db's meta across restarts (SyncMemory). */
+const SYNC_STATE_KEY = 'sync_state';
 
 export interface RunningEdge {
   url: string;
@@ -142,6 +144,10 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
           intervalMs: config.syncIntervalMs,
           retryBaseMs: config.retryBaseMs,
           retryMaxMs: config.retryMaxMs,
+          memory: {
+            load: () => JSON.parse(local.getMeta(SYNC_STATE_KEY) ?? 'null') as SavedSyncState | null,
+            save: (s) => local.setMeta(SYNC_STATE_KEY, JSON.stringify(s)),
+          },
         })
       : null;
     const sync: SyncView = engine ?? SYNC_DISABLED;

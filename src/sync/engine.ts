@@ -38,7 +38,29 @@ export interface EngineOptions {
   /** How often to probe central's /health while backing off from a failure central itself did not answer. */
   probeMs?: number;
   random?: () => number;
+  /**
+   * Where the engine keeps what it knows of the link across a restart (the edge: local.db). Without it,
+   * a daemon restarted during an outage said healthy, with no last sync and no error, until its first
+   * exchange with central had failed: 30 s and more on a link that drops packets.
+   */
+  memory?: SyncMemory;
 }
+
+/** What the engine knew of the link when it last changed; restored at start. */
+export interface SavedSyncState {
+  last_sync_at: string | null;
+  last_error: TxError | null;
+  consecutive_failures: number;
+  central_reachable: boolean | null;
+}
+
+export interface SyncMemory {
+  load(): SavedSyncState | null;
+  save(s: SavedSyncState): void;
+}
+
+/** A run of successes is saved at most this often (every failure is saved). */
+const SAVE_OK_EVERY_MS = 10_000;
 
 export interface EngineEvents {
   applied(n: number): void;
@@ -99,6 +121,32 @@ export class SyncEngine implements SyncView {
 
   constructor(private readonly o: EngineOptions) {
     this.batchSize = o.batchSize;
+    let saved: SavedSyncState | null = null;
+    try {
+      saved = o.memory?.load() ?? null;
+    } catch (err) {
+      o.log.warn({ err: (err as Error).message }, 'what sync knew before the restart could not be read; starting without it');
+    }
+    if (saved) {
+      this.lastOk = saved.last_sync_at;
+      this.error = saved.last_error;
+      this.failures = saved.consecutive_failures;
+      this.reachable = saved.central_reachable;
+    }
+  }
+
+  /** When the state was last saved (performance.now()), to save a run of successes only now and then. */
+  private savedAt = Number.NEGATIVE_INFINITY;
+
+  private remember(): void {
+    if (!this.o.memory) return;
+    try {
+      this.o.memory.save({ last_sync_at: this.lastOk, last_error: this.error, consecutive_failures: this.failures, central_reachable: this.reachable });
+      this.savedAt = performance.now();
+    } catch (err) {
+      // Not worth failing a sync step for: it only matters after a restart.
+      this.o.log.debug({ err: (err as Error).message }, 'sync state not saved');
+    }
   }
 
   on(listener: Partial<EngineEvents>): void {
@@ -233,6 +281,7 @@ export class SyncEngine implements SyncView {
     this.error = { code: f.code, message: f.message, at: new Date().toISOString() };
     // Central itself answered (a 500, a 429, a 503 with its own error body…): it is reachable, just not well.
     if (f.kind === 'transient' && f.answeredBy !== null) this.reachable = f.answeredBy === 'central';
+    this.remember();
     this.emit('error', f.code);
   }
 
@@ -256,10 +305,12 @@ export class SyncEngine implements SyncView {
   }
 
   private succeed(): void {
+    const recovered = this.failures > 0 || this.error !== null || this.reachable !== true;
     this.failures = 0;
     this.error = null;
     this.reachable = true;
     this.lastOk = new Date().toISOString();
+    if (recovered || performance.now() - this.savedAt >= SAVE_OK_EVERY_MS) this.remember();
   }
 
   /** Waits out the backoff (Retry-After, if longer, up to RETRY_MAX_MS). */

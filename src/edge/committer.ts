@@ -135,7 +135,12 @@ export class GroupCommitter {
     const now = performance.now();
     if (now - this.disk.at > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
       const s = await statfs(this.limits.dataDir).catch(() => null);
-      this.disk = { at: now, free: s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY };
+      let free = s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY;
+      // Near the watermark, the room compaction left inside the buffer's file counts too: writes take it first.
+      if (free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES && this.buffer.reusableBytes) {
+        free += await this.buffer.reusableBytes().catch(() => 0);
+      }
+      this.disk = { at: now, free };
     }
     return this.disk.free;
   }

@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import type { BufferedTransaction, TransactionBuffer } from './buffer/buffer.js';
+import { WAL_SIZE_LIMIT, type BufferedTransaction, type TransactionBuffer } from './buffer/buffer.js';
 import type { Step } from '../lib/api/transaction.js';
 import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
 import type { Change } from '../lib/api/sync-schemas.js';
@@ -131,6 +131,7 @@ export class LocalStore implements ReplicaSink {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
+    this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
     this.db.exec(LOCAL_SCHEMA);
     this.addCreatedSeq();
   }

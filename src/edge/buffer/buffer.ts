@@ -62,6 +62,12 @@ export type Outcome =
   /** Transient: back to pending with one more attempt counted. */
   | { seq: number; outcome: 'retry'; error: TxError };
 
+/**
+ * journal_size_limit of the edge's SQLite files: after a checkpoint the WAL is cut back to this. A steady
+ * WAL is ≈ 4 MB (1,000 pages); a large transaction's WAL no longer keeps its disk space afterwards.
+ */
+export const WAL_SIZE_LIMIT = 8 * 1024 * 1024;
+
 export interface BufferStats {
   pending: number;
   in_flight: number;
@@ -187,6 +193,14 @@ export interface TransactionBuffer {
 
   /** Drop synced transactions with seq ≤ upToSeq (the replica has them). Returns how many. */
   compact(upToSeq: number): Promise<number>;
+
+  /**
+   * Bytes inside the buffer's own files that new transactions take before the files grow (SQLite: the
+   * free pages compaction leaves). The disk watermark counts them as free: compaction does not hand
+   * space back to the file system, and without them writes refused for MIN_FREE_DISK_BYTES stayed
+   * refused after the backlog had drained. Absent: nothing to count (Redis keeps its data elsewhere).
+   */
+  reusableBytes?(): Promise<number>;
 
   /** Integrity check and ledger check against a full recount. */
   verify(): Promise<VerifyReport>;

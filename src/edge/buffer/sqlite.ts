@@ -23,6 +23,7 @@ import {
   type TxState,
   type VerifyReport,
   RECEIPT_DAYS,
+  WAL_SIZE_LIMIT,
 } from './buffer.js';
 import { FileGuard, bufferFileGone } from './file-guard.js';
 
@@ -69,6 +70,9 @@ CREATE TABLE IF NOT EXISTS audit (
   action TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT
 );
 `;
+
+/** Synced transactions dropped per SQLite transaction by compact(). */
+const COMPACT_CHUNK = 5000;
 
 const COUNTERS = [
   'last_seq', 'accepted_total', 'applied_total', 'discarded_total',
@@ -139,6 +143,8 @@ export class SqliteBuffer implements TransactionBuffer {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.db.pragma('busy_timeout = 5000');
+      // After a checkpoint the WAL is cut back to this, so a large compaction's WAL does not keep its disk space.
+      this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
       // No integrity scan here: on a million-transaction buffer it costs a second at every start.
       // A file that is not a database fails right here; `opsdb buffer verify` runs the full check.
       const hadDeps = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() !== undefined;
@@ -184,6 +190,8 @@ export class SqliteBuffer implements TransactionBuffer {
         ORDER BY seq LIMIT 1`),
       audit: db.prepare('INSERT INTO audit (at, transaction_id, seq, action, actor, reason) VALUES (?, ?, ?, ?, ?, ?)'),
       compactable: db.prepare(`SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM tx WHERE state = 'synced' AND seq <= ?`),
+      // The last seq of the next chunk to compact: the chunk-th synced transaction up to the given seq, or the last one.
+      compactChunkEnd: db.prepare(`SELECT max(seq) AS m FROM (SELECT seq FROM tx WHERE state = 'synced' AND seq <= ? ORDER BY seq LIMIT ?)`),
       compact: db.prepare(`DELETE FROM tx WHERE state = 'synced' AND seq <= ?`),
       keepReceipts: db.prepare(`INSERT OR REPLACE INTO receipt
           (transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, compacted_at)
@@ -466,19 +474,33 @@ export class SqliteBuffer implements TransactionBuffer {
     };
   }
 
+  /**
+   * In chunks of COMPACT_CHUNK transactions, one SQLite transaction each: every page a chunk frees or
+   * changes goes through the WAL, and one transaction over a large backlog grew the WAL (and took the
+   * disk) by about the size of what it dropped, on a disk that was already short of space.
+   */
   async compact(upToSeq: number): Promise<number> {
-    return this.atomic(() => {
-      const now = new Date();
-      this.stmt.dropReceipts.run(receiptCutoff(now));
-      const { n, b } = this.stmt.compactable.get(upToSeq) as { n: number; b: number };
-      if (n === 0) return 0;
-      this.stmt.keepReceipts.run({ now: now.toISOString(), upTo: upToSeq });
-      this.stmt.compact.run(upToSeq);
-      this.stmt.dropDeps.run(upToSeq);
-      this.stmt.bump.run(-n, 'n_synced');
-      this.stmt.bump.run(-b, 'bytes_synced');
-      return n;
-    });
+    let total = 0;
+    this.atomic(() => this.stmt.dropReceipts.run(receiptCutoff(new Date())));
+    for (;;) {
+      const n = this.atomic(() => {
+        const upTo = (this.stmt.compactChunkEnd.get(upToSeq, COMPACT_CHUNK) as { m: number | null }).m;
+        if (upTo === null) return 0;
+        const { n, b } = this.stmt.compactable.get(upTo) as { n: number; b: number };
+        this.stmt.keepReceipts.run({ now: new Date().toISOString(), upTo });
+        this.stmt.compact.run(upTo);
+        this.stmt.dropDeps.run(upTo);
+        this.stmt.bump.run(-n, 'n_synced');
+        this.stmt.bump.run(-b, 'bytes_synced');
+        return n;
+      });
+      total += n;
+      if (n < COMPACT_CHUNK) return total;
+    }
+  }
+
+  async reusableBytes(): Promise<number> {
+    return (this.db.pragma('freelist_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
   }
 
   async verify(): Promise<VerifyReport> {

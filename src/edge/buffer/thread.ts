@@ -263,6 +263,9 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   compact(upToSeq: number): Promise<number> {
     return this.call('compact', upToSeq);
   }
+  reusableBytes(): Promise<number> {
+    return this.call('reusableBytes');
+  }
   verify(): Promise<VerifyReport> {
     return this.call('verify');
   }

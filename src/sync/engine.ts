@@ -444,6 +444,8 @@ export class SyncEngine implements SyncView {
     const parsed = SyncBatchResult.safeParse(reply.body);
     if (!parsed.success) return this.pushFailed(batch, notAnAnswer(reply), started, bytes);
     this.heard(reply);
+    // Central answered: reachable, even if recording its answer here fails next (a full disk).
+    this.reachable = true;
     const body = parsed.data;
     const byId = new Map(body.results.map((r) => [r.transaction_id, r]));
     const now = new Date().toISOString();

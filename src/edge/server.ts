@@ -19,6 +19,7 @@ import { EdgeBackend } from './backend.js';
 import { edgeRoutes } from './routes.js';
 import { SYNC_DISABLED, type SyncView } from './sync-view.js';
 import { SyncEngine, type SavedSyncState } from '../sync/engine.js';
+import { DiskReserve } from './disk-reserve.js';
 import { httpClient } from '../sync/transport.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { FileGuard } from './buffer/file-guard.js';
@@ -165,7 +166,14 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
     // not only at the next write: /health and the records' sync_status say so while the edge is idle.
     const told = new Set<string>();
     let looking = false;
+    const reserve = new DiskReserve(config.dataDir, config.diskReserveBytes, config.minFreeDiskBytes, log);
+    await reserve.check();
+    let reserving = false;
     watchFiles = setInterval(() => {
+      if (!reserving) {
+        reserving = true;
+        void reserve.check().finally(() => (reserving = false));
+      }
       if (!looking) {
         looking = true;
         void detectLostSeqs(buffer, local).then(logLoss, () => {}).finally(() => (looking = false));

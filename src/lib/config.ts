@@ -41,6 +41,7 @@ const schema = z
     RETRY_MAX_MS: int(1).default(300_000),
     BUFFER_MAX_BYTES: int(1024).default(1024 ** 3),
     MIN_FREE_DISK_BYTES: int(0).default(256 * 1024 ** 2),
+    DISK_RESERVE_BYTES: int(0).default(32 * 1024 ** 2),
     MAX_BODY_BYTES: int(1024, 512 * 1024 ** 2).default(8 * 1024 ** 2),
     GROUP_COMMIT_MAX: int(1, 100_000).default(2000),
     DEMO_MODE: bool.default(false),
@@ -87,6 +88,8 @@ export interface Config {
   readonly retryMaxMs: number;
   readonly bufferMaxBytes: number;
   readonly minFreeDiskBytes: number;
+  /** Edge: room kept on the disk for sync, given back when the disk fills (edge/disk-reserve.ts); 0: none. */
+  readonly diskReserveBytes: number;
   readonly maxBodyBytes: number;
   /** Most writes made durable by one commit (1: a commit, and an fsync, per write). */
   readonly groupCommitMax: number;
@@ -197,6 +200,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     retryMaxMs: c.RETRY_MAX_MS,
     bufferMaxBytes: c.BUFFER_MAX_BYTES,
     minFreeDiskBytes: c.MIN_FREE_DISK_BYTES,
+    diskReserveBytes: c.DISK_RESERVE_BYTES,
     maxBodyBytes: c.MAX_BODY_BYTES,
     groupCommitMax: c.GROUP_COMMIT_MAX,
     demoMode: c.DEMO_MODE,

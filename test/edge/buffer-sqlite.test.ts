@@ -53,6 +53,32 @@ describe('SQLite compaction of a large backlog', () => {
 });
 
 describe('SQLite dependency index', () => {
+  it('an open cut short while indexing an older buffer leaves it to the next open, which indexes everything', async () => {
+    const path = join(dir, 'dep-backfill-retried.db');
+    const first = new SqliteBuffer(path);
+    const [parent] = await first.append([tx()]);
+    const [child] = await first.append([tx([parent!.seq])]);
+    await first.close();
+    // What an older build left, with one row the indexing cannot read, so the first open fails mid-way.
+    const db = new Database(path);
+    db.exec('DROP TABLE dep');
+    const [broken] = (db.prepare('INSERT INTO tx SELECT seq + 100, transaction_id || \'x\', site, endpoint, created_at, steps, \'[1,\', bytes, state, attempts, last_error, central_result, updated_at, order_only FROM tx WHERE seq = ? RETURNING seq').all(child!.seq) as { seq: number }[]);
+    db.close();
+    assert.throws(() => new SqliteBuffer(path), /malformed JSON/);
+    const repair = new Database(path);
+    repair.prepare('DELETE FROM tx WHERE seq = ?').run(broken!.seq);
+    repair.close();
+    const b = new SqliteBuffer(path);
+    try {
+      assert.deepEqual((await b.verify()).problems, [], 'the second open indexed what the first could not');
+      await b.claim(1, 1e9);
+      await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: { code: 'constraint', message: 'no', at: new Date().toISOString() } }]);
+      assert.equal((await b.get(child!.transaction_id))?.state, 'blocked');
+    } finally {
+      await b.close();
+    }
+  });
+
   it('verify names a dependency missing from it', async () => {
     const path = join(dir, 'dep-index.db');
     const b = new SqliteBuffer(path);

@@ -45,9 +45,6 @@ CREATE TABLE IF NOT EXISTS tx (
   order_only     TEXT
 );
 CREATE INDEX IF NOT EXISTS tx_state_seq ON tx (state, seq);
--- Who waits on whom (depends_on, order-only parents included), so a failure, a retry or a discard
--- visits a transaction's dependents, not the whole backlog after it.
-CREATE TABLE IF NOT EXISTS dep (parent INTEGER NOT NULL, child INTEGER NOT NULL, PRIMARY KEY (parent, child)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- What compaction leaves of a synced transaction (no steps), for RECEIPT_DAYS.
 CREATE TABLE IF NOT EXISTS receipt (
@@ -73,6 +70,18 @@ CREATE TABLE IF NOT EXISTS audit (
 
 /** Synced transactions dropped per SQLite transaction by compact(). */
 const COMPACT_CHUNK = 5000;
+
+/**
+ * Who waits on whom (depends_on, order-only parents included), so a failure, a retry or a discard visits
+ * a transaction's dependents, not the whole backlog after it. Made, and filled from what an older build
+ * left, in one transaction: a first open cut short (a full disk, a kill) leaves neither, and the next
+ * open does both.
+ */
+const DEP_SCHEMA = `
+CREATE TABLE dep (parent INTEGER NOT NULL, child INTEGER NOT NULL, PRIMARY KEY (parent, child)) WITHOUT ROWID;
+INSERT OR IGNORE INTO dep (parent, child)
+  SELECT CAST(j.value AS INTEGER), tx.seq FROM tx, json_each(tx.depends_on) AS j WHERE tx.depends_on <> '[]' AND tx.state <> 'synced';
+`;
 
 const COUNTERS = [
   'last_seq', 'accepted_total', 'applied_total', 'discarded_total',
@@ -147,16 +156,13 @@ export class SqliteBuffer implements TransactionBuffer {
       this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
       // No integrity scan here: on a million-transaction buffer it costs a second at every start.
       // A file that is not a database fails right here; `opsdb buffer verify` runs the full check.
-      const hadDeps = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() !== undefined;
       this.db.exec(SCHEMA);
       // A buffer made before order_only existed gets the column (NULL: no order-only parent).
       const cols = this.db.prepare('PRAGMA table_info(tx)').all() as { name: string }[];
       if (!cols.some((c) => c.name === 'order_only')) this.db.exec('ALTER TABLE tx ADD COLUMN order_only TEXT');
-      // A buffer made before the dependency index: index what it holds, once (only transactions with a parent).
-      if (!hadDeps) {
-        this.db.exec(`INSERT OR IGNORE INTO dep (parent, child)
-          SELECT CAST(j.value AS INTEGER), tx.seq FROM tx, json_each(tx.depends_on) AS j WHERE tx.depends_on <> '[]' AND tx.state <> 'synced'`);
-      }
+      this.db.transaction(() => {
+        if (this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() === undefined) this.db.exec(DEP_SCHEMA);
+      }).immediate();
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
       this.guard = new FileGuard(path);

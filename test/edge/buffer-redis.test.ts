@@ -26,6 +26,41 @@ bufferConformance('Redis (appendonly, appendfsync always, a real server)', {
 });
 
 describe('Redis dependency index', () => {
+  const applyAll = async (b: RedisBuffer) => b.settle((await b.claim(100, 1e12)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+
+  it('leaves no key behind once everything is synced and compacted, for a child of a compacted parent too', async () => {
+    const keyPrefix = redisKeyPrefix('children-left');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      const [parent] = await b.append([tx()]);
+      await applyAll(b);
+      await b.compact(parent!.seq);
+      const [child] = await b.append([tx([parent!.seq])]);
+      await applyAll(b);
+      assert.equal(await b.compact(child!.seq), 1);
+      assert.deepEqual(await withClient(redisUrl(), (r) => r.keys(`${keyPrefix}children:*`)), []);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('keeps no entry of a compacted child under a discarded parent it only followed', async () => {
+    const keyPrefix = redisKeyPrefix('children-discarded');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      const [d] = await b.append([tx()]);
+      await b.settle((await b.claim(1, 1e12)).map((t) => ({ seq: t.seq, outcome: 'rejected' as const, error: { code: 'c', message: 'm', at: new Date().toISOString() } })));
+      await b.discard(d!.transaction_id, 'op', 'r');
+      const follower = { ...tx([d!.seq]), order_only: [d!.seq] };
+      const [child] = await b.append([follower]);
+      await applyAll(b);
+      assert.equal(await b.compact(child!.seq), 1);
+      assert.deepEqual(await withClient(redisUrl(), (r) => r.zrange(`${keyPrefix}children:${d!.seq}`, '0', '-1')), []);
+    } finally {
+      await b.close();
+    }
+  });
+
   it('verify names a dependency missing from it', async () => {
     const keyPrefix = redisKeyPrefix('dep-index');
     const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
@@ -394,6 +429,25 @@ describe('RedisBuffer.verify over a buffer larger than one of its chunks', () =>
       writing = false;
       await writer;
       assert.deepEqual(busy.problems, [], 'no false alarm while the buffer changes');
+
+      // A claim between two chunks and a retry after them leave every count as it was: verify must still
+      // see that the buffer moved, and not compare a recount read at two moments with the counters.
+      const daemon = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+      const hooked = b as unknown as { run: (name: string, ...a: unknown[]) => Promise<unknown> };
+      const run = hooked.run.bind(b);
+      let claimed: { seq: number }[] = [];
+      hooked.run = async (name, ...a) => {
+        if (name === 'verify' && a[0] === 1000) claimed = await daemon.claim(20_000, 1e12);
+        const out = await run(name, ...a);
+        if (name === 'verify' && a[0] === 1000) {
+          await daemon.settle(claimed.map((t) => ({ seq: t.seq, outcome: 'retry' as const, error: { code: 'network', message: 'down', at: new Date().toISOString() } })));
+        }
+        return out;
+      };
+      const aba = await b.verify().finally(() => (hooked.run = run));
+      await daemon.close();
+      assert.ok(claimed.length > 1000);
+      assert.deepEqual(aba.problems, [], 'a claim and its retry between two chunks are no problem');
       assert.deepEqual((await b.verify()).notes, undefined, 'quiet again: the recount is compared');
 
       const first = held[10]!;

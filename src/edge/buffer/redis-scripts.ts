@@ -15,8 +15,11 @@ local function K(name) return P .. name end
 local function txKey(seq) return P .. 'tx:' .. seq end
 local function setKey(state) return P .. 'state:' .. state end
 local function field(seq, f) return redis.call('HGET', txKey(seq), f) end
+-- Set by anything that changes what verify recounts; a mutating script then bumps the epoch once.
+local MOVED = false
 -- One transaction to another state: its set, its record and the byte counters change together.
 local function move(seq, from, to, now)
+  MOVED = true
   local bytes = tonumber(field(seq, 'bytes'))
   redis.call('ZREM', setKey(from), seq)
   redis.call('ZADD', setKey(to), seq, seq)
@@ -110,11 +113,15 @@ for i = 0, n - 1 do
   redis.call('HSET', K('ids'), ARGV[a], seq)
   redis.call('ZADD', setKey('pending'), seq, seq)
   if ARGV[a + 5] ~= '[]' then
-    for _, d in ipairs(cjson.decode(ARGV[a + 5])) do redis.call('ZADD', K('children:' .. d), seq, seq) end
+    -- A parent already compacted (synced) holds nobody back: no entry that nothing would remove.
+    for _, d in ipairs(cjson.decode(ARGV[a + 5])) do
+      if redis.call('EXISTS', txKey(d)) == 1 then redis.call('ZADD', K('children:' .. d), seq, seq) end
+    end
   end
   total = total + tonumber(ARGV[a + 6])
 end
 redis.call('SET', K('seq'), last + n)
+MOVED = true
 redis.call('HINCRBY', K('counters'), 'accepted_total', n)
 redis.call('HINCRBY', K('counters'), 'bytes_pending', total)
 return {'ok', last + 1}
@@ -275,10 +282,14 @@ for _, seq in ipairs(seqs) do
   -- one that has begun by freeing some run to its end. Compaction is what frees a full buffer.
   redis.call('HDEL', K('ids'), v[2])
   redis.call('DEL', txKey(seq), K('children:' .. seq))
+  if v[6] and v[6] ~= '[]' then
+    for _, d in ipairs(cjson.decode(v[6])) do redis.call('ZREM', K('children:' .. d), seq) end
+  end
   redis.call('SET', K('receipt:' .. v[2]), cjson.encode(receipt), 'EX', ARGV[4])
   bytes = bytes + tonumber(v[7])
 end
 if #seqs > 0 then
+  MOVED = true
   -- Ascending, so these are exactly the synced seqs up to the last one taken.
   redis.call('ZREMRANGEBYSCORE', setKey('synced'), '-inf', seqs[#seqs])
   redis.call('HINCRBY', K('counters'), 'bytes_synced', -bytes)
@@ -389,15 +400,31 @@ local last = math.min(from + n, tonumber(redis.call('GET', K('seq')) or '0'))
 for seq = from + 1, last do
   local v = redis.call('HMGET', txKey(seq), 'state', 'depends_on')
   if v[1] and v[1] ~= 'synced' and v[2] and v[2] ~= '[]' then
-    for _, d in ipairs(cjson.decode(v[2])) do redis.call('ZADD', K('children:' .. d), seq, seq) end
+    for _, d in ipairs(cjson.decode(v[2])) do
+      if redis.call('EXISTS', txKey(d)) == 1 then redis.call('ZADD', K('children:' .. d), seq, seq) end
+    end
   end
 end
 return last
 `;
 
+/**
+ * A script that may change what verify recounts: run as a function, then the epoch is bumped once if it
+ * did (MOVED). Verify compares the epoch before and after its chunks: counts alone can come back to the
+ * same values (a claim, then a retry) while the chunks were read at different moments.
+ */
+const mutating = (lua: string) => `local function body()
+${lua}
+end
+local r = body()
+if MOVED then redis.call('INCR', K('epoch')) end
+return r
+`;
+
 export const SCRIPTS = {
-  append: APPEND_LUA, claim: CLAIM_LUA, settle: SETTLE_LUA, release: RELEASE_LUA, retry: RETRY_LUA,
-  retryAll: RETRY_ALL_LUA, discard: DISCARD_LUA, skipTo: SKIP_TO_LUA, compact: COMPACT_LUA, get: GET_LUA, list: LIST_LUA,
+  append: mutating(APPEND_LUA), claim: mutating(CLAIM_LUA), settle: mutating(SETTLE_LUA), release: mutating(RELEASE_LUA),
+  retry: mutating(RETRY_LUA), retryAll: mutating(RETRY_ALL_LUA), discard: mutating(DISCARD_LUA), skipTo: SKIP_TO_LUA,
+  compact: mutating(COMPACT_LUA), get: GET_LUA, list: LIST_LUA,
   states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, idIndex: ID_INDEX_LUA, unindexed: UNINDEXED_LUA, indexDeps: INDEX_DEPS_LUA,
 };
 export type ScriptName = keyof typeof SCRIPTS;

@@ -16,6 +16,7 @@
  *   children:<seq>   sorted set of the seqs whose depends_on names <seq> (the dependency index: a failure,
  *                    a retry or a discard visits the dependents, not the backlog); gone with <seq>'s compaction
  *   deps_indexed     set once every transaction held is in the dependency index
+ *   epoch            bumped by every script that changes a state, a record or a count (verify's "nothing moved")
  * Every mutation is one Lua script, so it is atomic, and its reply comes after
  * the fsync. Counts by state are ZCARDs, so stats() never scans.
  */
@@ -476,6 +477,8 @@ export class RedisBuffer implements TransactionBuffer {
    */
   async verify(): Promise<VerifyReport> {
     for (let attempt = 1; ; attempt++) {
+      const epoch = () => this.call(() => this.redis.get(`${this.keyPrefix}epoch`));
+      const epochBefore = await epoch();
       const before = await this.run<unknown[]>('stats');
       const stats = toStats(before);
       const counted = Object.fromEntries(TX_STATES.map((s) => [s, 0])) as Record<TxState, number>;
@@ -495,7 +498,7 @@ export class RedisBuffer implements TransactionBuffer {
       await chunk(stats.last_seq, '+inf');
       problems.push(...(await this.idIndexProblems()), ...(await this.unindexedRecords()));
       const after = await this.run<unknown[]>('stats');
-      const settled = JSON.stringify(after) === JSON.stringify(before);
+      const settled = (await epoch()) === epochBefore && JSON.stringify(after) === JSON.stringify(before);
       const notes: string[] = [];
       if (settled) {
         const counters = pairs(before);

@@ -136,9 +136,11 @@ export class GroupCommitter {
     if (now - this.disk.at > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
       const s = await statfs(this.limits.dataDir).catch(() => null);
       let free = s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY;
-      // Near the watermark, the room compaction left inside the buffer's file counts too: writes take it first.
+      // Near the watermark, the room compaction left inside the buffer's file counts too (writes take it
+      // first), up to half the watermark: it holds buffer rows only, and the local store's rows still take
+      // the disk, so the file system keeps at least half of MIN_FREE_DISK_BYTES whatever the buffer reuses.
       if (free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES && this.buffer.reusableBytes) {
-        free += await this.buffer.reusableBytes().catch(() => 0);
+        free += Math.min(await this.buffer.reusableBytes().catch(() => 0), Math.floor(this.limits.minFreeDiskBytes / 2));
       }
       this.disk = { at: now, free };
     }

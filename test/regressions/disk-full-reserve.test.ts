@@ -6,12 +6,11 @@
 // A real 64 MiB file system (tmpfs: the test runs as root, like CI), central on PostgreSQL, the fault proxy.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, existsSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { centralDatabase, killAllProcesses, startScenario, waitFor, type CentralDatabase } from '../support/processes.js';
 import { client } from '../support/http.js';
+import { bulkOfFiles, mountSmallDisk } from '../support/small-disk.js';
 
 const FS_BYTES = 64 * 1024 * 1024;
 const stats = async (url: string) => (await (await fetch(`${url}/buffer-stats`)).json()) as Record<string, number>;
@@ -30,19 +29,16 @@ function fillDisk(path: string): void {
 }
 
 describe('a disk filled to the last byte under an edge', () => {
-  const mnt = mkdtempSync(join(tmpdir(), 'opsdb-full-disk-'));
+  let disk: ReturnType<typeof mountSmallDisk>;
   let db: CentralDatabase;
   before(async () => {
-    // Not a skip: without root (and a kernel that lets it mount) this test fails, and says why.
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${FS_BYTES}`, 'tmpfs', mnt]);
-    process.env.OPSDB_TEST_TMP = mnt;
+    disk = mountSmallDisk('full-disk', FS_BYTES);
     db = await centralDatabase('disk_reserve');
   });
   after(async () => {
     await killAllProcesses();
     await db?.drop();
-    execFileSync('umount', [mnt]);
-    rmSync(mnt, { recursive: true, force: true });
+    disk?.unmount();
   });
 
   it('still syncs and compacts what it holds, and takes writes again once the other program frees its space', async (t) => {
@@ -59,12 +55,9 @@ describe('a disk filled to the last byte under an edge', () => {
 
     // During an outage, writes pile up; then another program takes every byte left.
     await s.proxy.setMode('refuse');
-    const bulk = (i: number) => ({
-      executed_obs_unit_id: obs.body.id,
-      files: Array.from({ length: 50 }, (_, k) => ({ name: `f${i}_${k}.fits`, path: `/data/raw/${'x'.repeat(200)}/f${i}_${k}.fits`, size: 1, checksum: `c${i}_${k}`, file_type: 'fits' })),
-    });
+    const bulk = (i: number) => bulkOfFiles(obs.body.id, i);
     for (let i = 0; i < 60; i++) assert.equal((await c().post('/raw_data_files/bulk', { body: bulk(i) })).status, 201);
-    const filler = join(mnt, 'another-program');
+    const filler = join(disk.path, 'another-program');
     fillDisk(filler);
     await waitFor(async () => !existsSync(reserve), 10_000, 'the reserve given back');
 

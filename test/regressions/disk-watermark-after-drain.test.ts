@@ -6,31 +6,27 @@
 // A real 40 MiB file system (tmpfs: the test runs as root, like CI), central on PostgreSQL, the fault proxy.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, statfsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { centralDatabase, killAllProcesses, startScenario, waitFor, type CentralDatabase } from '../support/processes.js';
 import { client } from '../support/http.js';
+import { bulkOfFiles, mountSmallDisk } from '../support/small-disk.js';
 
 const FS_BYTES = 40 * 1024 * 1024;
 const MIN_FREE = 24 * 1024 * 1024;
 const stats = async (url: string) => (await (await fetch(`${url}/buffer-stats`)).json()) as Record<string, number>;
 
 describe('the free-disk watermark after an outage drains', () => {
-  const mnt = mkdtempSync(join(tmpdir(), 'opsdb-small-disk-'));
+  let disk: ReturnType<typeof mountSmallDisk>;
   let db: CentralDatabase;
   before(async () => {
-    // Not a skip: without root (and a kernel that lets it mount) this test fails, and says why.
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${FS_BYTES}`, 'tmpfs', mnt]);
-    process.env.OPSDB_TEST_TMP = mnt;
+    disk = mountSmallDisk('small-disk', FS_BYTES);
     db = await centralDatabase('disk_watermark');
   });
   after(async () => {
     await killAllProcesses();
     await db?.drop();
-    execFileSync('umount', [mnt]);
-    rmSync(mnt, { recursive: true, force: true });
+    disk?.unmount();
   });
 
   it('takes writes again once the backlog is gone, without a restart', async (t) => {
@@ -43,10 +39,7 @@ describe('the free-disk watermark after an outage drains', () => {
 
     // The link is down; bulk file writes fill the disk down to the watermark.
     await s.proxy.setMode('refuse');
-    const bulk = (i: number) => ({
-      executed_obs_unit_id: obs.body.id,
-      files: Array.from({ length: 50 }, (_, k) => ({ name: `f${i}_${k}.fits`, path: `/data/raw/${'x'.repeat(200)}/f${i}_${k}.fits`, size: 1, checksum: `c${i}_${k}`, file_type: 'fits' })),
-    });
+    const bulk = (i: number) => bulkOfFiles(obs.body.id, i);
     let refused: { error: { message: string } } | null = null;
     let accepted = 0;
     for (let i = 0; i < 2000 && !refused; i++) {
@@ -65,7 +58,7 @@ describe('the free-disk watermark after an outage drains', () => {
       return st.pending_transactions === 0 && st.in_flight_transactions === 0 && st.synced_awaiting_replica === 0;
     }, 60_000, 'drained and compacted');
     const wal = statSync(join(s.dir.dataDir, 'buffer.db-wal')).size;
-    t.diagnostic(`file system free ${statfsSync(mnt).bavail * statfsSync(mnt).bsize}, buffer.db-wal ${wal}`);
+    t.diagnostic(`file system free ${statfsSync(disk.path).bavail * statfsSync(disk.path).bsize}, buffer.db-wal ${wal}`);
 
     // A write is taken again (the watermark is looked at again within a second).
     await waitFor(async () => (await c().post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).status === 201, 10_000, 'a write taken again');

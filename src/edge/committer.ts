@@ -17,6 +17,8 @@ const DISK_CHECK_MS = 1000;
 const HELD_CHECK_MS = 1000;
 /** Closer than this to MIN_FREE_DISK_BYTES, free space is asked for at every group, not once a second. */
 const DISK_NEAR_BYTES = 64 * 1024 * 1024;
+/** Below MIN_FREE_DISK_BYTES, the WALs are cut back (a truncating checkpoint) at most this often. */
+const RECLAIM_MS = 5000;
 /**
  * What a write costs on disk, as a multiple of its transaction's bytes, until the next look at the
  * disk: the buffer row, its copy in the WAL, and the local store's rows.
@@ -134,8 +136,17 @@ export class GroupCommitter {
   async freeDisk(): Promise<number> {
     const now = performance.now();
     if (now - this.disk.at > DISK_CHECK_MS || this.disk.free < this.limits.minFreeDiskBytes + DISK_NEAR_BYTES) {
-      const s = await statfs(this.limits.dataDir).catch(() => null);
-      let free = s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY;
+      const look = async () => {
+        const s = await statfs(this.limits.dataDir).catch(() => null);
+        return s ? s.bavail * s.bsize : Number.POSITIVE_INFINITY;
+      };
+      let free = await look();
+      // Below the watermark: the WALs give back what they hold beyond the data (at most every RECLAIM_MS).
+      if (free < this.limits.minFreeDiskBytes && this.buffer.reclaim && now - this.reclaimedAt > RECLAIM_MS) {
+        this.reclaimedAt = now;
+        await this.buffer.reclaim().catch(() => {});
+        free = await look();
+      }
       // Near the watermark, the room compaction left inside the buffer's file counts too (writes take it
       // first), up to half the watermark: it holds buffer rows only, and the local store's rows still take
       // the disk, so the file system keeps at least half of MIN_FREE_DISK_BYTES whatever the buffer reuses.
@@ -146,6 +157,9 @@ export class GroupCommitter {
     }
     return this.disk.free;
   }
+
+  /** When the WALs were last cut back for the disk watermark (performance.now()). */
+  private reclaimedAt = Number.NEGATIVE_INFINITY;
 
   /** Takes what a group just accepted off the free-space figure until the next look at the disk. */
   private spend(bytes: number): void {

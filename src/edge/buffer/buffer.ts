@@ -202,6 +202,12 @@ export interface TransactionBuffer {
    */
   reusableBytes?(): Promise<number>;
 
+  /**
+   * Gives the file system back what the WALs hold beyond the data (a checkpoint that truncates them):
+   * asked for when the disk is below MIN_FREE_DISK_BYTES. Absent: nothing to give back.
+   */
+  reclaim?(): Promise<void>;
+
   /** Integrity check and ledger check against a full recount. */
   verify(): Promise<VerifyReport>;
 

@@ -505,6 +505,10 @@ export class SqliteBuffer implements TransactionBuffer {
     }
   }
 
+  async reclaim(): Promise<void> {
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
   async reusableBytes(): Promise<number> {
     return (this.db.pragma('freelist_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
   }

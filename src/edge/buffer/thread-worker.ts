@@ -45,6 +45,11 @@ async function commitGroup(wire: WireTransaction[]): Promise<CommitReply> {
 async function handle(req: Request): Promise<unknown> {
   if (req.method === 'commitGroup') return commitGroup(req.args[0] as WireTransaction[]);
   if (req.method === 'catchUpLocal') return catchUp(buffer, local);
+  if (req.method === 'reclaim') {
+    await buffer.reclaim();
+    local.db.pragma('wal_checkpoint(TRUNCATE)');
+    return null;
+  }
   if (req.method === 'close') {
     await buffer.close();
     local.close();

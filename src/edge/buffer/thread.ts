@@ -266,6 +266,10 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   reusableBytes(): Promise<number> {
     return this.call('reusableBytes');
   }
+  /** Both files the storage thread writes: the buffer and the local store. */
+  reclaim(): Promise<void> {
+    return this.call('reclaim');
+  }
   verify(): Promise<VerifyReport> {
     return this.call('verify');
   }

@@ -30,7 +30,7 @@ async function scenario(t: TestContext, label: string, opts: Parameters<typeof s
 /** Waits until a batch is on its way (the engine has transactions in flight). */
 const batchInFlight = (s: Scenario) => until(s, (st) => st.in_flight_transactions > 0, 8_000, 'a batch in flight');
 
-describe('sync under faults: crashes, timeouts, resets (real processes)', { timeout: 120_000 }, () => {
+describe('sync under faults: crashes, timeouts, resets (real processes)', { timeout: 300_000 }, () => {
   before(async () => {
     db = await centralDatabase('faults_crash');
   });

@@ -42,6 +42,14 @@ local function orderOnly(seq)
   if raw then for _, d in ipairs(cjson.decode(raw)) do set[tostring(d)] = true end end
   return set
 end
+-- Enters seq in the dependency index under each parent its depends_on (JSON) names that is still held:
+-- a parent already compacted (synced) holds nobody back, and its entry is one nothing would remove.
+local function indexChild(seq, dependsOnJson)
+  if dependsOnJson == '[]' then return end
+  for _, d in ipairs(cjson.decode(dependsOnJson)) do
+    if redis.call('EXISTS', txKey(d)) == 1 then redis.call('ZADD', K('children:' .. d), seq, seq) end
+  end
+end
 -- Who waits on seq (the dependency index: children:<seq>), with the state of each still held.
 local UNSYNCED = {pending = true, in_flight = true, blocked = true}
 local function children(seq)
@@ -112,12 +120,7 @@ for i = 0, n - 1 do
   if ARGV[a + 7] ~= '' then redis.call('HSET', txKey(seq), 'order_only', ARGV[a + 7]) end
   redis.call('HSET', K('ids'), ARGV[a], seq)
   redis.call('ZADD', setKey('pending'), seq, seq)
-  if ARGV[a + 5] ~= '[]' then
-    -- A parent already compacted (synced) holds nobody back: no entry that nothing would remove.
-    for _, d in ipairs(cjson.decode(ARGV[a + 5])) do
-      if redis.call('EXISTS', txKey(d)) == 1 then redis.call('ZADD', K('children:' .. d), seq, seq) end
-    end
-  end
+  indexChild(seq, ARGV[a + 5])
   total = total + tonumber(ARGV[a + 6])
 end
 redis.call('SET', K('seq'), last + n)
@@ -399,11 +402,7 @@ local from, n = tonumber(ARGV[2]), tonumber(ARGV[3])
 local last = math.min(from + n, tonumber(redis.call('GET', K('seq')) or '0'))
 for seq = from + 1, last do
   local v = redis.call('HMGET', txKey(seq), 'state', 'depends_on')
-  if v[1] and v[1] ~= 'synced' and v[2] and v[2] ~= '[]' then
-    for _, d in ipairs(cjson.decode(v[2])) do
-      if redis.call('EXISTS', txKey(d)) == 1 then redis.call('ZADD', K('children:' .. d), seq, seq) end
-    end
-  end
+  if v[1] and v[1] ~= 'synced' and v[2] then indexChild(seq, v[2]) end
 end
 return last
 `;

@@ -346,14 +346,22 @@ export class SqliteBuffer implements TransactionBuffer {
    * backlog (a rejection in a million pending transactions visits only what waits on it).
    */
   private blockDependents(stuck: Set<number>, now: string): void {
-    const queue = [...stuck];
+    this.walkDependents([...stuck], (d) => {
+      if (stuck.has(d.seq)) return false;
+      stuck.add(d.seq);
+      if (d.state === 'pending') this.move(d.seq, 'pending', 'blocked', d.bytes, now);
+      return true;
+    });
+  }
+
+  /**
+   * Visits the not-yet-synced dependents of `from` through the dependency index, and theirs in turn
+   * for each one `take` takes (returns true for).
+   */
+  private walkDependents(from: number[], take: (d: Row) => boolean): void {
+    const queue = [...from];
     for (let p = queue.pop(); p !== undefined; p = queue.pop()) {
-      for (const d of this.stmt.children.all(p) as Row[]) {
-        if (stuck.has(d.seq)) continue;
-        stuck.add(d.seq);
-        queue.push(d.seq);
-        if (d.state === 'pending') this.move(d.seq, 'pending', 'blocked', d.bytes, now);
-      }
+      for (const d of this.stmt.children.all(p) as Row[]) if (take(d)) queue.push(d.seq);
     }
   }
 
@@ -414,17 +422,14 @@ export class SqliteBuffer implements TransactionBuffer {
    */
   private releaseBlocked(from: number, freed: Set<number>, starts: (d: Row) => boolean, now: string): number[] {
     const released: number[] = [];
-    const queue = [from];
-    for (let p = queue.pop(); p !== undefined; p = queue.pop()) {
-      for (const d of this.stmt.children.all(p) as Row[]) {
-        if (d.state !== 'blocked' || freed.has(d.seq)) continue;
-        if (!starts(d) && !(JSON.parse(d.depends_on) as number[]).some((x) => freed.has(x))) continue;
-        freed.add(d.seq);
-        released.push(d.seq);
-        queue.push(d.seq);
-        this.move(d.seq, 'blocked', 'pending', d.bytes, now);
-      }
-    }
+    this.walkDependents([from], (d) => {
+      if (d.state !== 'blocked' || freed.has(d.seq)) return false;
+      if (!starts(d) && !(JSON.parse(d.depends_on) as number[]).some((x) => freed.has(x))) return false;
+      freed.add(d.seq);
+      released.push(d.seq);
+      this.move(d.seq, 'blocked', 'pending', d.bytes, now);
+      return true;
+    });
     return released.sort((a, b) => a - b);
   }
 

@@ -8,7 +8,7 @@
  * transaction by transaction: inbox row first (its unique key makes a
  * repeat a no-op), then every step, each transaction all or nothing.
  */
-import type { Client } from './db.js';
+import { isConnectFailure, type Client } from './db.js';
 import { TABLES } from '../lib/api/tables.js';
 import type { Step, Transaction } from '../lib/api/transaction.js';
 import { AppError, ConflictError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
@@ -184,11 +184,21 @@ const CHECK_RULES: Record<string, string> = {
   user_preference_preferences_check: 'preferences must be a JSON object',
 };
 
+/** The error answered in place of `cause`, which the request's log line keeps. */
+function withCause(cause: unknown, answered: AppError): AppError {
+  answered.cause = cause;
+  return answered;
+}
+
 export function mapPgError(err: unknown, step?: Step): unknown {
   const e = err as { code?: string; constraint?: string; detail?: string; table?: string; column?: string; message?: string };
   if (!e || err instanceof AppError) return err;
+  if (isConnectFailure(err) && !connectionLost(e)) {
+    // What PostgreSQL said (a database name, a user) is for the operator's log, not for the client.
+    return withCause(err, new UnavailableError('The database refused a connection; nothing was written, retry shortly. Central\'s log says why.'));
+  }
   if (connectionLost(e)) {
-    return new UnavailableError('The database could not be reached, or the connection to it was lost during this request; retry shortly. A write may have been made before it was lost: check before sending it again (sync batches are applied exactly once, so resending one is safe).');
+    return withCause(err, new UnavailableError('The database could not be reached, or the connection to it was lost during this request; retry shortly. A write may have been made before it was lost: check before sending it again (sync batches are applied exactly once, so resending one is safe).'));
   }
   if (typeof e.code !== 'string') return err;
   if (BUSY_CODES.has(e.code)) {

@@ -13,7 +13,27 @@ export function createPool(url: string, max = 10): pg.Pool {
   // in flight then fails on its own. The pool replaces them.
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
+  // A connection PostgreSQL refuses (the database not accepting connections, dropped, a password changed…)
+  // fails with whatever SQLSTATE the server chose, which says nothing about the request: marked here, so that
+  // it is answered 503 like a lost connection, not 500. `pool.query` connects through this method too.
+  const connect = pool.connect.bind(pool) as (cb?: (err: Error | undefined, client?: Client, done?: (release?: unknown) => void) => void) => unknown;
+  pool.connect = ((cb?: (err: Error | undefined, client?: Client, done?: (release?: unknown) => void) => void) =>
+    cb
+      ? connect((err, client, done) => cb(err && markConnectFailure(err), client, done))
+      : (connect() as Promise<Client>).catch((err: Error) => Promise.reject(markConnectFailure(err)))) as typeof pool.connect;
   return pool;
+}
+
+const CONNECT_FAILURE = Symbol('opsdb.connectFailure');
+
+function markConnectFailure(err: Error): Error {
+  if (err && typeof err === 'object') (err as Error & { [CONNECT_FAILURE]?: true })[CONNECT_FAILURE] = true;
+  return err;
+}
+
+/** The error came from getting a connection to PostgreSQL, not from a statement: the request wrote nothing. */
+export function isConnectFailure(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { [CONNECT_FAILURE]?: true })[CONNECT_FAILURE] === true;
 }
 
 /** Runs `fn` in one transaction; commits when it returns, rolls back when it throws. */

@@ -5,7 +5,7 @@
 // Central runs as a real `opsdb serve` process, so a crash shows as its exit.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Pool } from 'pg';
+import pgLib, { type Pool } from 'pg';
 import { createPool } from '../../src/central/db.js';
 import { migrate } from '../../src/central/migrate.js';
 import { seed } from '../../src/central/seed.js';
@@ -71,6 +71,49 @@ describe('central when PostgreSQL drops its connections mid-request', () => {
     assert.equal(central.child.exitCode, null, `central is still running:\n${central.lines.slice(-5).join('\n')}`);
     // Afterwards: healthy and writing, on fresh connections.
     assert.equal((await fetch(`${central.url}/health`)).status, 200);
+    assert.equal((await admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).status, 201);
+  });
+
+  // Found in session 12's list of leftovers: a database that refuses new connections (ALTER DATABASE …
+  // ALLOW_CONNECTIONS false, a dropped database, a changed password) failed with PostgreSQL's own SQLSTATE
+  // (55000 here), which is none of the lost-connection codes, so central answered 500 internal_error.
+  it('answers 503, writes nothing and logs why while the database refuses connections; works again after', { timeout: 60_000 }, async () => {
+    const dbName = new URL(database.url).pathname.slice(1);
+    const adminUrl = new URL(database.url);
+    adminUrl.pathname = '/postgres';
+    const superuser = new pgLib.Client({ connectionString: adminUrl.toString() });
+    await superuser.connect();
+    const count = async () => Number((await db.query('SELECT count(*) AS n FROM executed_obs_unit')).rows[0].n);
+    const before = await count();
+    try {
+      await superuser.query(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS false`);
+      // Central's pooled connections were made before: cut them, so each request has to connect anew.
+      await superuser.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [dbName]);
+      const logged = central.lines.length;
+      for (const call of [
+        () => admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } }),
+        () => admin.get('/executed_obs_units/'),
+        () => admin.get('/executed_obs_units/' + '0190f5c2-0000-7000-8000-000000000000'),
+      ]) {
+        // A request on a connection cut just now is "lost during this request"; the next ones are refused.
+        let r = await call();
+        for (let i = 0; i < 3 && r.status === 503 && /lost during this request/.test(r.body.error.message); i++) r = await call();
+        assert.equal(r.status, 503, r.text);
+        assert.equal(r.body.error.code, 'service_unavailable');
+        assert.match(r.body.error.message, /refused a connection; nothing was written/);
+        assert.doesNotMatch(r.text, new RegExp(dbName), 'what PostgreSQL said stays in the log');
+      }
+      const health = await fetch(`${central.url}/health`);
+      assert.equal(health.status, 503);
+      assert.equal(((await health.json()) as { status: string }).status, 'unhealthy');
+      const warned = central.lines.slice(logged).map((l) => JSON.parse(l)).filter((l) => l.status === 503 && l.level === 40);
+      assert.ok(warned.length >= 3, `one warning per refused request:\n${central.lines.slice(logged).join('\n')}`);
+      assert.match(JSON.stringify(warned[0].err), /not currently accepting connections/, 'the log says why');
+    } finally {
+      await superuser.query(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS true`);
+      await superuser.end();
+    }
+    assert.equal(await count(), before, 'nothing was written');
     assert.equal((await admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).status, 201);
   });
 });

@@ -54,6 +54,7 @@ export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err
       user: (ctx.state.principal as { username?: string } | undefined)?.username,
     };
     if (failure && !(failure instanceof AppError)) log.error({ ...line, err: failure }, 'request failed');
+    else if (failure instanceof AppError && failure.status >= 500 && failure.cause) log.warn({ ...line, err: failure.cause }, `request failed: ${failure.message}`);
     else access.info(line, 'request');
   };
 }

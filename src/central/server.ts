@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
@@ -9,7 +9,7 @@ import { pendingMigrations } from './migrate.js';
 import { CentralBackend } from './backend.js';
 import { mapPgError } from './apply.js';
 import { centralRoutes } from './routes.js';
-import { closeServer } from '../lib/http/close.js';
+import { closeServer, createStoppableServer } from '../lib/http/close.js';
 
 export interface RunningCentral {
   url: string;
@@ -46,7 +46,7 @@ export async function startCentral(config: Config, log: Logger, given?: Pool, ht
     mapError: (err) => mapPgError(err),
     extraRoutes: (api) => centralRoutes(api, pool, log, metrics),
   });
-  const server: Server = createServer(app);
+  const server: Server = createStoppableServer(app);
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -69,7 +69,8 @@ export async function startCentral(config: Config, log: Logger, given?: Pool, ht
       return true;
     },
     async stop() {
-      await closeServer(server);
+      const { refused } = await closeServer(server);
+      if (refused) log.info({ refused }, 'requests that came in while stopping were answered 503');
       await endPool();
     },
   };

@@ -28,6 +28,24 @@ export function stopSignals(): { first: Promise<NodeJS.Signals>; onAgain(fn: (si
   return { first, onAgain: (fn) => (again = fn) };
 }
 
+/**
+ * The longest a stop may take before the process exits anyway, below the systemd unit's TimeoutStopSec=30
+ * (after which systemd sends SIGKILL): each of its steps is bounded (open requests 5 s, the batch in flight
+ * 5 s, a storage call its own timeout), but a storage that stops answering (a Redis stopped, a disk hung)
+ * makes them add up.
+ */
+export const STOP_DEADLINE_MS = 20_000;
+
+/**
+ * SIGHUP is not a stop: the daemon has no reload (settings are read at start), and a `kill -HUP` from a
+ * log rotation script, or the terminal of a foreground run closing when the link drops, must not end it
+ * (by default it would die at once, and systemd does not restart a unit that a SIGHUP ended).
+ */
+function ignoreHangups(log: ReturnType<typeof createLogger>): void {
+  process.on('SIGHUP', () =>
+    log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: settings are read at start, so restart the daemon to apply changed ones (systemctl restart); SIGTERM stops it'));
+}
+
 export const serveCommand: Command = {
   summary: 'run the daemon for the configured site type (SITE_TYPE=main: central; secondary: edge)',
   usage: 'opsdb serve [--config FILE]',
@@ -36,8 +54,9 @@ export const serveCommand: Command = {
     // Listening for the stop signal from the start: one that came before the daemon was ready would end it
     // at once, with Node's default handling, and a start is then stopped as soon as it is done.
     const signals = stopSignals();
+    ignoreHangups(log);
     signals.onAgain((signal) =>
-      log.warn({ signal }, 'already stopping: requests still open get up to 5 s, then the batch in flight up to 5 s; the daemon then exits by itself'));
+      log.warn({ signal }, `already stopping: requests still open get up to 5 s, then the batch in flight up to 5 s; the daemon exits by itself within ${STOP_DEADLINE_MS / 1000} s`));
     const start = config.siteType === 'main' ? startCentral(config, log) : startEdge(config, log);
     const running = await start.catch((err: Error) => {
       log.fatal({ err: { message: err.message } }, `${config.siteType === 'main' ? 'central' : 'edge'} failed to start`);
@@ -56,6 +75,11 @@ export const serveCommand: Command = {
       throw new Error(`stopped: ${outcome.message}`);
     }
     log.info({ signal: outcome }, 'stopping');
+    setTimeout(() => {
+      log.fatal({ deadline_ms: STOP_DEADLINE_MS },
+        'the stop did not finish in time (a storage or a connection stopped answering): exiting now. Nothing acknowledged is lost: a write not yet answered was not acknowledged, and transactions in flight are sent again at the next start');
+      process.exit(1);
+    }, STOP_DEADLINE_MS).unref();
     await sd.stopping();
     await running.stop();
     log.info('stopped');

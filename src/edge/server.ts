@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -23,7 +23,7 @@ import { DiskReserve } from './disk-reserve.js';
 import { httpClient } from '../sync/transport.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { FileGuard } from './buffer/file-guard.js';
-import { closeServer } from '../lib/http/close.js';
+import { closeServer, createStoppableServer } from '../lib/http/close.js';
 import { EDGE_ID_HEADER } from '../lib/api/sync-schemas.js';
 import { uuidv7 } from '../lib/uuid.js';
 
@@ -209,7 +209,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
           },
         }),
     });
-    server = createServer(app);
+    server = createStoppableServer(app);
     server.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       server!.once('error', reject);
@@ -236,11 +236,15 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
       },
       async stop() {
         clearInterval(watchFiles);
-        await closeServer(srv);
+        const { refused } = await closeServer(srv);
+        if (refused) log.info({ refused }, 'requests that came in while stopping were answered 503');
         await committer.idle();
         committer.close();
         // The batch in flight gets a few seconds to be answered; after that it is abandoned (sent again later, deduplicated).
-        const abandon = setTimeout(() => stopSync.abort(), 5000);
+        const abandon = setTimeout(() => {
+          log.warn('the sync exchange in flight was not answered within 5 s of the stop: abandoned; its transactions are sent again at the next start, and central answers "duplicate" for those it already applied');
+          stopSync.abort();
+        }, 5000);
         await engine?.stop();
         clearTimeout(abandon);
         accounts.flush();

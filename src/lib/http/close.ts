@@ -1,20 +1,122 @@
-import type { Server } from 'node:http';
+import { Server as NetServer, type Socket } from 'node:net';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 
-/** How long requests still open at a stop get to finish before their connections are cut. */
+/**
+ * How long a request still arriving at a stop (its body not all in: a slow or stalled client) gets before
+ * its connection is cut. A request whose body is in is answered, however long its storage takes: its
+ * client learns what became of its write (stored, or a 503 that names it). The daemon's own stop
+ * deadline (`opsdb serve`) bounds that.
+ */
 export const STOP_GRACE_MS = 5000;
 
 /**
- * Stops taking connections and resolves once the open ones are done: idle
- * keep-alive connections at once, requests in progress within `graceMs`
- * (a client that sends its body slowly, or never, cannot hold a stop up).
+ * How long, at a stop, idle keep-alive connections are left open before they are closed. Node closes
+ * them at once, and one whose client has just sent a request the server has not read yet counts as idle:
+ * its client would see a reset, not knowing whether its write was kept. In this time such a request is
+ * read and answered 503.
  */
-export function closeServer(server: Server, graceMs = STOP_GRACE_MS): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const cut = setTimeout(() => server.closeAllConnections(), graceMs);
-    server.close(() => {
-      clearTimeout(cut);
-      resolve();
+export const STOP_QUIET_MS = 250;
+
+/** What a request that arrives while the server stops is told (SPEC's one error shape). */
+const STOPPING_BODY = JSON.stringify({
+  error: {
+    code: 'service_unavailable',
+    message: 'This site is stopping (a restart or a shutdown); nothing was stored. Send the request again in a few seconds.',
+    details: null,
+  },
+});
+
+/** On a socket: the response to its latest request. */
+const CURRENT = Symbol('opsdb.currentResponse');
+type Tracked = Socket & { [CURRENT]?: ServerResponse };
+
+interface StopState {
+  stopping: boolean;
+  /** Requests answered 503 because they came in after the stop began. */
+  refused: number;
+  sockets: Set<Tracked>;
+}
+
+const states = new WeakMap<Server, StopState>();
+
+/**
+ * An HTTP server that stops gracefully with `closeServer`: from then on each
+ * new request is answered 503 with `Connection: close`, and each request in
+ * progress is answered with `Connection: close`. Node's `server.close()` alone
+ * goes on serving new requests on keep-alive connections already open: busy
+ * clients went on writing until their connections were cut, and a write
+ * stored in that moment got no answer at all.
+ */
+export function createStoppableServer(listener: RequestListener): Server {
+  const state: StopState = { stopping: false, refused: 0, sockets: new Set() };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    (req.socket as Tracked)[CURRENT] = res;
+    if (!state.stopping) return listener(req, res);
+    state.refused++;
+    req.resume(); // the body is not read; let it flow so the answer is not held up behind it
+    res.writeHead(503, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': Buffer.byteLength(STOPPING_BODY),
+      'Retry-After': '5',
+      Connection: 'close',
     });
-    server.closeIdleConnections();
+    res.end(STOPPING_BODY);
   });
+  // Per connection, not per request: keep-alive clients send many requests on one.
+  server.on('connection', (socket: Tracked) => {
+    state.sockets.add(socket);
+    socket.once('close', () => state.sockets.delete(socket));
+  });
+  states.set(server, state);
+  return server;
+}
+
+/** The request on this connection has all its body in and is not answered yet: the server is working on it. */
+function answering(socket: Tracked): boolean {
+  const res = socket[CURRENT];
+  return !!res && !res.writableEnded && res.req.complete;
+}
+
+/**
+ * Stops taking connections and resolves once the open ones are done. With a
+ * server made by `createStoppableServer`: a request that arrives from now on
+ * is answered 503 and its connection closed; requests in progress are
+ * answered and their connections closed; idle keep-alive connections are
+ * closed `STOP_QUIET_MS` later; a request still arriving after `graceMs` is
+ * cut off. Other servers: idle connections at once, everything at `graceMs`.
+ * Resolves with how many requests were refused with 503.
+ */
+export async function closeServer(server: Server, graceMs = STOP_GRACE_MS): Promise<{ refused: number }> {
+  const state = states.get(server);
+  if (!state) {
+    await new Promise<void>((resolve) => {
+      const cut = setTimeout(() => server.closeAllConnections(), graceMs);
+      server.close(() => {
+        clearTimeout(cut);
+        resolve();
+      });
+      server.closeIdleConnections();
+    });
+    return { refused: 0 };
+  }
+  state.stopping = true;
+  const closeAfterAnswer = () => {
+    for (const socket of state.sockets) {
+      const res = socket[CURRENT];
+      if (res && !res.headersSent) res.setHeader('Connection', 'close');
+    }
+  };
+  closeAfterAnswer();
+  // net.Server's own close: no new connections from now on (a client sent away with a 503 that tries
+  // again is refused, so it knows nothing was sent), without http's closing of idle connections at once.
+  const done = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
+  const cut = setTimeout(() => {
+    for (const socket of state.sockets) if (!answering(socket)) socket.destroy();
+  }, graceMs);
+  await new Promise((r) => setTimeout(r, STOP_QUIET_MS));
+  closeAfterAnswer();
+  server.closeIdleConnections();
+  await done;
+  clearTimeout(cut);
+  return { refused: state.refused };
 }

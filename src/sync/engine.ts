@@ -433,7 +433,10 @@ export class SyncEngine implements SyncView {
     let reply: Reply;
     try {
       const backlog = await this.backlog();
-      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog, batch_id: batchId, after_batch: after }, this.o.token(), undefined, cancel);
+      // Batch ids are for pipelining only: with SYNC_PIPELINE=1 they are left out, so that a central older
+      // than them (which refuses keys it does not know) can still be synced with.
+      const ids = (this.o.pipeline ?? 2) > 1 ? { batch_id: batchId, after_batch: after } : {};
+      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog, ...ids }, this.o.token(), undefined, cancel);
     } catch (err) {
       if (cancel?.aborted) return this.pushFailed(batch, NOT_AFTER_FAILURE, started, bytes);
       return this.pushFailed(batch, classifyError(err), started, bytes);

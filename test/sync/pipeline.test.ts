@@ -58,9 +58,10 @@ describe('SYNC_PIPELINE: the next batch sent while the last is at central (real 
     t.diagnostic(`${batches.length} batches, ${early.length} sent early`);
   });
 
-  it('1: one batch at a time, none sent early', async (t) => {
+  it('1: one batch at a time, none sent early, and without batch ids (which a central older than them refuses)', async (t) => {
     const { batches } = await drainThroughSlowLink(t, 'one', '1');
     assert.ok(batches.length >= 10, `${batches.length} batches`);
-    assert.equal(batches.filter((b) => b.after_batch).length, 0);
+    // An older central's schema is strict: "Unrecognized keys: batch_id, after_batch" was a 422 for every batch.
+    for (const b of batches) assert.deepEqual(Object.keys(b).sort(), ['backlog', 'site', 'transactions'], 'only the keys every central knows');
   });
 });

@@ -19,7 +19,16 @@ bufferConformance('Redis (appendonly, appendfsync always, a real server)', {
     const keyPrefix = (b as RedisBuffer).keyPrefix;
     await withClient(redisUrl(), async (r) => {
       const keys = await r.keys(`${keyPrefix}children:*`);
-      await r.del(`${keyPrefix}deps_indexed`, ...keys);
+      await r.del(`${keyPrefix}deps_indexed`, `${keyPrefix}deps_through`, ...keys);
+    });
+    return RedisBuffer.open({ url: redisUrl(), keyPrefix });
+  },
+  reopenAfterOlderBuildAppended: async (b, after) => {
+    await b.close();
+    const keyPrefix = (b as RedisBuffer).keyPrefix;
+    await withClient(redisUrl(), async (r) => {
+      for (const key of await r.keys(`${keyPrefix}children:*`)) await r.zremrangebyscore(key, `(${after}`, '+inf');
+      await r.set(`${keyPrefix}deps_through`, after);
     });
     return RedisBuffer.open({ url: redisUrl(), keyPrefix });
   },

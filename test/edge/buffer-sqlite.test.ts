@@ -26,6 +26,15 @@ bufferConformance('SQLite (WAL, synchronous=FULL, a real file)', {
     db.close();
     return new SqliteBuffer(path);
   },
+  reopenAfterOlderBuildAppended: async (b, after) => {
+    await b.close();
+    const path = (b as SqliteBuffer).path;
+    const db = new Database(path);
+    db.prepare('DELETE FROM dep WHERE child > ?').run(after);
+    db.prepare("UPDATE counter SET value = ? WHERE name = 'dep_through'").run(after);
+    db.close();
+    return new SqliteBuffer(path);
+  },
 });
 
 describe('SQLite compaction of a large backlog', () => {

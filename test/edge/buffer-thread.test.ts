@@ -42,6 +42,15 @@ bufferConformance('SQLite in the storage thread', {
     db.close();
     return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
   },
+  reopenAfterOlderBuildAppended: async (b, after) => {
+    await b.close();
+    const path = (b as ThreadedSqliteBuffer).path;
+    const db = new Database(path);
+    db.prepare('DELETE FROM dep WHERE child > ?').run(after);
+    db.prepare("UPDATE counter SET value = ? WHERE name = 'dep_through'").run(after);
+    db.close();
+    return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
+  },
 });
 
 const stepId = (t: NewTransaction): string => (t.steps[0] as { id: string }).id;

@@ -124,6 +124,8 @@ for i = 0, n - 1 do
   total = total + tonumber(ARGV[a + 6])
 end
 redis.call('SET', K('seq'), last + n)
+-- The dependency index covers these too, if it covered every seq before them (see INDEX_DEPS).
+if tonumber(redis.call('GET', K('deps_through')) or '0') >= last then redis.call('SET', K('deps_through'), last + n) end
 MOVED = true
 redis.call('HINCRBY', K('counters'), 'accepted_total', n)
 redis.call('HINCRBY', K('counters'), 'bytes_pending', total)
@@ -394,9 +396,11 @@ end
 return out
 `;
 
-// INDEX_DEPS: the dependency index for a buffer written before it existed, seqs ARGV[2]+1 … ARGV[2]+ARGV[3]
-// (a chunk, so one call never holds Redis for long); only transactions not yet synced need it. Returns
-// the last seq looked at. Once every seq is indexed, the caller sets deps_indexed.
+// INDEX_DEPS: the dependency index for seqs ARGV[2]+1 … ARGV[2]+ARGV[3] (a chunk, so one call never holds
+// Redis for long), which a build from before the index appended: a buffer it made, or one it was
+// downgraded to and wrote. Only transactions not yet synced need it. deps_through, the last seq up to
+// which every seq is indexed, moves on with each chunk (and with each append of this build). Returns the
+// last seq looked at.
 const INDEX_DEPS_LUA = `
 local from, n = tonumber(ARGV[2]), tonumber(ARGV[3])
 local last = math.min(from + n, tonumber(redis.call('GET', K('seq')) or '0'))
@@ -404,6 +408,8 @@ for seq = from + 1, last do
   local v = redis.call('HMGET', txKey(seq), 'state', 'depends_on')
   if v[1] and v[1] ~= 'synced' and v[2] then indexChild(seq, v[2]) end
 end
+local through = tonumber(redis.call('GET', K('deps_through')) or '0')
+if through >= from and last > through then redis.call('SET', K('deps_through'), last) end
 return last
 `;
 

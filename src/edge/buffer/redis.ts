@@ -15,7 +15,8 @@
  *                    as JSON; it expires RECEIPT_DAYS after compaction
  *   children:<seq>   sorted set of the seqs whose depends_on names <seq> (the dependency index: a failure,
  *                    a retry or a discard visits the dependents, not the backlog); gone with <seq>'s compaction
- *   deps_indexed     set once every transaction held is in the dependency index
+ *   deps_through     the last seq up to which every transaction is in the dependency index; each append
+ *                    moves it, and at open what an older build appended after it is indexed
  *   epoch            bumped by every script that changes a state, a record or a count (verify's "nothing moved")
  * Every mutation is one Lua script, so it is atomic, and its reply comes after
  * the fsync. Counts by state are ZCARDs, so stats() never scans.
@@ -315,18 +316,17 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   /**
-   * A buffer written before the dependency index (children:<seq>) gets it once, a chunk of seqs per
-   * script call; deps_indexed then says it is done. A new buffer is marked at once.
+   * Transactions appended by a build from before the dependency index (children:<seq>), the ones after
+   * deps_through, are indexed, a chunk of seqs per script call. With no deps_through (a buffer made
+   * before it, or by a build that only kept the older mark deps_indexed), every transaction is, once.
    */
   private async indexDependencies(): Promise<void> {
-    const marker = `${this.keyPrefix}deps_indexed`;
-    if (await this.call(() => this.redis.get(marker))) return;
-    for (let from = 0; ;) {
+    let from = Number(await this.call(() => this.redis.get(`${this.keyPrefix}deps_through`)) ?? 0);
+    for (;;) {
       const last = await this.run<number>('indexDeps', from, DEPS_INDEX_CHUNK);
       if (last <= from) break;
       from = last;
     }
-    await this.call(() => this.redis.set(marker, '1'));
   }
 
   /** Runs one script with the key prefix as ARGV[1]; a Redis failure becomes BufferUnavailableError. */

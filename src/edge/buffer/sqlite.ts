@@ -73,15 +73,16 @@ const COMPACT_CHUNK = 5000;
 
 /**
  * Who waits on whom (depends_on, order-only parents included), so a failure, a retry or a discard visits
- * a transaction's dependents, not the whole backlog after it. Made, and filled from what an older build
- * left, in one transaction: a first open cut short (a full disk, a kill) leaves neither, and the next
- * open does both.
+ * a transaction's dependents, not the whole backlog after it. The counter `dep_through` is the last seq
+ * whose dependencies are in it: every append moves it with `last_seq`. A build from before the index
+ * moves only `last_seq` (a buffer it made, or one it was downgraded to and wrote), so at open the
+ * transactions after `dep_through` are indexed; with no `dep_through` or no table yet, all of them. Done in one
+ * transaction with the table's creation: an open cut short (a full disk, a kill) leaves neither.
  */
-const DEP_SCHEMA = `
-CREATE TABLE dep (parent INTEGER NOT NULL, child INTEGER NOT NULL, PRIMARY KEY (parent, child)) WITHOUT ROWID;
-INSERT OR IGNORE INTO dep (parent, child)
-  SELECT CAST(j.value AS INTEGER), tx.seq FROM tx, json_each(tx.depends_on) AS j WHERE tx.depends_on <> '[]' AND tx.state <> 'synced';
-`;
+const DEP_TABLE = 'CREATE TABLE IF NOT EXISTS dep (parent INTEGER NOT NULL, child INTEGER NOT NULL, PRIMARY KEY (parent, child)) WITHOUT ROWID';
+const INDEX_DEPS_AFTER = `INSERT OR IGNORE INTO dep (parent, child)
+  SELECT CAST(j.value AS INTEGER), tx.seq FROM tx, json_each(tx.depends_on) AS j
+  WHERE tx.seq > ? AND tx.depends_on <> '[]' AND tx.state <> 'synced'`;
 
 const COUNTERS = [
   'last_seq', 'accepted_total', 'applied_total', 'discarded_total',
@@ -161,7 +162,15 @@ export class SqliteBuffer implements TransactionBuffer {
       const cols = this.db.prepare('PRAGMA table_info(tx)').all() as { name: string }[];
       if (!cols.some((c) => c.name === 'order_only')) this.db.exec('ALTER TABLE tx ADD COLUMN order_only TEXT');
       this.db.transaction(() => {
-        if (this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() === undefined) this.db.exec(DEP_SCHEMA);
+        const made = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() === undefined;
+        this.db.exec(DEP_TABLE);
+        const counter = (name: string) => (this.db.prepare('SELECT value FROM counter WHERE name = ?').get(name) as { value: number } | undefined)?.value;
+        const last = counter('last_seq') ?? 0;
+        const through = made ? 0 : counter('dep_through') ?? 0;
+        if (through < last) this.db.prepare(INDEX_DEPS_AFTER).run(through);
+        if (through !== last || counter('dep_through') === undefined) {
+          this.db.prepare("INSERT OR REPLACE INTO counter (name, value) VALUES ('dep_through', ?)").run(last);
+        }
       }).immediate();
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
@@ -269,7 +278,9 @@ export class SqliteBuffer implements TransactionBuffer {
         total += bytes;
         out.push({ ...t, seq, state: 'pending', attempts: 0, last_error: null, bytes, updated_at: now, central_result: null });
       }
-      this.stmt.bump.run(seq - (this.counters().last_seq ?? 0), 'last_seq');
+      const added = seq - (this.counters().last_seq ?? 0);
+      this.stmt.bump.run(added, 'last_seq');
+      this.stmt.bump.run(added, 'dep_through');
       this.stmt.bump.run(txs.length, 'accepted_total');
       this.stmt.bump.run(txs.length, 'n_pending');
       this.stmt.bump.run(total, 'bytes_pending');

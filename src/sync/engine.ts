@@ -466,6 +466,9 @@ export class SyncEngine implements SyncView {
     this.succeed();
     this.batchSize = Math.min(this.o.batchSize, this.batchSize * 2);
     this.applied.push({ at: performance.now(), n: applied });
+    // Trimmed here too: only /buffer-stats reads the rate, and an edge watched through /metrics alone kept
+    // one entry per batch for good.
+    if (this.applied.length > 64) this.processingRate();
     this.totals.applied += applied;
     this.totals.batches += 1;
     const rejected = batch.length - applied;

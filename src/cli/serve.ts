@@ -56,7 +56,7 @@ export const serveCommand: Command = {
     const signals = stopSignals();
     ignoreHangups(log);
     signals.onAgain((signal) =>
-      log.warn({ signal }, `already stopping: requests still open get up to 5 s, then the batch in flight up to 5 s; the daemon exits by itself within ${STOP_DEADLINE_MS / 1000} s`));
+      log.warn({ signal }, `already stopping: the requests in progress are answered and the batch in flight gets up to 5 s; the daemon exits by itself within ${STOP_DEADLINE_MS / 1000} s of the first signal`));
     const start = config.siteType === 'main' ? startCentral(config, log) : startEdge(config, log);
     const running = await start.catch((err: Error) => {
       log.fatal({ err: { message: err.message } }, `${config.siteType === 'main' ? 'central' : 'edge'} failed to start`);

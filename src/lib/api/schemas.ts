@@ -29,8 +29,14 @@ const isoTime = z.iso
  * same row at both sites.
  */
 const uuid = z.uuid().transform((s) => s.toLowerCase()).openapi({ type: 'string', format: 'uuid', example: '01936a2e-7b4c-7d3e-9a1b-2c3d4e5f6a7b' });
+/**
+ * An integer in a path or a query string, in decimal digits. z.coerce.number() alone also took `0x10`
+ * (16), `1e1`, ` 5` and `+5`, and an empty value as 0: `DELETE /api/tokens/0x10` revoked token 16.
+ */
+export const decimal = <T extends z.ZodType<number, number>>(n: T) =>
+  z.string().regex(/^-?[0-9]{1,16}$/, 'must be an integer written in decimal digits').transform(Number).pipe(n);
 /** PostgreSQL `integer` ids: bounded so an out-of-range id is a 422, not a database error. */
-const intId = z.coerce.number().int().positive().max(2_147_483_647);
+const intId = decimal(z.number().int().positive().max(2_147_483_647));
 const intRef = z.number().int().positive().max(2_147_483_647);
 const sizeBytes = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const text = (max: number) => z.string().trim().min(1).max(max);
@@ -38,7 +44,9 @@ const text = (max: number) => z.string().trim().min(1).max(max);
 export const UuidParams = z.object({ id: uuid });
 export const IntIdParams = z.object({ id: intId });
 /** Token and user ids of accounts in a path or query: central's are positive, those made at an edge negative (never 0). */
-const accountIdParam = z.coerce.number().int().min(-2_147_483_648).max(2_147_483_647).refine((n) => n !== 0, 'must not be 0');
+const accountIdParam = decimal(z.number().int().min(-2_147_483_648).max(2_147_483_647).refine((n) => n !== 0, 'must not be 0'));
+/** A page size in a query string. */
+export const limitParam = decimal(z.number().int().min(1).max(1000)).default(100);
 export const TokenIdParams = z.object({ id: accountIdParam });
 
 export const ErrorBody = z
@@ -82,7 +90,7 @@ export const ObsUnit = z
   })
   .openapi('ObsUnit');
 export const ObsUnitQuery = z
-  .object({ observing_program_id: intId.optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) })
+  .object({ observing_program_id: intId.optional(), limit: limitParam })
   .strict();
 
 // ---- observations, packages, files ----------------------------------------
@@ -131,7 +139,7 @@ export const ExecutedObsUnitQuery = z
     site: z.string().max(63).optional(),
     start_after: isoTime.optional(),
     start_before: isoTime.optional(),
-    limit: z.coerce.number().int().min(1).max(1000).default(100),
+    limit: limitParam,
     cursor: z.string().max(500).optional(),
   })
   .strict();

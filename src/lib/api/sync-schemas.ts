@@ -1,6 +1,7 @@
 /** Wire schemas of the edge ↔ central sync protocol (SPEC §4, central only). */
 import { z } from './zod.js';
 import { TransactionSchema } from './transaction.js';
+import { decimal } from './schemas.js';
 
 export const Backlog = z
   .object({
@@ -59,8 +60,8 @@ export type SyncBatchResult = z.infer<typeof SyncBatchResult>;
 
 export const ChangesQuery = z
   .object({
-    since: z.coerce.number().int().nonnegative().default(0),
-    max_rows: z.coerce.number().int().min(1).max(50_000).default(5000),
+    since: decimal(z.number().int().nonnegative()).default(0),
+    max_rows: decimal(z.number().int().min(1).max(50_000)).default(5000),
   })
   .strict();
 

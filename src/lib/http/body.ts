@@ -17,6 +17,16 @@ export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitB
   if (type && !/^application\/([\w.+-]+\+)?json\b/i.test(type)) {
     throw new AppError(415, 'unsupported_media_type', `Content-Type must be application/json, got "${type}"`);
   }
+  // JSON is UTF-8 (RFC 8259); a body labelled otherwise was taken as UTF-8 all the same.
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(type)?.[1];
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+    throw new AppError(415, 'unsupported_media_type', `Content-Type charset must be utf-8, got "${charset}": send JSON as UTF-8`);
+  }
+  // A compressed body was read as it came: JSON that happened to parse, or a 400 that did not say why.
+  const encoding = ctx.get('content-encoding');
+  if (encoding && !/^\s*identity\s*$/i.test(encoding)) {
+    throw new AppError(415, 'unsupported_media_type', `Content-Encoding "${encoding}" is not supported: send the body uncompressed`);
+  }
   const bytes = await readAll(ctx.req, limitBytes);
   // Decoding would turn each bad byte into U+FFFD and store that in place of what the client meant.
   if (!isUtf8(bytes)) {
@@ -98,7 +108,7 @@ function readAll(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
     };
     const onError = (err: Error) => {
       done();
-      reject(err);
+      reject(err instanceof AppError ? err : prematureClose(err));
     };
     const onClose = () => onError(prematureClose());
     req.on('data', onData);
@@ -110,7 +120,12 @@ function readAll(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
   });
 }
 
-const prematureClose = () => Object.assign(new Error('The request ended before its body did'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+/**
+ * The client's fault (it went away, or sent a malformed body that Node's parser gave up on): a 400, logged
+ * as such. The client rarely sees it, its connection being gone; as a 500 it was logged as a server error.
+ */
+const prematureClose = (cause?: Error) =>
+  new BadRequestError(`The request ended before its body did${cause?.message ? ` (${cause.message})` : ''}`, null, 'incomplete_body');
 
 /** Deep enough for any request of this API with room to spare; deeper input only serves to exhaust stacks. */
 export const MAX_JSON_DEPTH = 64;

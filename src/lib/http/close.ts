@@ -1,5 +1,5 @@
 import { Server as NetServer, type Socket } from 'node:net';
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 
 /**
  * How long a request still arriving at a stop (its body not all in: a slow or stalled client) gets before
@@ -18,13 +18,7 @@ export const STOP_GRACE_MS = 5000;
 export const STOP_QUIET_MS = 250;
 
 /** What a request that arrives while the server stops is told (SPEC's one error shape). */
-const STOPPING_BODY = JSON.stringify({
-  error: {
-    code: 'service_unavailable',
-    message: 'This site is stopping (a restart or a shutdown); nothing was stored. Send the request again in a few seconds.',
-    details: null,
-  },
-});
+const STOPPING_BODY = errorJson('service_unavailable', 'This site is stopping (a restart or a shutdown); nothing was stored. Send the request again in a few seconds.');
 
 /** On a socket: the response to its latest request. */
 const CURRENT = Symbol('opsdb.currentResponse');
@@ -62,6 +56,13 @@ export function createStoppableServer(listener: RequestListener): Server {
     });
     res.end(STOPPING_BODY);
   });
+  server.on('clientError', answerClientError);
+  // An Expect header other than 100-continue: Node's own 417 has no body.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const body = errorJson('expectation_failed', `Expect: ${req.headers.expect} is not supported (only 100-continue is)`);
+    res.writeHead(417, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+  });
   // Per connection, not per request: keep-alive clients send many requests on one.
   server.on('connection', (socket: Tracked) => {
     state.sockets.add(socket);
@@ -69,6 +70,33 @@ export function createStoppableServer(listener: RequestListener): Server {
   });
   states.set(server, state);
   return server;
+}
+
+function errorJson(code: string, message: string): string {
+  return JSON.stringify({ error: { code, message, details: null } });
+}
+
+/** What Node's HTTP parser refuses, and how: Node's own answers to these have no body at all. */
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'The request\'s headers are too large (16 KiB at most, request line included)'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'The request did not arrive in time'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'payload_too_large', 'The request\'s chunk extensions are too large'],
+};
+
+/**
+ * A request Node's parser cannot read (malformed framing, a bad method or path, headers too large) is
+ * answered in the API's one error shape, JSON, and the connection closed, instead of Node's bare status line.
+ */
+function answerClientError(err: NodeJS.ErrnoException & { bytesParsed?: number }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] = CLIENT_ERRORS[err.code ?? ''] ??
+    [400, 'bad_request', `The request is not well-formed HTTP (${err.code ?? 'unreadable'}): check its framing (Content-Length, Transfer-Encoding), method and path`];
+  const body = errorJson(code, message);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
 /** The request on this connection has all its body in and is not answered yet: the server is working on it. */

@@ -28,6 +28,9 @@ export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err
         ctx.status = 404;
         ctx.body = errorBody('not_found', `No route for ${ctx.method} ${ctx.path}`);
       } else if (ctx.status === 405 || ctx.status === 501) {
+        // 501 is the router's word for a method it knows no route for at all (TRACE, PROPFIND…): still
+        // the client's request, so a 4xx as any other method not allowed.
+        ctx.status = 405;
         ctx.body = errorBody('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}`);
       }
     } catch (thrown) {

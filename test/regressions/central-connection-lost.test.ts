@@ -108,7 +108,8 @@ describe('central when PostgreSQL drops its connections mid-request', () => {
       assert.equal(((await health.json()) as { status: string }).status, 'unhealthy');
       const warned = central.lines.slice(logged).map((l) => JSON.parse(l)).filter((l) => l.status === 503 && l.level === 40);
       assert.ok(warned.length >= 3, `one warning per refused request:\n${central.lines.slice(logged).join('\n')}`);
-      assert.match(JSON.stringify(warned[0].err), /not currently accepting connections/, 'the log says why');
+      // (A request on a connection cut by the terminate above is logged as lost, 57P01; the refusals follow.)
+      assert.ok(warned.some((l) => /not currently accepting connections/.test(JSON.stringify(l.err))), `the log says why:\n${JSON.stringify(warned)}`);
     } finally {
       await superuser.query(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS true`);
       await superuser.end();

@@ -87,8 +87,10 @@ const CLIENT_ERRORS: Record<string, [number, string, string]> = {
  * A request Node's parser cannot read (malformed framing, a bad method or path, headers too large) is
  * answered in the API's one error shape, JSON, and the connection closed, instead of Node's bare status line.
  */
-function answerClientError(err: NodeJS.ErrnoException & { bytesParsed?: number }, socket: Socket): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+function answerClientError(err: NodeJS.ErrnoException, socket: Tracked): void {
+  // An answer half written on this connection cannot be followed by another: the connection is cut.
+  const writing = socket[CURRENT]?.headersSent === true && !socket[CURRENT]!.writableEnded;
+  if (err.code === 'ECONNRESET' || !socket.writable || writing) {
     socket.destroy();
     return;
   }

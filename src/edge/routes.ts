@@ -1,7 +1,7 @@
 /** Edge-only routes: the buffer's state and the operator's dead-letter controls. */
 import { z } from '../lib/api/zod.js';
 import { route, type ApiContext } from '../lib/api/route.js';
-import { decimal, TransactionState, UuidParams } from '../lib/api/schemas.js';
+import { decimal, limitParam, TransactionState, UuidParams } from '../lib/api/schemas.js';
 import { ADMIN_ROLES } from '../lib/auth.js';
 import { ConflictError, NotFoundError } from '../lib/errors.js';
 import type { TransactionBuffer, TxState } from './buffer/buffer.js';
@@ -74,7 +74,7 @@ const FailedQuery = z
   .object({
     state: z.enum(['failed', 'blocked']).default('failed'),
     after_seq: decimal(z.number().int().nonnegative()).optional(),
-    limit: decimal(z.number().int().min(1).max(1000)).default(100),
+    limit: limitParam,
   })
   .strict();
 const AuditQuery = z.object({ limit: decimal(z.number().int().min(1).max(10_000)).default(100) }).strict();

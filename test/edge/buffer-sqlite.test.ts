@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
 import { RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
 import { bufferConformance, tx } from './buffer-conformance.js';
+import { dropDependencyIndex, forgetDependenciesAfter } from './sqlite-older-builds.js';
 
 const dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-buffer-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,18 +22,13 @@ bufferConformance('SQLite (WAL, synchronous=FULL, a real file)', {
   reopenWithoutDependencyIndex: async (b) => {
     await b.close();
     const path = (b as SqliteBuffer).path;
-    const db = new Database(path);
-    db.exec('DROP TABLE dep');
-    db.close();
+    dropDependencyIndex(path);
     return new SqliteBuffer(path);
   },
   reopenAfterOlderBuildAppended: async (b, after) => {
     await b.close();
     const path = (b as SqliteBuffer).path;
-    const db = new Database(path);
-    db.prepare('DELETE FROM dep WHERE child > ?').run(after);
-    db.prepare("UPDATE counter SET value = ? WHERE name = 'dep_through'").run(after);
-    db.close();
+    forgetDependenciesAfter(path, after);
     return new SqliteBuffer(path);
   },
 });

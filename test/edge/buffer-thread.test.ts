@@ -13,8 +13,8 @@ import assert from 'node:assert/strict';
 import { ThreadedSqliteBuffer } from '../../src/edge/buffer/thread.js';
 import { BufferUnavailableError, DuplicateTransactionError, OutcomeUnknownError, isBufferUnavailable, type NewTransaction } from '../../src/edge/buffer/buffer.js';
 import { LocalStore } from '../../src/edge/local-store.js';
-import Database from 'better-sqlite3';
 import { bufferConformance, tx } from './buffer-conformance.js';
+import { dropDependencyIndex, forgetDependenciesAfter } from './sqlite-older-builds.js';
 
 const dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-buffer-thread-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,18 +37,13 @@ bufferConformance('SQLite in the storage thread', {
   reopenWithoutDependencyIndex: async (b) => {
     await b.close();
     const path = (b as ThreadedSqliteBuffer).path;
-    const db = new Database(path);
-    db.exec('DROP TABLE dep');
-    db.close();
+    dropDependencyIndex(path);
     return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
   },
   reopenAfterOlderBuildAppended: async (b, after) => {
     await b.close();
     const path = (b as ThreadedSqliteBuffer).path;
-    const db = new Database(path);
-    db.prepare('DELETE FROM dep WHERE child > ?').run(after);
-    db.prepare("UPDATE counter SET value = ? WHERE name = 'dep_through'").run(after);
-    db.close();
+    forgetDependenciesAfter(path, after);
     return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
   },
 });

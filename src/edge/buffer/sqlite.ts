@@ -166,11 +166,10 @@ export class SqliteBuffer implements TransactionBuffer {
         this.db.exec(DEP_TABLE);
         const counter = (name: string) => (this.db.prepare('SELECT value FROM counter WHERE name = ?').get(name) as { value: number } | undefined)?.value;
         const last = counter('last_seq') ?? 0;
-        const through = made ? 0 : counter('dep_through') ?? 0;
+        const recorded = counter('dep_through');
+        const through = made ? 0 : recorded ?? 0;
         if (through < last) this.db.prepare(INDEX_DEPS_AFTER).run(through);
-        if (through !== last || counter('dep_through') === undefined) {
-          this.db.prepare("INSERT OR REPLACE INTO counter (name, value) VALUES ('dep_through', ?)").run(last);
-        }
+        if (recorded !== last) this.db.prepare("INSERT OR REPLACE INTO counter (name, value) VALUES ('dep_through', ?)").run(last);
       }).immediate();
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();

@@ -108,27 +108,16 @@ function answering(socket: Tracked): boolean {
 }
 
 /**
- * Stops taking connections and resolves once the open ones are done. With a
+ * Stops taking connections and resolves once the open ones are done, for a
  * server made by `createStoppableServer`: a request that arrives from now on
  * is answered 503 and its connection closed; requests in progress are
  * answered and their connections closed; idle keep-alive connections are
  * closed `STOP_QUIET_MS` later; a request still arriving after `graceMs` is
- * cut off. Other servers: idle connections at once, everything at `graceMs`.
- * Resolves with how many requests were refused with 503.
+ * cut off. Resolves with how many requests were refused with 503.
  */
 export async function closeServer(server: Server, graceMs = STOP_GRACE_MS): Promise<{ refused: number }> {
   const state = states.get(server);
-  if (!state) {
-    await new Promise<void>((resolve) => {
-      const cut = setTimeout(() => server.closeAllConnections(), graceMs);
-      server.close(() => {
-        clearTimeout(cut);
-        resolve();
-      });
-      server.closeIdleConnections();
-    });
-    return { refused: 0 };
-  }
+  if (!state) throw new Error('closeServer: the server was not made by createStoppableServer');
   state.stopping = true;
   const closeAfterAnswer = () => {
     for (const socket of state.sockets) {

@@ -47,7 +47,9 @@ describe('central when PostgreSQL drops its connections mid-request', () => {
           [dbName, 'client backend'],
         );
         terminated += r.rowCount ?? 0;
-        await new Promise((res) => setTimeout(res, 15));
+        // Gaps of 15–120 ms: short enough to cut requests mid-way, long enough now and then for a write to
+        // connect and commit, even on a slow machine (CI once saw all 300 writes cut with a fixed 15 ms).
+        await new Promise((res) => setTimeout(res, 15 + Math.floor(Math.random() * 105)));
       }
     })();
     const statuses = new Map<number, number>();
@@ -61,7 +63,10 @@ describe('central when PostgreSQL drops its connections mid-request', () => {
       } else assert.equal(r.status, 201, r.text);
     };
     try {
-      for (let round = 0; round < 15; round++) await Promise.all(Array.from({ length: 20 }, write));
+      // 15 rounds of 20, and more (up to 60) until at least one write has gone through between the cuts.
+      for (let round = 0; round < 60 && (round < 15 || !statuses.has(201)); round++) {
+        await Promise.all(Array.from({ length: 20 }, write));
+      }
     } finally {
       stop = true;
       await killer;

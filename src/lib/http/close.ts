@@ -1,4 +1,4 @@
-import { Server as NetServer, type Socket } from 'node:net';
+import { Server as NetServer, Socket } from 'node:net';
 import { STATUS_CODES, createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 
 /**
@@ -16,6 +16,16 @@ export const STOP_GRACE_MS = 5000;
  * read and answered 503.
  */
 export const STOP_QUIET_MS = 250;
+
+/**
+ * An answer given before the request's body was all read (a 413 from Content-Length, a 401, a 503 at a
+ * stop) on a connection that then closes: how long the rest of the body is still read and dropped, and
+ * how long the client may fall silent meanwhile. Closing a socket with unread bytes makes the kernel send
+ * a reset, and a client that sends its whole body before it reads (Python's urllib, which also asks for
+ * `Connection: close`) then got "Broken pipe" instead of the answer. nginx's `lingering_close` does this.
+ */
+export const LINGER_MS = 30_000;
+export const LINGER_IDLE_MS = 5000;
 
 /** What a request that arrives while the server stops is told (SPEC's one error shape). */
 const STOPPING_BODY = errorJson('service_unavailable', 'This site is stopping (a restart or a shutdown); nothing was stored. Send the request again in a few seconds.');
@@ -67,9 +77,32 @@ export function createStoppableServer(listener: RequestListener): Server {
   server.on('connection', (socket: Tracked) => {
     state.sockets.add(socket);
     socket.once('close', () => state.sockets.delete(socket));
+    socket.destroySoon = lingerOrDestroySoon; // how Node closes a connection once its last answer is written
   });
   states.set(server, state);
   return server;
+}
+
+/**
+ * In place of `net.Socket#destroySoon` (which Node's HTTP server calls once the last answer on a
+ * connection is written): if the client is still sending that request's body, the connection is closed
+ * for writing only, and the rest of the body is read and dropped until it ends (then the connection is
+ * closed), the client falls silent for `LINGER_IDLE_MS`, or `LINGER_MS` have passed.
+ */
+function lingerOrDestroySoon(this: Tracked): void {
+  const req = this[CURRENT]?.req;
+  if (!req || req.complete || this.destroyed || !this.readable) {
+    Socket.prototype.destroySoon.call(this);
+    return;
+  }
+  this.end(); // after the answer: the client sees it and the end of the stream, and may stop sending
+  const bound = setTimeout(() => this.destroy(), LINGER_MS);
+  this.setTimeout(LINGER_IDLE_MS, () => this.destroy());
+  this.once('close', () => clearTimeout(bound));
+  // Node's server dumps the request's body (reads it, keeps nothing); its end, or the client's, ends this.
+  req.resume();
+  req.once('end', () => this.destroy());
+  this.once('end', () => this.destroy());
 }
 
 function errorJson(code: string, message: string): string {

@@ -11,7 +11,7 @@
 import { isConnectFailure, type Client } from './db.js';
 import { TABLES } from '../lib/api/tables.js';
 import type { Step, Transaction } from '../lib/api/transaction.js';
-import { AppError, ConflictError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
+import { AppError, ConflictError, NotFoundError, UnavailableError, ValidationError, packageOfAnotherObservation } from '../lib/errors.js';
 import { canonicalJson, sha256Hex } from '../lib/canonical.js';
 
 export type ApplyOutcome = { result: 'applied' | 'duplicate' };
@@ -206,8 +206,12 @@ export function mapPgError(err: unknown, step?: Step): unknown {
   }
   const details = { step: step?.step_id ?? null, table: e.table ?? step?.table ?? null, constraint: e.constraint ?? null, detail: e.detail ?? null };
   switch (e.code) {
-    case '23503':
+    case '23503': {
+      // (raw_data_package_id, executed_obs_unit_id)=(<package>, <observation>): both exist, but not as a pair.
+      const pair = e.constraint === 'raw_data_file_package_observation' ? /=\(([^,]+), ([^)]+)\)/.exec(e.detail ?? '') : null;
+      if (pair) return packageOfAnotherObservation(pair[1]!, pair[2]!, details.step);
       return new AppError(422, 'reference_not_found', `A referenced row does not exist: ${e.detail ?? e.constraint}`, details);
+    }
     case '23505':
       return new ConflictError(`Already exists: ${e.detail ?? e.constraint}`, details);
     case '23514': {

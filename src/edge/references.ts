@@ -6,7 +6,7 @@
  */
 import type { Step } from '../lib/api/transaction.js';
 import type { LocalStore, ReferenceTable } from './local-store.js';
-import { AppError, NotFoundError, ValidationError } from '../lib/errors.js';
+import { AppError, NotFoundError, ValidationError, packageOfAnotherObservation } from '../lib/errors.js';
 
 const REFERENCES: Record<string, [column: string, table: ReferenceTable][]> = {
   executed_obs_unit: [
@@ -45,6 +45,8 @@ export interface CandidateParent {
 export function checkSteps(local: LocalStore, steps: Step[]): Map<number, CandidateParent> {
   const known = local.hasReferenceData();
   const createdHere = new Set<string>();
+  /** Packages this transaction creates → their observation. */
+  const packagesHere = new Map<string, unknown>();
   const parents = new Map<number, CandidateParent>();
   const touch = (table: string, id: string | number, step: Step, asUpdate: boolean): Record<string, unknown> | null => {
     if (createdHere.has(`${table}:${id}`)) return null;
@@ -92,13 +94,22 @@ export function checkSteps(local: LocalStore, steps: Step[]): Map<number, Candid
       }
       for (const [col, table] of LOCAL_REFERENCES[step.table] ?? []) {
         const v = data[col];
-        if (v != null) touch(table, v as string, step, false);
+        if (v == null) continue;
+        const row = touch(table, v as string, step, false);
+        // A file's package must be one of its own observation's (as central's constraint has it).
+        if (col === 'raw_data_package_id') {
+          const owner = row ? row.executed_obs_unit_id : packagesHere.get(v as string);
+          if (owner !== undefined && owner !== data.executed_obs_unit_id) {
+            throw packageOfAnotherObservation(v as string, String(data.executed_obs_unit_id), step.step_id);
+          }
+        }
       }
       const start = data.start_time as string | undefined;
       const end = data.end_time as string | undefined;
       if (start && end && end < start) throw new ValidationError(`end_time ${end} is before start_time ${start}`, { step: step.step_id });
     }
     for (const data of rows) createdHere.add(`${step.table}:${String(data.id)}`);
+    if (step.table === 'raw_data_package') for (const data of rows) packagesHere.set(String(data.id), data.executed_obs_unit_id);
   }
   return parents;
 }

@@ -76,3 +76,15 @@ export class InsufficientStorageError extends AppError {
     super(507, 'buffer_full', message, details);
   }
 }
+
+/**
+ * A raw data file put in a package of another observation (the same answer at the edge, which checks
+ * what it holds, and at central, whose constraint `raw_data_file_package_observation` checks the rest).
+ */
+export function packageOfAnotherObservation(packageId: string, observationId: string, stepId: string | null): ValidationError {
+  return new ValidationError(
+    `raw_data_package ${packageId} is not a package of executed_obs_unit ${observationId}, the file's observation: ` +
+      'a file can only be put in a package of its own observation',
+    { step: stepId, table: 'raw_data_file', raw_data_package_id: packageId, executed_obs_unit_id: observationId },
+  );
+}

@@ -6,7 +6,11 @@
 // * a body labelled `Content-Encoding: gzip`, or with a charset other than UTF-8, was read as plain UTF-8;
 // * what Node's HTTP parser refuses (malformed framing, headers too large, an unknown Expect) got a bare
 //   status line with no body, not the API's JSON error;
-// * at central, a body cut short while the token was checked was logged and counted as a 500.
+// * at central, a body cut short while the token was checked was logged and counted as a 500;
+// * `GET /executed_obs_units/start` matched `GET /executed_obs_units/{id}` and was a 422 ("not a UUID"),
+//   where a method the path does not take is a 405;
+// * a `__proto__` key at the top of a user's preferences was dropped without a word (copying the object
+//   made it the copy's prototype); now a key of that name anywhere in a body is a 422.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -50,6 +54,27 @@ describe('what the fuzz review found, at both sites', () => {
         const r = jsonError(await raw(url, `${method} /instruments/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
         assert.deepEqual([r.status, r.code], [405, 'method_not_allowed'], `${site} ${method}`);
       }
+    }
+  });
+
+  it('a path that exists with another method is 405 with Allow, even where a route with an {id} would match it', async () => {
+    for (const [site, url, admin] of both()) {
+      for (const [method, path, allow] of [
+        ['GET', '/executed_obs_units/start', 'POST'],
+        ['GET', '/Executed_Obs_Units/START/', 'POST'],
+        ['GET', '/raw_data_files/bulk', 'POST'],
+        ['PUT', '/raw_data_files/bulk', 'POST'],
+      ] as const) {
+        for (const token of [admin.token, undefined]) {
+          const r = await fetch(url + path, { method, headers: token ? { authorization: `Bearer ${token}` } : {} });
+          const body = (await r.json()) as { error: { code: string } };
+          assert.deepEqual([r.status, body.error.code], [405, 'method_not_allowed'], `${site} ${method} ${path} ${token ? 'with' : 'without'} a token`);
+          assert.equal(r.headers.get('allow'), allow, `${site} ${method} ${path}`);
+        }
+      }
+      // An id that is not a UUID is still a 422; a UUID that is not there, a 404.
+      assert.equal((await admin.get('/executed_obs_units/started')).status, 422, site);
+      assert.equal((await admin.get('/executed_obs_units/0190f5c2-0000-7000-8000-000000000000')).status, 404, site);
     }
   });
 
@@ -101,6 +126,24 @@ describe('what the fuzz review found, at both sites', () => {
       const expect = jsonError(await raw(url, 'GET /health HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\nConnection: close\r\n\r\n'));
       assert.deepEqual([expect.status, expect.code], [417, 'expectation_failed'], site);
     }
+  });
+
+  it('a key named __proto__, spelt out or escaped, at the top or nested, is 422 and stores nothing', async () => {
+    for (const [site, , admin] of both()) {
+      for (const prefs of ['{"__proto__":{"theme":"dark"}}', '{"theme":"dark","nested":{"__proto__":1}}', '{"\\u005f_proto__":{"theme":"dark"}}']) {
+        const r = await admin.post('/api/demo/update-user-preferences', { raw: `{"user_id":${admin.userId},"preferences":${prefs}}` });
+        assert.equal(r.status, 422, `${site} ${prefs}: ${r.text}`);
+        assert.equal(r.body.error.code, 'validation_error');
+        assert.match(r.body.error.message, /__proto__ is not accepted/);
+      }
+    }
+    // Escapes and the word elsewhere are still fine (central: its admin is a user with preferences).
+    const ok = await sites.central.admin.post('/api/demo/update-user-preferences', {
+      raw: `{"user_id":${sites.central.admin.userId},"preferences":{"caf\\u00e9":"proto","note":"__proto__ as a value"}}`,
+    });
+    assert.equal(ok.status, 200, ok.text);
+    const { rows } = await sites.central.db.query('SELECT preferences FROM user_preference WHERE user_id = $1', [sites.central.admin.userId]);
+    assert.deepEqual(rows[0].preferences, { café: 'proto', note: '__proto__ as a value' });
   });
 
   it('a body cut short is the client\'s fault: never counted as a 500', async () => {

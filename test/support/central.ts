@@ -21,7 +21,7 @@ export interface TestCentral {
   /** A separate pool for assertions straight against the database. */
   db: Pool;
   accounts: PgAccounts;
-  admin: Client;
+  admin: Client & { userId: number };
   /** A new user with exactly these roles and a token, as a client. */
   as(roles: Role[], label?: string): Promise<Client & { userId: number }>;
   anonymous: Client;

@@ -8,7 +8,7 @@ import type { ZodType } from 'zod';
 import { z } from './zod.js';
 import { ErrorBody, type Role } from './schemas.js';
 import { fastPathOf } from './fast-parse.js';
-import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js';
+import { AppError, ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js';
 import { badTextError, findBadText, readJsonBody } from '../http/body.js';
 import { effectiveRoles, hashToken, looksLikeToken, type Principal } from '../auth.js';
 import type { OpsBackend } from './backend.js';
@@ -150,6 +150,29 @@ export const BUFFERED_WRITE_ERRORS = {
   507: 'Buffer full (BUFFER_MAX_BYTES) or disk low (MIN_FREE_DISK_BYTES); nothing was stored',
 };
 
+/** Per router: each path without parameters (lower case, no trailing slash) → the methods routed there. */
+const staticPaths = new WeakMap<Router, Map<string, string[]>>();
+const pathKey = (path: string) => path.toLowerCase().replace(/\/+$/, '');
+
+/**
+ * `GET /executed_obs_units/start` matches `GET /executed_obs_units/{id}` too, and was a 422 ("not a UUID")
+ * for a path that exists with another method: a 405 naming the methods, as for any other path.
+ */
+function methodNotAllowed(router: Router, ctx: HttpContext): AppError | null {
+  const methods = methodsOn(router, ctx.path);
+  if (!methods || methods.includes(ctx.method)) return null;
+  ctx.set('Allow', methods.join(', '));
+  return new AppError(405, 'method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}`);
+}
+
+/**
+ * The methods routed to a path without parameters, or null. (The router's own `Allow` for such a path
+ * also lists the methods of a route with an `{id}` that matches it, which answer 405 there.)
+ */
+export function methodsOn(router: Router, path: string): string[] | null {
+  return staticPaths.get(router)?.get(pathKey(path)) ?? null;
+}
+
 export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, P extends ZodType = ZodType>(
   api: ApiContext,
   def: RouteDef<B, Q, P>,
@@ -191,7 +214,17 @@ export function route<B extends ZodType = ZodType, Q extends ZodType = ZodType, 
   });
 
   const koaPath = def.path.replace(/\{(\w+)\}/g, ':$1');
+  if (!def.params) {
+    const paths = staticPaths.get(api.router) ?? new Map<string, string[]>();
+    staticPaths.set(api.router, paths);
+    const methods = paths.get(pathKey(def.path)) ?? [];
+    paths.set(pathKey(def.path), [...methods, def.method.toUpperCase(), ...(def.method === 'get' ? ['HEAD'] : [])]);
+  }
   const run = async (ctx: HttpContext): Promise<void> => {
+    if (def.params) {
+      const notAllowed = methodNotAllowed(api.router, ctx);
+      if (notAllowed) throw notAllowed;
+    }
     const principal = def.roles ? await authenticate(ctx, api.backend) : (null as unknown as Principal);
     if (def.roles) {
       ctx.state.principal = principal;

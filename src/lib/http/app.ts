@@ -9,7 +9,7 @@ import type { OpsBackend } from '../api/backend.js';
 import { requestPipeline } from './middleware.js';
 import { FastLane } from './context.js';
 import { docsRoutes } from './docs.js';
-import { buildOpenApiDocument, authenticate, requireRole, type ApiContext } from '../api/route.js';
+import { buildOpenApiDocument, authenticate, requireRole, methodsOn, type ApiContext } from '../api/route.js';
 import { systemRoutes } from '../api/routes/system.js';
 import { referenceRoutes } from '../api/routes/reference.js';
 import { observationRoutes } from '../api/routes/observations.js';
@@ -55,6 +55,11 @@ export function createHttpApp(opts: HttpAppOptions): RequestListener {
 
   const pipeline = requestPipeline(log, metrics, opts.mapError);
   app.use(pipeline);
+  app.use(async (ctx, next) => {
+    await next();
+    const methods = ctx.status === 405 ? methodsOn(router, ctx.path) : null;
+    if (methods) ctx.set('Allow', methods.join(', '));
+  });
   app.use(router.routes());
   app.use(router.allowedMethods());
   return fastLane ? fastLane.listener(pipeline, app.callback()) : app.callback();

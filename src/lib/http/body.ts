@@ -47,9 +47,10 @@ export async function readJsonBody(ctx: Pick<HttpContext, 'get' | 'req'>, limitB
       throw new ValidationError(`Request body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted`, { max_depth: MAX_JSON_DEPTH });
     }
   }
-  // JSON text can only carry a NUL or a lone UTF-16 surrogate as a \u escape, so a body without one needs no walk.
-  if (text.includes('\\u0000') || /\\u[dD][89a-fA-F]/.test(text)) {
-    const bad = findBadText(value);
+  // JSON text can only carry a NUL or a lone UTF-16 surrogate as a \u escape, and a key spells __proto__
+  // out or escapes one of its letters, so a body with neither needs no walk.
+  if (text.includes('\\u00') || /\\u[dD][89a-fA-F]/.test(text) || text.includes('__proto__')) {
+    const bad = findBadText(value, true);
     if (bad) throw badTextError('body', bad);
   }
   return value;
@@ -159,7 +160,7 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
 export interface BadText {
   /** Dotted path of the value or key. */
   at: string;
-  problem: 'nul' | 'surrogate';
+  problem: 'nul' | 'surrogate' | 'proto';
 }
 
 const problemOf = (s: string): BadText['problem'] | null => (s.includes('\u0000') ? 'nul' : LONE_SURROGATE.test(s) ? 'surrogate' : null);
@@ -168,9 +169,12 @@ const problemOf = (s: string): BadText['problem'] | null => (s.includes('\u0000'
  * The first string (value or key) that PostgreSQL text cannot store as sent:
  * one with a NUL, or with a lone surrogate (which would be refused as JSON, or
  * silently become U+FFFD as text). Both are refused at the edge of the API
- * rather than buffered at an edge and failed later at central.
+ * rather than buffered at an edge and failed later at central. With `protoKeys`,
+ * also a key named `__proto__`: JSON.parse keeps it as a key, but copying the
+ * object (as the free-form preferences schema does) turns it into the copy's
+ * prototype, so it was dropped without a word.
  */
-export function findBadText(value: unknown): BadText | null {
+export function findBadText(value: unknown, protoKeys = false): BadText | null {
   const stack: [unknown, string][] = [[value, '']];
   while (stack.length) {
     const [v, path] = stack.pop()!;
@@ -180,7 +184,7 @@ export function findBadText(value: unknown): BadText | null {
     } else if (v && typeof v === 'object') {
       for (const [k, x] of Object.entries(v)) {
         const at = path ? `${path}.${k}` : k;
-        const problem = problemOf(k);
+        const problem = protoKeys && k === '__proto__' ? 'proto' : problemOf(k);
         if (problem) return { at, problem };
         stack.push([x, at]);
       }
@@ -189,9 +193,13 @@ export function findBadText(value: unknown): BadText | null {
   return null;
 }
 
+const BAD_TEXT: Record<BadText['problem'], [what: string, short: string]> = {
+  nul: ['NUL characters are not allowed', 'NUL character'],
+  surrogate: ['text must be valid Unicode (a lone UTF-16 surrogate was sent)', 'lone UTF-16 surrogate'],
+  proto: ['a key named __proto__ is not accepted (JavaScript would take it for the object\'s prototype)', 'key named __proto__'],
+};
+
 export function badTextError(where: string, bad: BadText): ValidationError {
-  const what = bad.problem === 'nul' ? 'NUL characters are not allowed' : 'text must be valid Unicode (a lone UTF-16 surrogate was sent)';
-  return new ValidationError(`Invalid ${where}: ${bad.at}: ${what}`, [
-    { location: where, path: bad.at, message: bad.problem === 'nul' ? 'NUL character' : 'lone UTF-16 surrogate' },
-  ]);
+  const [what, short] = BAD_TEXT[bad.problem];
+  return new ValidationError(`Invalid ${where}: ${bad.at}: ${what}`, [{ location: where, path: bad.at, message: short }]);
 }

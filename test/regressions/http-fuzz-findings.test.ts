@@ -9,6 +9,8 @@
 // * at central, a body cut short while the token was checked was logged and counted as a 500;
 // * `GET /executed_obs_units/start` matched `GET /executed_obs_units/{id}` and was a 422 ("not a UUID"),
 //   where a method the path does not take is a 405;
+// * central answered preferences for a negative user id (an edge's own account) in the sync schema's
+//   words, "Invalid steps[0] (upsert user_preference): user_id: Too small";
 // * a `__proto__` key at the top of a user's preferences was dropped without a word (copying the object
 //   made it the copy's prototype); now a key of that name anywhere in a body is a 422.
 import { after, before, describe, it } from 'node:test';
@@ -144,6 +146,15 @@ describe('what the fuzz review found, at both sites', () => {
     assert.equal(ok.status, 200, ok.text);
     const { rows } = await sites.central.db.query('SELECT preferences FROM user_preference WHERE user_id = $1', [sites.central.admin.userId]);
     assert.deepEqual(rows[0].preferences, { café: 'proto', note: '__proto__ as a value' });
+  });
+
+  it('central answers preferences for a negative user id as for any user it lacks, not in the sync schema\'s words', async () => {
+    const r = await sites.central.admin.post('/api/demo/update-user-preferences', { body: { user_id: -5, preferences: { theme: 'dark' } } });
+    assert.equal(r.status, 422, r.text);
+    assert.deepEqual([r.body.error.code, r.body.error.message], ['reference_not_found', 'user -5 does not exist']);
+    assert.equal(r.body.error.details.step, 'prefs');
+    const { rows } = await sites.central.db.query('SELECT count(*)::int AS n FROM user_preference WHERE user_id = -5');
+    assert.equal(rows[0].n, 0);
   });
 
   it('a body cut short is the client\'s fault: never counted as a 500', async () => {

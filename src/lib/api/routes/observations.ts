@@ -1,7 +1,7 @@
 import * as S from '../schemas.js';
 import { BUFFERED_WRITE_ERRORS, route, type ApiContext } from '../route.js';
 import { READ_ROLES, WRITE_ROLES } from '../../auth.js';
-import { ForbiddenError, NotFoundError } from '../../errors.js';
+import { AppError, ForbiddenError, NotFoundError } from '../../errors.js';
 import { createStep, newDraft, newRowId, updateStep, type Step } from '../transaction.js';
 
 /** Keys whose value is undefined are left out, so an update only names what the client sent. */
@@ -163,6 +163,11 @@ export function observationRoutes(api: ApiContext): void {
     handler: async ({ body, principal }) => {
       if (body.user_id !== principal.userId && !principal.roles.has('admin')) {
         throw new ForbiddenError('You can only update your own preferences');
+      }
+      // Central has no accounts with negative ids (an edge's own): said as the edge says of a user it lacks,
+      // rather than by the sync schema's check on the step ("Invalid steps[0] (upsert user_preference) …").
+      if (body.user_id < 0 && backend.siteType === 'main') {
+        throw new AppError(422, 'reference_not_found', `user ${body.user_id} does not exist`, { step: 'prefs', table: 'user_preference' });
       }
       const step: Step = { step_id: 'prefs', op: 'upsert', table: 'user_preference', id: body.user_id, data: body };
       const out = await submit('POST /api/demo/update-user-preferences', [step], principal);

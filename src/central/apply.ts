@@ -206,15 +206,14 @@ export function mapPgError(err: unknown, step?: Step): unknown {
   }
   const details = { step: step?.step_id ?? null, table: e.table ?? step?.table ?? null, constraint: e.constraint ?? null, detail: e.detail ?? null };
   switch (e.code) {
-    case '23503': {
-      // (raw_data_package_id, executed_obs_unit_id)=(<package>, <observation>): both exist, but not as a pair.
-      const pair = e.constraint === 'raw_data_file_package_observation' ? /=\(([^,]+), ([^)]+)\)/.exec(e.detail ?? '') : null;
-      if (pair) return packageOfAnotherObservation(pair[1]!, pair[2]!, details.step);
+    case '23503':
       return new AppError(422, 'reference_not_found', `A referenced row does not exist: ${e.detail ?? e.constraint}`, details);
-    }
     case '23505':
       return new ConflictError(`Already exists: ${e.detail ?? e.constraint}`, details);
     case '23514': {
+      // Migration 012's trigger: (raw_data_package_id, executed_obs_unit_id)=(<package>, <observation>).
+      const pair = e.constraint === 'raw_data_file_package_observation' ? /=\(([^,]+), ([^)]+)\)/.exec(e.detail ?? '') : null;
+      if (pair) return packageOfAnotherObservation(pair[1]!, pair[2]!, details.step);
       // PostgreSQL's detail quotes the whole failing row, server-side columns included: the rule says enough.
       const rule = e.constraint ? CHECK_RULES[e.constraint] : undefined;
       const what = rule ? `${rule} (${e.constraint})` : `(${e.constraint ?? e.code})`;

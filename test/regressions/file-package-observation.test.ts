@@ -1,7 +1,7 @@
 // Found in session 12's fuzz: a raw data file could be put in a package of another observation, at central
 // and at the edge alike (a package belongs to one observation; nothing tied a file's two references
 // together), so the package then listed a file of another observation. Now both sites refuse it with
-// the same 422, and central's constraint (migration 012) also catches it in a sync batch.
+// the same 422, and central's trigger (migration 012) also catches it in a sync batch.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCentralAndEdge } from '../support/edge.js';
@@ -56,7 +56,7 @@ describe("a raw data file can only be put in a package of its own observation", 
     }
   });
 
-  it('a sync batch that does it is rejected alone, with the same answer, by central\'s constraint', async () => {
+  it('a sync batch that does it is rejected alone, with the same answer, by central\'s trigger', async () => {
     const acked = new Acked();
     const a = (await createObservation(sites.central.admin, acked)).body;
     const b = (await createObservation(sites.central.admin, acked)).body;
@@ -66,7 +66,7 @@ describe("a raw data file can only be put in a package of its own observation", 
       transaction_id: uuidv7(), site: 'pkgraw', seq, created_at: new Date().toISOString(), endpoint: 'POST /raw_data_files/', steps,
     });
     // Its own observation, with a file in a package of one of central's observations (not this site's: the
-    // site check would answer 403 first), so the database's constraint is what refuses it.
+    // site check would answer 403 first), so the database's trigger is what refuses it.
     const own = tx(1, [{ step_id: 'obs', op: 'create', table: 'executed_obs_unit', id: obs,
       data: { id: obs, obs_unit_id: 1, site: 'pkgraw', status: 'running', start_time: '2025-01-01T00:00:00.000Z' } }]);
     const pkg = uuidv7();
@@ -90,14 +90,25 @@ describe("a raw data file can only be put in a package of its own observation", 
     assert.ok(a && b);
   });
 
-  it('a database that already holds such a file still migrates (the constraint is NOT VALID) and refuses new ones', async () => {
+  it('a package that does not exist is still reference_not_found, at both sites', async () => {
+    for (const [site, admin] of both()) {
+      const a = (await createObservation(admin, new Acked())).body;
+      const missing = uuidv7();
+      const r = await admin.post('/raw_data_files/', { body: { ...file(`${site}-m`), executed_obs_unit_id: a.executed_obs_unit_id, raw_data_package_id: missing } });
+      assert.equal(r.status, 422, JSON.stringify(r.body));
+      assert.equal(r.body.error.code, 'reference_not_found', site);
+      assert.match(r.body.error.message, new RegExp(missing), site);
+    }
+  });
+
+  it('a database that already holds such a file still migrates, and refuses new ones', async () => {
     const db = sites.central.db;
     const acked = new Acked();
     const a = (await createObservation(sites.central.admin, acked)).body;
     const b = (await createObservation(sites.central.admin, acked)).body;
-    // As before migration 012: without its constraint, and with a file in another observation's package.
-    await db.query('ALTER TABLE raw_data_file DROP CONSTRAINT raw_data_file_package_observation');
-    await db.query('ALTER TABLE raw_data_package DROP CONSTRAINT raw_data_package_id_observation');
+    // As before migration 012: without its trigger, and with a file in another observation's package.
+    await db.query('DROP TRIGGER raw_data_file_package_observation ON raw_data_file');
+    await db.query('DROP FUNCTION opsdb_file_package_observation()');
     await db.query("DELETE FROM schema_migration WHERE version = '012_file_package_observation'");
     const old = uuidv7();
     await db.query(

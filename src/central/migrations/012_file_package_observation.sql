@@ -4,17 +4,36 @@
 -- file could be put in another observation's package (at central and at the
 -- edges alike), and that package then listed a file of another observation.
 --
--- The pair (raw_data_package_id, executed_obs_unit_id) must now be a package
--- and its observation. A file without a package (NULL) is not checked. The
--- foreign key from 001 on raw_data_package_id alone stays, and is checked
--- first (constraints' triggers fire in the order they were made), so a package
--- that does not exist is still reported as such.
+-- A BEFORE trigger, not a foreign key on the pair: foreign keys are checked by
+-- triggers that fire in the order of their names, which carry OIDs, so which
+-- of two failing keys reports first would depend on the cluster's OID counter;
+-- and adding one would lock raw_data_package as well, in an order a write in
+-- progress can deadlock with. This trigger fires before every foreign key and
+-- speaks only when the package exists and belongs to another observation; a
+-- package that does not exist is left to raw_data_file's own foreign key (422
+-- reference_not_found). A package's observation never changes (no update
+-- touches it), so checking when the file is written is enough.
 --
--- NOT VALID: rows already stored are not checked (a database that holds such
--- a file still migrates); docs/central.md shows how to find them and then
--- VALIDATE the constraint.
+-- The error is a check_violation naming the rule as its constraint, which the
+-- apply functions report and central maps to the same 422 as the edge's.
+-- Rows already stored are not checked: docs/central.md shows how to find them.
 
-ALTER TABLE raw_data_package ADD CONSTRAINT raw_data_package_id_observation UNIQUE (id, executed_obs_unit_id);
-ALTER TABLE raw_data_file ADD CONSTRAINT raw_data_file_package_observation
-  FOREIGN KEY (raw_data_package_id, executed_obs_unit_id) REFERENCES raw_data_package (id, executed_obs_unit_id)
-  ON DELETE RESTRICT NOT VALID;
+CREATE FUNCTION opsdb_file_package_observation() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  owner uuid;
+BEGIN
+  IF NEW.raw_data_package_id IS NOT NULL THEN
+    SELECT executed_obs_unit_id INTO owner FROM raw_data_package WHERE id = NEW.raw_data_package_id;
+    IF FOUND AND owner <> NEW.executed_obs_unit_id THEN
+      RAISE EXCEPTION 'raw_data_package % is not a package of executed_obs_unit %', NEW.raw_data_package_id, NEW.executed_obs_unit_id
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'raw_data_file_package_observation', TABLE = 'raw_data_file',
+              DETAIL = format('Key (raw_data_package_id, executed_obs_unit_id)=(%s, %s): the package belongs to executed_obs_unit %s',
+                              NEW.raw_data_package_id, NEW.executed_obs_unit_id, owner);
+    END IF;
+  END IF;
+  RETURN NEW;
+END $$;
+
+CREATE TRIGGER raw_data_file_package_observation
+  BEFORE INSERT OR UPDATE OF raw_data_package_id, executed_obs_unit_id ON raw_data_file
+  FOR EACH ROW EXECUTE FUNCTION opsdb_file_package_observation();

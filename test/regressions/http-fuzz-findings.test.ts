@@ -74,6 +74,9 @@ describe('what the fuzz review found, at both sites', () => {
           assert.equal(r.headers.get('allow'), allow, `${site} ${method} ${path}`);
         }
       }
+      // OPTIONS names the same methods.
+      const options = await fetch(url + '/executed_obs_units/start', { method: 'OPTIONS' });
+      assert.equal(options.headers.get('allow'), 'POST', `${site} OPTIONS`);
       // An id that is not a UUID is still a 422; a UUID that is not there, a 404.
       assert.equal((await admin.get('/executed_obs_units/started')).status, 422, site);
       assert.equal((await admin.get('/executed_obs_units/0190f5c2-0000-7000-8000-000000000000')).status, 404, site);
@@ -132,7 +135,8 @@ describe('what the fuzz review found, at both sites', () => {
 
   it('a key named __proto__, spelt out or escaped, at the top or nested, is 422 and stores nothing', async () => {
     for (const [site, , admin] of both()) {
-      for (const prefs of ['{"__proto__":{"theme":"dark"}}', '{"theme":"dark","nested":{"__proto__":1}}', '{"\\u005f_proto__":{"theme":"dark"}}']) {
+      for (const prefs of ['{"__proto__":{"theme":"dark"}}', '{"theme":"dark","nested":{"__proto__":1}}', '{"\\u005f_proto__":{"theme":"dark"}}',
+        '{"list":[{"__pro\\u0074o__":1}]}', '{"\\u005F\\u005Fproto__":1}']) {
         const r = await admin.post('/api/demo/update-user-preferences', { raw: `{"user_id":${admin.userId},"preferences":${prefs}}` });
         assert.equal(r.status, 422, `${site} ${prefs}: ${r.text}`);
         assert.equal(r.body.error.code, 'validation_error');

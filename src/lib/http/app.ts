@@ -57,7 +57,7 @@ export function createHttpApp(opts: HttpAppOptions): RequestListener {
   app.use(pipeline);
   app.use(async (ctx, next) => {
     await next();
-    const methods = ctx.status === 405 ? methodsOn(router, ctx.path) : null;
+    const methods = ctx.status === 405 || ctx.method === 'OPTIONS' ? methodsOn(router, ctx.path) : null;
     if (methods) ctx.set('Allow', methods.join(', '));
   });
   app.use(router.routes());

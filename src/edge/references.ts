@@ -96,7 +96,7 @@ export function checkSteps(local: LocalStore, steps: Step[]): Map<number, Candid
         const v = data[col];
         if (v == null) continue;
         const row = touch(table, v as string, step, false);
-        // A file's package must be one of its own observation's (as central's constraint has it).
+        // A file's package must be one of its own observation's (as central's trigger has it, migration 012).
         if (col === 'raw_data_package_id') {
           const owner = row ? row.executed_obs_unit_id : packagesHere.get(v as string);
           if (owner !== undefined && owner !== data.executed_obs_unit_id) {

@@ -79,7 +79,7 @@ export class InsufficientStorageError extends AppError {
 
 /**
  * A raw data file put in a package of another observation (the same answer at the edge, which checks
- * what it holds, and at central, whose constraint `raw_data_file_package_observation` checks the rest).
+ * what it holds, and at central, whose trigger `raw_data_file_package_observation` (migration 012) checks the rest).
  */
 export function packageOfAnotherObservation(packageId: string, observationId: string, stepId: string | null): ValidationError {
   return new ValidationError(

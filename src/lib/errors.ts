@@ -51,6 +51,12 @@ export class NotFoundError extends AppError {
   }
 }
 
+export class MethodNotAllowedError extends AppError {
+  constructor(method: string, path: string) {
+    super(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
+  }
+}
+
 export class ConflictError extends AppError {
   constructor(message: string, details: unknown = null) {
     super(409, 'conflict', message, details);

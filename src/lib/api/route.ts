@@ -8,7 +8,7 @@ import type { ZodType } from 'zod';
 import { z } from './zod.js';
 import { ErrorBody, type Role } from './schemas.js';
 import { fastPathOf } from './fast-parse.js';
-import { AppError, ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js';
+import { ForbiddenError, MethodNotAllowedError, UnauthorizedError, ValidationError } from '../errors.js';
 import { badTextError, findBadText, readJsonBody } from '../http/body.js';
 import { effectiveRoles, hashToken, looksLikeToken, type Principal } from '../auth.js';
 import type { OpsBackend } from './backend.js';
@@ -158,11 +158,11 @@ const pathKey = (path: string) => path.toLowerCase().replace(/\/+$/, '');
  * `GET /executed_obs_units/start` matches `GET /executed_obs_units/{id}` too, and was a 422 ("not a UUID")
  * for a path that exists with another method: a 405 naming the methods, as for any other path.
  */
-function methodNotAllowed(router: Router, ctx: HttpContext): AppError | null {
+function methodNotAllowed(router: Router, ctx: HttpContext): MethodNotAllowedError | null {
   const methods = methodsOn(router, ctx.path);
   if (!methods || methods.includes(ctx.method)) return null;
   ctx.set('Allow', methods.join(', '));
-  return new AppError(405, 'method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}`);
+  return new MethodNotAllowedError(ctx.method, ctx.path);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Middleware } from './context.js';
-import { AppError } from '../errors.js';
+import { AppError, MethodNotAllowedError } from '../errors.js';
 import { accessLogger, type Logger } from '../logger.js';
 import type { AppMetrics } from '../metrics.js';
 
@@ -30,8 +30,9 @@ export function requestPipeline(log: Logger, metrics: AppMetrics, mapError: (err
       } else if (ctx.status === 405 || ctx.status === 501) {
         // 501 is the router's word for a method it knows no route for at all (TRACE, PROPFIND…): still
         // the client's request, so a 4xx as any other method not allowed.
-        ctx.status = 405;
-        ctx.body = errorBody('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}`);
+        const e = new MethodNotAllowedError(ctx.method, ctx.path);
+        ctx.status = e.status;
+        ctx.body = errorBody(e.code, e.message);
       }
     } catch (thrown) {
       const err = mapError(thrown);

@@ -101,6 +101,35 @@ describe('SQLite dependency index', () => {
       await b.close();
     }
   });
+
+  it('verify beside a running daemon reads one snapshot: a group committed while it reads is no false alarm', async () => {
+    // `opsdb buffer verify` opens its own connection to the file the daemon's storage thread writes.
+    const path = join(dir, 'verify-live.db');
+    const daemon = new SqliteBuffer(path);
+    const cli = new SqliteBuffer(path);
+    try {
+      await daemon.append([tx(), tx()]);
+      // The daemon commits a group just after verify has read the counters, before it recounts the rows.
+      const reader = cli as unknown as { statsNow: () => unknown };
+      const statsNow = reader.statsNow.bind(cli);
+      let committed = 0;
+      reader.statsNow = () => {
+        const s = statsNow();
+        void daemon.append([tx()]); // better-sqlite3 commits before append returns its promise
+        committed += 1;
+        return s;
+      };
+      const v = await cli.verify();
+      assert.equal(committed, 1, 'the group was committed in the middle of verify');
+      assert.deepEqual(v.problems, [], 'a sound buffer verified as broken');
+      assert.equal(v.stats.pending, 2, 'the counters are those of the moment verify began');
+      assert.equal(v.counted.pending, 2, 'and so are the rows counted');
+      assert.equal((await daemon.stats()).pending, 3, 'the group is stored');
+    } finally {
+      await cli.close();
+      await daemon.close();
+    }
+  });
 });
 
 describe('SQLite receipts expire', () => {

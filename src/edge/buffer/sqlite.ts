@@ -482,6 +482,11 @@ export class SqliteBuffer implements TransactionBuffer {
   }
 
   async stats(): Promise<BufferStats> {
+    return this.statsNow();
+  }
+
+  /** The stats, read at once (inside a caller's transaction, from its snapshot). */
+  private statsNow(): BufferStats {
     const c = this.counters();
     const oldest = (this.stmt.oldest.get() as { t: string } | undefined)?.t ?? null;
     return {
@@ -532,11 +537,23 @@ export class SqliteBuffer implements TransactionBuffer {
     const problems: string[] = [];
     const integrity = this.db.pragma('integrity_check', { simple: true });
     if (integrity !== 'ok') problems.push(`integrity_check: ${String(integrity)}`);
-    const stats = await this.stats();
-    const counted = Object.fromEntries(TX_STATES.map((s) => [s, 0])) as Record<TxState, number>;
-    for (const r of this.db.prepare('SELECT state, count(*) AS n FROM tx GROUP BY state').all() as { state: TxState; n: number }[]) {
-      counted[r.state] = r.n;
-    }
+    // One read transaction, so every figure is from the same moment: a WAL reader keeps its snapshot while
+    // the daemon commits groups beside it. Read one by one, a group landing between the counters and the
+    // recount was reported as a broken ledger ("pending: counter says 4904, rows say 4905").
+    const readAll = () => {
+      const stats = this.statsNow();
+      const counted = Object.fromEntries(TX_STATES.map((s) => [s, 0])) as Record<TxState, number>;
+      for (const r of this.db.prepare('SELECT state, count(*) AS n FROM tx GROUP BY state').all() as { state: TxState; n: number }[]) {
+        counted[r.state] = r.n;
+      }
+      const maxSeq = (this.db.prepare('SELECT max(seq) AS m FROM tx').get() as { m: number | null }).m ?? 0;
+      const unindexed = (this.db.prepare(`SELECT count(*) AS n FROM tx, json_each(tx.depends_on) AS j
+          WHERE tx.depends_on <> '[]' AND tx.state IN ('pending','in_flight','blocked','failed')
+            AND EXISTS (SELECT 1 FROM tx AS parent WHERE parent.seq = j.value)
+            AND NOT EXISTS (SELECT 1 FROM dep WHERE dep.parent = j.value AND dep.child = tx.seq)`).get() as { n: number }).n;
+      return { stats, counted, maxSeq, unindexed };
+    };
+    const { stats, counted, maxSeq, unindexed } = this.db.transaction(readAll).deferred();
     for (const s of TX_STATES) {
       if (counted[s] !== stats[s]) problems.push(`${s}: counter says ${stats[s]}, rows say ${counted[s]}`);
     }
@@ -544,12 +561,7 @@ export class SqliteBuffer implements TransactionBuffer {
     if (stats.accepted_total !== ledger) {
       problems.push(`ledger: accepted ${stats.accepted_total} ≠ applied ${stats.applied_total} + pending + in_flight + blocked + failed + discarded = ${ledger}`);
     }
-    const maxSeq = (this.db.prepare('SELECT max(seq) AS m FROM tx').get() as { m: number | null }).m ?? 0;
     if (maxSeq > stats.last_seq) problems.push(`seq ${maxSeq} is beyond the last assigned seq ${stats.last_seq}`);
-    const unindexed = (this.db.prepare(`SELECT count(*) AS n FROM tx, json_each(tx.depends_on) AS j
-        WHERE tx.depends_on <> '[]' AND tx.state IN ('pending','in_flight','blocked','failed')
-          AND EXISTS (SELECT 1 FROM tx AS parent WHERE parent.seq = j.value)
-          AND NOT EXISTS (SELECT 1 FROM dep WHERE dep.parent = j.value AND dep.child = tx.seq)`).get() as { n: number }).n;
     if (unindexed > 0) problems.push(`dependency index: ${unindexed} dependencies of transactions not yet synced are missing from it (a failure would not hold back what waits on it)`);
     return { ok: problems.length === 0, problems, stats, counted };
   }

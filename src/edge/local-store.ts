@@ -253,7 +253,8 @@ export class LocalStore implements ReplicaSink {
   /**
    * Read-your-writes for a row that arrives after its update was buffered:
    * the updates it waited for go on top of central's copy, in seq order, but
-   * not those in `skip` (discarded: they never reach central).
+   * not those in `skip` (synced, so central's copy holds them or what came
+   * after them; or discarded, so they never reach central).
    */
   private applyDeferred(table: string, rowKey: string, skip: ReadonlySet<number>): void {
     const rows = this.sql('SELECT seq, step, at FROM deferred_update WHERE table_name = ? AND row_key = ? ORDER BY seq').all(table, rowKey) as { seq: number; step: string; at: string }[];

@@ -584,8 +584,12 @@ export class SyncEngine implements SyncView {
       const keep = new Set([...origins].filter(([, seq]) => LOCAL_CHANGE_STANDS.has(states.get(seq))).map(([k]) => k));
       const deferred = this.o.replica.deferredSeqs?.(body.changes) ?? [];
       const deferredStates = deferred.length ? await this.o.buffer.states(deferred) : new Map<number, TxState>();
-      const discarded = new Set(deferred.filter((s) => deferredStates.get(s) === 'discarded'));
-      this.o.replica.apply(body.changes, body.position, keep, origins, discarded);
+      // The same rule for an update buffered before its row was here: once synced (compacted too) or
+      // discarded, central's copy, which this pull brings, is the row. No push runs during a pull, so one
+      // synced now was applied at central before this page was read. Put on top of it, a synced finish
+      // hid a newer change made at central (an edge rebuilt on an empty DATA_DIR, its pulls failing).
+      const settled = new Set(deferred.filter((s) => !LOCAL_CHANGE_STANDS.has(deferredStates.get(s))));
+      this.o.replica.apply(body.changes, body.position, keep, origins, settled);
       if (!body.more) break;
     }
     this.lastPull = performance.now();

@@ -16,7 +16,8 @@ export interface ReplicaSink {
   /**
    * Seqs of buffered updates of rows these changes bring, which the store
    * did not hold when the updates were written: applied on top of central's
-   * copy as it arrives, except those in `skipDeferred` (discarded).
+   * copy as it arrives, except those in `skipDeferred` (synced or discarded:
+   * central's copy is then the row).
    */
   deferredSeqs?(changes: Change[]): number[];
   /**

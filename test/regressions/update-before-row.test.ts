@@ -3,9 +3,13 @@
 // left no trace: when the replica brought the row, it showed central's copy without the finish, as
 // `synced`, and if central rejected the finish the edge never showed it at all (SPEC §2.7, read your
 // writes). Such an update is now kept and applied on top of the row when it arrives.
+// Found in a later review: it was applied on top even when it had synced long before, so a change
+// made at central after it (here: central finishing the observation as aborted) was hidden for good.
 // A real central (one CHECK constraint added to make it reject the finish) and real edges.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { startTestCentral } from '../support/central.js';
 import { startTestEdge } from '../support/edge.js';
 import { until } from '../support/daemon.js';
@@ -62,4 +66,71 @@ describe('an update of a row the edge does not hold yet', () => {
     }, 20_000);
     assert.equal(back.status, 'running');
   });
+
+  it('once synced, gives way to central\'s copy and the change central made after it', { timeout: 90_000 }, async () => {
+    const central = await startTestCentral('update-before-row-synced', { LOG_LEVEL: 'silent' });
+    stops.push(() => central.stop());
+    const token = (await central.admin.post('/api/sites/', { body: { name: 'ubrs' } })).body.token as string;
+    const feed = await feedBlockingProxy(central.url);
+    stops.push(() => feed.close());
+    const fast = { SITE_NAME: 'ubrs', SITE_TOKEN: token, SYNC_INTERVAL_MS: 50, RETRY_BASE_MS: 20, RETRY_MAX_MS: 200 };
+
+    const first = await startTestEdge('ubrs-first', { seed: false, overrides: { ...fast, CENTRAL_URL: central.url } });
+    await until('reference data', async () => (await first.anonymous.get('/buffer-stats')).body.last_sync_at !== null, 20_000);
+    const obs = (await first.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).body;
+    await until('synced', async () => (await first.admin.get(`/api/transactions/${obs.transaction_id}`)).body.state === 'synced', 20_000);
+    await first.stop();
+
+    // A new, empty disk whose pulls fail while its pushes go through: the finish reaches central first.
+    feed.blocked = true;
+    const edge = await startTestEdge('ubrs-second', { seed: false, overrides: { ...fast, CENTRAL_URL: feed.url } });
+    stops.push(() => edge.stop());
+    const fin = await edge.admin.put(`/executed_obs_units/${obs.id}/finish`, { body: { status: 'success' } });
+    assert.equal(fin.status, 202, fin.text);
+    await until('the finish synced', async () => (await edge.admin.get(`/api/transactions/${fin.body.transaction_id}`)).body.state === 'synced', 20_000);
+    assert.equal((await central.admin.get(`/executed_obs_units/${obs.id}`)).body.status, 'success');
+
+    // Central changes the row after it; then the pulls get through and bring the row.
+    assert.equal((await central.admin.put(`/executed_obs_units/${obs.id}/finish`, { body: { status: 'aborted' } })).status, 202);
+    const atCentral = (await central.admin.get(`/executed_obs_units/${obs.id}`)).body;
+    feed.blocked = false;
+    const row = await until('the row at the edge', async () => {
+      const r = await edge.admin.get(`/executed_obs_units/${obs.id}`);
+      return r.status === 200 ? r.body : null;
+    }, 20_000);
+    assert.equal(row.status, 'aborted', 'central\'s copy, not the synced finish put back on top of it');
+    assert.equal(row.end_time, atCentral.end_time);
+    const aborted = (await edge.admin.get('/executed_obs_units/?status=aborted')).body as { id: string }[];
+    assert.ok(aborted.some((o) => o.id === obs.id), 'a filter on the edge finds it as central does');
+  });
 });
+
+/** Passes every request to central, but answers 503 to the change feed while `blocked`. */
+async function feedBlockingProxy(target: string) {
+  const t = new URL(target);
+  const state = {
+    blocked: false,
+    url: '',
+    close: () => new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
+  const server = http.createServer((req, res) => {
+    if (state.blocked && req.url?.startsWith('/api/sync/changes')) {
+      req.resume();
+      res.writeHead(503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'service_unavailable', message: 'the test holds the feed', details: null } }));
+      return;
+    }
+    const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return state;
+}

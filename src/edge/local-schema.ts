@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS user_preference (
 CREATE TABLE IF NOT EXISTS deferred_update (
   table_name TEXT NOT NULL, row_key TEXT NOT NULL, seq INTEGER NOT NULL, step TEXT NOT NULL, at TEXT NOT NULL,
   PRIMARY KEY (table_name, row_key, seq));
+-- Central's newest change of a row (its copy, or null: deleted there) that a pull held back because a
+-- local change of the row stood (origin_seq): put in place if that change is discarded, dropped when a
+-- later change of the row comes or the local change syncs (central's own copy then follows in the feed).
+CREATE TABLE IF NOT EXISTS held_change (
+  table_name TEXT NOT NULL, row_key TEXT NOT NULL, origin_seq INTEGER NOT NULL, change TEXT NOT NULL,
+  PRIMARY KEY (table_name, row_key));
 CREATE TABLE IF NOT EXISTS data_transfer (
   id TEXT PRIMARY KEY, raw_data_package_id TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL,
   status TEXT NOT NULL, bytes_transferred INTEGER NOT NULL DEFAULT 0, started_at TEXT, finished_at TEXT, created_at TEXT NOT NULL);

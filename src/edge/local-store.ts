@@ -418,19 +418,73 @@ export class LocalStore implements ReplicaSink {
     this.db.transaction(() => {
       // Almost always none: then no row of the page looks for one.
       const deferred = this.sql('SELECT 1 FROM deferred_update LIMIT 1').get() !== undefined;
+      let held = this.sql('SELECT 1 FROM held_change LIMIT 1').get() !== undefined;
       for (const c of changes) {
         const k = `${c.table}:${c.key}`;
-        if (keep.has(k)) continue;
         const key = ENTITY_KEY[c.table];
+        if (keep.has(k)) {
+          if (key) held = this.hold(c, origins.get(k)!);
+          continue;
+        }
         if (key) {
           const now = (this.sql(`SELECT origin_seq FROM ${c.table} WHERE ${key} = ?`).get(c.key) as { origin_seq: number | null } | undefined)?.origin_seq ?? null;
-          if (now !== null && now !== origins.get(k)) continue;
+          if (now !== null && now !== origins.get(k)) {
+            held = this.hold(c, now);
+            continue;
+          }
+          if (held) this.sql('DELETE FROM held_change WHERE table_name = ? AND row_key = ?').run(c.table, c.key);
         }
         this.applyChange(c);
         if (deferred && key && c.row) this.applyDeferred(c.table, c.key, skipDeferred);
       }
       this.setMeta('replica_position', String(position));
       this.setMeta('last_pull_at', new Date().toISOString());
+    }).immediate();
+  }
+
+  /** Keeps central's change `c` of a row whose local change `originSeq` stands (see held_change). */
+  private hold(c: Change, originSeq: number): true {
+    this.sql('INSERT OR REPLACE INTO held_change (table_name, row_key, origin_seq, change) VALUES (?, ?, ?, ?)')
+      .run(c.table, c.key, originSeq, JSON.stringify(c));
+    return true;
+  }
+
+  /**
+   * Central's changes held back by a local change (held_change), each with
+   * the seq of the row's last local change now (null: the row is central's
+   * copy again, or gone).
+   */
+  heldChanges(): { table: string; key: string; origin: number | null }[] {
+    const rows = this.sql('SELECT table_name, row_key FROM held_change').all() as { table_name: string; row_key: string }[];
+    return rows.map((r) => {
+      const key = ENTITY_KEY[r.table_name]!;
+      const at = this.sql(`SELECT origin_seq FROM ${r.table_name} WHERE ${key} = ?`).get(r.table_name === 'user_preference' ? Number(r.row_key) : r.row_key) as
+        { origin_seq: number | null } | undefined;
+      return { table: r.table_name, key: r.row_key, origin: at?.origin_seq ?? null };
+    });
+  }
+
+  /**
+   * Settles held changes: those in `release` (the row's last local change,
+   * `origin`, was discarded) are put in place, so the row is central's copy
+   * again, or goes if central deleted it; those in `drop` are forgotten. Each
+   * only if the row's last local change is still `origin` (a newer local
+   * write keeps it held).
+   */
+  settleHeld(release: readonly { table: string; key: string; origin: number | null }[], drop: readonly { table: string; key: string; origin: number | null }[]): void {
+    this.db.transaction(() => {
+      for (const [list, put] of [[release, true], [drop, false]] as const) {
+        for (const h of list) {
+          const key = ENTITY_KEY[h.table]!;
+          const at = this.sql(`SELECT origin_seq FROM ${h.table} WHERE ${key} = ?`).get(h.table === 'user_preference' ? Number(h.key) : h.key) as
+            { origin_seq: number | null } | undefined;
+          if ((at?.origin_seq ?? null) !== h.origin) continue;
+          const c = this.sql('SELECT change FROM held_change WHERE table_name = ? AND row_key = ?').get(h.table, h.key) as { change: string } | undefined;
+          if (!c) continue;
+          if (put) this.applyChange(JSON.parse(c.change) as Change);
+          this.sql('DELETE FROM held_change WHERE table_name = ? AND row_key = ?').run(h.table, h.key);
+        }
+      }
     }).immediate();
   }
 

@@ -595,8 +595,26 @@ export class SyncEngine implements SyncView {
     this.lastPull = performance.now();
     this.pullRows = Math.min(PULL_PAGE_ROWS, this.pullRows * 2);
     this.succeed();
+    await this.settleHeld();
     await this.compact();
     return null;
+  }
+
+  /**
+   * Central's changes a pull held back while a local change of the row stood
+   * (`keep` above). Central's change is the row once that local change is
+   * discarded: it never reaches central, and central may not change the row
+   * again (a row deleted there never does). Once it is synced, central's own
+   * copy comes in the feed, and the held change is dropped.
+   */
+  private async settleHeld(): Promise<void> {
+    const held = this.o.replica.heldChanges?.() ?? [];
+    if (held.length === 0) return;
+    const origins = held.map((h) => h.origin).filter((s): s is number => s !== null);
+    const states = origins.length ? await this.o.buffer.states(origins) : new Map<number, TxState>();
+    const release = held.filter((h) => h.origin !== null && states.get(h.origin) === 'discarded');
+    const drop = held.filter((h) => h.origin === null || (states.get(h.origin) !== 'discarded' && !LOCAL_CHANGE_STANDS.has(states.get(h.origin))));
+    if (release.length || drop.length) this.o.replica.settleHeld?.(release, drop);
   }
 
   /**

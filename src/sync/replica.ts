@@ -21,6 +21,14 @@ export interface ReplicaSink {
    */
   deferredSeqs?(changes: Change[]): number[];
   /**
+   * Central's changes a pull held back because a local change of the row
+   * stood (`keep`), with the seq of the row's last local change now (null:
+   * the row is central's copy again, or gone).
+   */
+  heldChanges?(): { table: string; key: string; origin: number | null }[];
+  /** Puts the held changes in `release` in place and forgets those in `drop` (each only if the row's last local change is still `origin`). */
+  settleHeld?(release: readonly { table: string; key: string; origin: number | null }[], drop: readonly { table: string; key: string; origin: number | null }[]): void;
+  /**
    * Records that these seqs were applied at central, before they are
    * compacted out of the buffer: a buffer later found behind the local store
    * then does not count them as lost (lost-seqs.ts).

@@ -6,7 +6,7 @@ import type { ExecutedObsUnitFilter } from '../lib/api/schemas.js';
 import type { Change } from '../lib/api/sync-schemas.js';
 import { decodeCursor, encodeCursor } from '../lib/cursor.js';
 import { keyedStatements, statementCache } from './statements.js';
-import type { ReplicaSink } from '../sync/replica.js';
+import type { HeldChange, ReplicaSink } from '../sync/replica.js';
 import { noteSynced } from './lost-seqs.js';
 import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
 
@@ -416,6 +416,9 @@ export class LocalStore implements ReplicaSink {
   apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred: ReadonlySet<number> = new Set()): void {
     this.referenceStale = true;
     this.db.transaction(() => {
+      // The feed read again from an earlier position (central went back in time): what was held back came
+      // from a history central no longer has. Reading the feed again holds back what still applies.
+      if (position < this.position()) this.sql('DELETE FROM held_change').run();
       // Almost always none: then no row of the page looks for one.
       const deferred = this.sql('SELECT 1 FROM deferred_update LIMIT 1').get() !== undefined;
       let held = this.sql('SELECT 1 FROM held_change LIMIT 1').get() !== undefined;
@@ -444,23 +447,26 @@ export class LocalStore implements ReplicaSink {
 
   /** Keeps central's change `c` of a row whose local change `originSeq` stands (see held_change). */
   private hold(c: Change, originSeq: number): true {
-    this.sql('INSERT OR REPLACE INTO held_change (table_name, row_key, origin_seq, change) VALUES (?, ?, ?, ?)')
+    // Central's newest change; the earliest local change that held one back (a later update must not let
+    // it go while that one still stands).
+    this.sql(`INSERT INTO held_change (table_name, row_key, origin_seq, change) VALUES (?, ?, ?, ?)
+              ON CONFLICT (table_name, row_key) DO UPDATE SET change = excluded.change, origin_seq = min(origin_seq, excluded.origin_seq)`)
       .run(c.table, c.key, originSeq, JSON.stringify(c));
     return true;
   }
 
   /**
-   * Central's changes held back by a local change (held_change), each with
-   * the seq of the row's last local change now (null: the row is central's
-   * copy again, or gone).
+   * Central's changes held back by a local change (held_change): the local
+   * change that held it back (`heldBy`), and the row's last local change now
+   * (`origin`; null: the row is central's copy again, or gone).
    */
-  heldChanges(): { table: string; key: string; origin: number | null }[] {
-    const rows = this.sql('SELECT table_name, row_key FROM held_change').all() as { table_name: string; row_key: string }[];
+  heldChanges(): HeldChange[] {
+    const rows = this.sql('SELECT table_name, row_key, origin_seq FROM held_change').all() as { table_name: string; row_key: string; origin_seq: number }[];
     return rows.map((r) => {
       const key = ENTITY_KEY[r.table_name]!;
       const at = this.sql(`SELECT origin_seq FROM ${r.table_name} WHERE ${key} = ?`).get(r.table_name === 'user_preference' ? Number(r.row_key) : r.row_key) as
         { origin_seq: number | null } | undefined;
-      return { table: r.table_name, key: r.row_key, origin: at?.origin_seq ?? null };
+      return { table: r.table_name, key: r.row_key, heldBy: r.origin_seq, origin: at?.origin_seq ?? null };
     });
   }
 
@@ -471,7 +477,7 @@ export class LocalStore implements ReplicaSink {
    * only if the row's last local change is still `origin` (a newer local
    * write keeps it held).
    */
-  settleHeld(release: readonly { table: string; key: string; origin: number | null }[], drop: readonly { table: string; key: string; origin: number | null }[]): void {
+  settleHeld(release: readonly HeldChange[], drop: readonly HeldChange[]): void {
     this.db.transaction(() => {
       for (const [list, put] of [[release, true], [drop, false]] as const) {
         for (const h of list) {

@@ -9,7 +9,7 @@ import type { SyncView } from '../edge/sync-view.js';
 import { ChangesPage, EDGE_CONFLICT_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
 import type { Logger } from '../lib/logger.js';
 import type { CentralClient, Reply } from './transport.js';
-import type { ReplicaSink } from './replica.js';
+import type { HeldChange, ReplicaSink } from './replica.js';
 import { classifyError, classifyReply, retryDelayMs, type Failure } from './classify.js';
 import { Health } from '../lib/api/schemas.js';
 import { uuidv7 } from '../lib/uuid.js';
@@ -543,6 +543,7 @@ export class SyncEngine implements SyncView {
     const since = this.o.replica.position();
     const rows = Math.min(pageRows, this.pullRows);
     let next = this.fetchPage(since, rows, backlog);
+    let atHead = false;
     for (let page = 0; page < maxPages && !this.stopping; page++) {
       const got = await next;
       if ('err' in got) {
@@ -590,30 +591,47 @@ export class SyncEngine implements SyncView {
       // hid a newer change made at central (an edge rebuilt on an empty DATA_DIR, its pulls failing).
       const settled = new Set(deferred.filter((s) => !LOCAL_CHANGE_STANDS.has(deferredStates.get(s))));
       this.o.replica.apply(body.changes, body.position, keep, origins, settled);
-      if (!body.more) break;
+      if (!body.more) {
+        atHead = true;
+        break;
+      }
     }
     this.lastPull = performance.now();
     this.pullRows = Math.min(PULL_PAGE_ROWS, this.pullRows * 2);
     this.succeed();
-    await this.settleHeld();
+    // Only with the whole feed read: a pull that stopped part way (while a backlog drains, or after the feed
+    // was read again from the start) may not have reached central's later changes of a held row yet.
+    if (atHead) await this.settleHeld();
     await this.compact();
     return null;
   }
 
   /**
    * Central's changes a pull held back while a local change of the row stood
-   * (`keep` above). Central's change is the row once that local change is
-   * discarded: it never reaches central, and central may not change the row
-   * again (a row deleted there never does). Once it is synced, central's own
-   * copy comes in the feed, and the held change is dropped.
+   * (`keep` above). Central's change is the row once the local change that
+   * held it back and the row's last local change (the same one, or a later
+   * update) are both discarded: they never reach central, and central may not
+   * change the row again (a row deleted there never does). Once either is
+   * synced, central's own copy comes in the feed, and the held change is
+   * dropped. While either stands, the row stays as this edge wrote it.
    */
   private async settleHeld(): Promise<void> {
     const held = this.o.replica.heldChanges?.() ?? [];
     if (held.length === 0) return;
-    const origins = held.map((h) => h.origin).filter((s): s is number => s !== null);
-    const states = origins.length ? await this.o.buffer.states(origins) : new Map<number, TxState>();
-    const release = held.filter((h) => h.origin !== null && states.get(h.origin) === 'discarded');
-    const drop = held.filter((h) => h.origin === null || (states.get(h.origin) !== 'discarded' && !LOCAL_CHANGE_STANDS.has(states.get(h.origin))));
+    const seqs = [...new Set(held.flatMap((h) => (h.origin === null ? [h.heldBy] : [h.heldBy, h.origin])))];
+    const states = await this.o.buffer.states(seqs);
+    const release: HeldChange[] = [];
+    const drop: HeldChange[] = [];
+    for (const h of held) {
+      if (h.origin === null) {
+        drop.push(h);
+        continue;
+      }
+      const both = [states.get(h.heldBy), states.get(h.origin)];
+      if (both.some((s) => LOCAL_CHANGE_STANDS.has(s))) continue;
+      if (both.every((s) => s === 'discarded')) release.push(h);
+      else drop.push(h);
+    }
     if (release.length || drop.length) this.o.replica.settleHeld?.(release, drop);
   }
 

@@ -1,5 +1,17 @@
 import type { Change } from '../lib/api/sync-schemas.js';
 
+/**
+ * Central's change of a row, held back because a local change of the row
+ * stood: the seq of that local change (`heldBy`), and of the row's last local
+ * change now (`origin`; null: the row is central's copy again, or gone).
+ */
+export interface HeldChange {
+  table: string;
+  key: string;
+  heldBy: number;
+  origin: number | null;
+}
+
 /** Where the change feed lands: the edge's local store. */
 export interface ReplicaSink {
   /** The feed position applied so far (0: never synced). */
@@ -20,14 +32,10 @@ export interface ReplicaSink {
    * central's copy is then the row).
    */
   deferredSeqs?(changes: Change[]): number[];
-  /**
-   * Central's changes a pull held back because a local change of the row
-   * stood (`keep`), with the seq of the row's last local change now (null:
-   * the row is central's copy again, or gone).
-   */
-  heldChanges?(): { table: string; key: string; origin: number | null }[];
+  /** Central's changes a pull held back because a local change of the row stood (`keep`). */
+  heldChanges?(): HeldChange[];
   /** Puts the held changes in `release` in place and forgets those in `drop` (each only if the row's last local change is still `origin`). */
-  settleHeld?(release: readonly { table: string; key: string; origin: number | null }[], drop: readonly { table: string; key: string; origin: number | null }[]): void;
+  settleHeld?(release: readonly HeldChange[], drop: readonly HeldChange[]): void;
   /**
    * Records that these seqs were applied at central, before they are
    * compacted out of the buffer: a buffer later found behind the local store

@@ -4,6 +4,10 @@
 // good (central never changes it again), listed as `synced`, and a row central had changed kept the
 // discarded values until central's next change of it. The pull now keeps such a change (held_change)
 // and puts it in place once the local change is discarded.
+// A review of that fix: with two failed updates of the row, discarding the newer one put central's copy
+// in place while the older one still stood (it must wait for both); and a change held before central went
+// back in time (restored from a backup) outlived the feed's re-read (it is now dropped when the feed is
+// read again from an earlier position).
 // A real central (PostgreSQL), a real edge, the link cut by a proxy.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,11 +37,21 @@ describe('central\'s change of a row held back by a local change', { timeout: 12
     await until('reference data', async () => (await edge.anonymous.get('/buffer-stats')).body.last_sync_at !== null, 20_000);
     const obs = (await edge.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).body as { id: string; transaction_id: string };
     await until('the start synced', async () => (await edge.admin.get(`/api/transactions/${obs.transaction_id}`)).body.state === 'synced', 20_000);
-    return { central, edge, proxy, obs };
+    return { central, edge, proxy, obs, first: () => '' };
   }
 
   /** Finishes the observation at the edge while the link is down; `atCentral` changes central meanwhile. */
-  async function finishRejected(b: Awaited<ReturnType<typeof observationAtBoth>>, atCentral: () => Promise<unknown>) {
+  /**
+   * Finishes the observation at the edge while the link is down; `atCentral` changes central meanwhile.
+   * Central rejects the finish; `then` runs once its change is held back; `discard` names the transaction
+   * discarded at the end (default: the finish). The finish's id is kept in `b.first()`.
+   */
+  async function finishRejected(
+    b: Awaited<ReturnType<typeof observationAtBoth>>,
+    atCentral: () => Promise<unknown>,
+    then: () => Promise<unknown> = async () => {},
+    discard?: () => string,
+  ) {
     await b.proxy.setMode('refuse');
     const fin = await b.edge.admin.put(`/executed_obs_units/${b.obs.id}/finish`, { body: { status: 'aborted' } });
     assert.equal(fin.status, 202, fin.text);
@@ -53,9 +67,39 @@ describe('central\'s change of a row held back by a local change', { timeout: 12
     await until('a pull after the rejection', async () => Date.parse((await b.edge.anonymous.get('/buffer-stats')).body.last_sync_at) > since, 20_000);
     const shown = (await b.edge.admin.get(`/executed_obs_units/${b.obs.id}`)).body;
     assert.equal(shown.status, 'aborted', 'while the failed finish stands, the edge shows it (an operator may retry it)');
-    const d = await b.edge.admin.post(`/api/buffer/failed/${fin.body.transaction_id}/discard`, { body: { reason: 'rejected at central' } });
+    b.first = () => fin.body.transaction_id;
+    await then();
+    const d = await b.edge.admin.post(`/api/buffer/failed/${discard ? discard() : fin.body.transaction_id}/discard`, { body: { reason: 'rejected at central' } });
     assert.equal(d.status, 200, d.text);
   }
+
+  it('two failed updates: central\'s copy waits until both are discarded', async () => {
+    const b = await observationAtBoth('held-two');
+    let second = '';
+    await finishRejected(b, async () => {
+      await b.central.db.query(`ALTER TABLE executed_obs_unit ADD CONSTRAINT held_two_no_aborted CHECK (status <> 'aborted') NOT VALID`);
+      await b.central.db.query('UPDATE executed_obs_unit SET mean_pwv = 0.7 WHERE id = $1', [b.obs.id]);
+    }, async () => {
+      // A second finish, after central's change was held back by the first; it fails too.
+      const r = await b.edge.admin.put(`/executed_obs_units/${b.obs.id}/finish`, { body: { status: 'aborted', mean_pwv: 2.2 } });
+      assert.equal(r.status, 202, r.text);
+      second = r.body.transaction_id;
+      await until('the second finish to fail', async () => (await b.edge.admin.get(`/api/transactions/${second}`)).body.state === 'failed', 20_000);
+    }, () => second);
+    // Only the second is discarded: the first still stands, so the row stays as this edge wrote it.
+    const since = Date.now();
+    await until('two pulls after the discard', async () => Date.parse((await b.edge.anonymous.get('/buffer-stats')).body.last_sync_at) > since + 200, 20_000);
+    const row = (await b.edge.admin.get(`/executed_obs_units/${b.obs.id}`)).body;
+    assert.equal(row.status, 'aborted', 'the first finish, failed, still shows');
+    // Both discarded: central's copy.
+    const first = b.first();
+    assert.equal((await b.edge.admin.post(`/api/buffer/failed/${first}/discard`, { body: { reason: 'rejected at central' } })).status, 200);
+    const back = await until('central\'s copy at the edge', async () => {
+      const r = (await b.edge.admin.get(`/executed_obs_units/${b.obs.id}`)).body;
+      return r.status === 'running' ? r : null;
+    }, 20_000);
+    assert.equal(back.mean_pwv, 0.7);
+  });
 
   it('deleted at central: the row leaves the edge once the local change is discarded', async () => {
     const b = await observationAtBoth('held-delete');

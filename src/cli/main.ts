@@ -4,7 +4,7 @@
  * Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../lib/config.js';
+import { ConfigError, loadConfig, readEnvFile, type Config } from '../lib/config.js';
 import { AppError } from '../lib/errors.js';
 import { COMMANDS } from './commands.js';
 import { UsageError, type Command } from './command.js';
@@ -22,8 +22,10 @@ function help(): string {
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
     'Options for every command:',
-    '  --config FILE   TOML settings (see config/*.example.toml); environment variables override it',
-    '  -h, --help      help for a command: opsdb <command> --help',
+    '  --config FILE            TOML settings (see config/*.example.toml); environment variables override it',
+    '  --environment-file FILE  variables from a file, as the systemd unit\'s EnvironmentFile= gives them to the',
+    '                           daemon (e.g. DATABASE_URL in /etc/opsdb/central.env); the environment wins over it',
+    '  -h, --help               help for a command: opsdb <command> --help',
     '',
     'Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.',
   ].join('\n');
@@ -44,6 +46,17 @@ function groupHelp(words: string[], group: [string, Command][]): string {
   const width = Math.max(...group.map(([name]) => name.length));
   const list = group.map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`).join('\n');
   return `Usage: opsdb ${words.join(' ')} <command> [options]\n\nCommands:\n${list}\n\nHelp for one: opsdb <command> --help`;
+}
+
+/** Exit 2 with the problems; a required setting missing from a shell gets a pointer to --environment-file. */
+function configFailure(name: string, err: ConfigError, envFile: string | undefined): number {
+  // The units keep secrets in an environment file that only systemd reads: from a shell they are missing.
+  const missing = err.problems.some((p) => / required (when|for)/.test(p));
+  const hint = missing && envFile === undefined
+    ? '\n(Kept in an environment file, as the systemd units keep DATABASE_URL and SITE_TOKEN? Pass it: --environment-file /etc/opsdb/central.env, or edge.env)'
+    : '';
+  console.error(`opsdb ${name}: ${err.message}${hint}`);
+  return 2;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -80,7 +93,7 @@ export async function main(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: rest,
       allowPositionals: true,
-      options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, ...cmd.options },
+      options: { config: { type: 'string' }, 'environment-file': { type: 'string' }, help: { type: 'boolean', short: 'h' }, ...cmd.options },
     });
   } catch (err) {
     console.error(`opsdb ${name}: ${(err as Error).message}\n\n${cmd.usage}`);
@@ -91,13 +104,14 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   let config: Config;
+  const envFile = parsed.values['environment-file'] as string | undefined;
   try {
-    config = loadConfig({ file: parsed.values.config as string | undefined });
+    const problems: string[] = [];
+    const fromFile = envFile === undefined ? {} : readEnvFile(envFile, problems);
+    if (fromFile === null) throw new ConfigError(problems);
+    config = loadConfig({ file: parsed.values.config as string | undefined, env: { ...fromFile, ...process.env }, serving: name === 'serve' });
   } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`opsdb ${name}: ${err.message}`);
-      return 2;
-    }
+    if (err instanceof ConfigError) return configFailure(name, err, envFile);
     throw err;
   }
   try {
@@ -110,10 +124,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`opsdb ${name}: ${err.message}\n\n${cmd.usage}`);
       return 2;
     }
-    if (err instanceof ConfigError) {
-      console.error(`opsdb ${name}: ${err.message}`);
-      return 2;
-    }
+    if (err instanceof ConfigError) return configFailure(name, err, envFile);
     const msg = err instanceof AppError ? `${err.message} (${err.code})` : (err as Error).message;
     console.error(`opsdb ${name}: ${msg}`);
     return 1;

@@ -13,7 +13,27 @@ const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no
 }).transform((v) =>
   typeof v === 'boolean' ? v : ['true', '1', 'yes'].includes(v),
 );
-const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+/** A whole number; `unit` names what it counts in the messages ("1GB" is not a number of bytes). */
+const int = (min: number, max = Number.MAX_SAFE_INTEGER, unit = '') => {
+  const whole = `must be a whole number${unit ? ` of ${unit}, with no unit after it` : ''}`;
+  const of = unit ? ` ${unit}` : '';
+  return z.coerce.number({ error: whole }).int({ error: whole })
+    .min(min, { error: `must be at least ${min}${of}` })
+    .max(max, { error: `must be at most ${max}${of}` });
+};
+const bytes = (min: number, max?: number) => int(min, max, 'bytes');
+const ms = (min: number, max?: number) => int(min, max, 'milliseconds');
+/** Central's URL. Credentials in it are refused: fetch cannot send them, and the site token is what authenticates. */
+const centralUrl = z
+  .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL, like https://ops-db.example.org' })
+  .refine((u) => {
+    try {
+      const url = new URL(u);
+      return url.username === '' && url.password === '';
+    } catch {
+      return true; // not a URL at all: said by the check above
+    }
+  }, 'must not hold a user name or password: the edge authenticates with SITE_TOKEN');
 
 const schema = z
   .object({
@@ -30,19 +50,19 @@ const schema = z
     BUFFER_BACKEND: z.enum(['sqlite', 'redis']).default('sqlite'),
     REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
     REDIS_ALLOW_WEAK_DURABILITY: bool.default(false),
-    CENTRAL_URL: z.url({ protocol: /^https?$/ }).optional(),
+    CENTRAL_URL: centralUrl.optional(),
     SITE_TOKEN: z.string().min(1).optional(),
     SYNC_BATCH_SIZE: int(1, 10_000).default(200),
-    SYNC_BATCH_MAX_BYTES: int(1024).default(4 * 1024 * 1024),
+    SYNC_BATCH_MAX_BYTES: bytes(1024).default(4 * 1024 * 1024),
     SYNC_PIPELINE: int(1, 2).default(2),
-    SYNC_INTERVAL_MS: int(10).default(1000),
-    SYNC_TIMEOUT_MS: int(100).default(30_000),
-    RETRY_BASE_MS: int(1).default(500),
-    RETRY_MAX_MS: int(1).default(300_000),
-    BUFFER_MAX_BYTES: int(1024).default(1024 ** 3),
-    MIN_FREE_DISK_BYTES: int(0).default(256 * 1024 ** 2),
-    DISK_RESERVE_BYTES: int(0).default(32 * 1024 ** 2),
-    MAX_BODY_BYTES: int(1024, 512 * 1024 ** 2).default(8 * 1024 ** 2),
+    SYNC_INTERVAL_MS: ms(10).default(1000),
+    SYNC_TIMEOUT_MS: ms(100).default(30_000),
+    RETRY_BASE_MS: ms(1).default(500),
+    RETRY_MAX_MS: ms(1).default(300_000),
+    BUFFER_MAX_BYTES: bytes(1024).default(1024 ** 3),
+    MIN_FREE_DISK_BYTES: bytes(0).default(256 * 1024 ** 2),
+    DISK_RESERVE_BYTES: bytes(0).default(32 * 1024 ** 2),
+    MAX_BODY_BYTES: bytes(1024, 512 * 1024 ** 2).default(8 * 1024 ** 2),
     GROUP_COMMIT_MAX: int(1, 100_000).default(2000),
     DEMO_MODE: bool.default(false),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -52,11 +72,12 @@ const schema = z
   .strict();
 
 /** Rules across settings; checked on the raw values so they are reported with every other problem. */
-function crossProblems(raw: Record<string, unknown>): string[] {
+function crossProblems(raw: Record<string, unknown>, serving: boolean): string[] {
   const out: string[] = [];
   const siteType = raw.SITE_TYPE ?? 'secondary';
   if (siteType === 'main' && !raw.DATABASE_URL) out.push('DATABASE_URL: required when SITE_TYPE=main');
-  if (siteType === 'secondary' && raw.CENTRAL_URL && !raw.SITE_TOKEN) out.push('SITE_TOKEN: required when CENTRAL_URL is set');
+  // Only the daemon talks to central; `opsdb buffer …` and the account commands work on DATA_DIR alone.
+  if (serving && siteType === 'secondary' && raw.CENTRAL_URL && !raw.SITE_TOKEN) out.push('SITE_TOKEN: required when CENTRAL_URL is set');
   const base = Number(raw.RETRY_BASE_MS ?? 500);
   const max = Number(raw.RETRY_MAX_MS ?? 300_000);
   if (base > max) out.push('RETRY_BASE_MS: must not exceed RETRY_MAX_MS');
@@ -117,6 +138,37 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** Values that win over file and environment (used by `opsdb demo`). */
   overrides?: Partial<Record<keyof Parsed, string | number | boolean>>;
+  /** For the daemon (the default): settings only it needs (SITE_TOKEN with CENTRAL_URL) are required too. */
+  serving?: boolean;
+}
+
+/**
+ * An environment file as systemd's EnvironmentFile= reads it: KEY=VALUE lines,
+ * `#` and `;` comments, blank lines, a value in single or double quotes
+ * taken as it is. Returns the variables, or null (with the problem added)
+ * when the file cannot be read or a line is not of that form.
+ */
+export function readEnvFile(file: string, problems: string[]): Record<string, string> | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    problems.push(`environment file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    return null;
+  }
+  const out: Record<string, string> = {};
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!m) {
+      problems.push(`environment file ${file}, line ${i + 1}: not KEY=VALUE`);
+      return null;
+    }
+    const v = m[2]!;
+    out[m[1]!] = /^(["']).*\1$/.test(v) ? v.slice(1, -1) : v;
+  }
+  return out;
 }
 
 function readFile(file: string, problems: string[]): Record<string, unknown> {
@@ -174,7 +226,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
       }
     }
   }
-  problems.push(...crossProblems(merged));
+  problems.push(...crossProblems(merged, opts.serving ?? true));
   if (problems.length > 0 || !result.success) throw new ConfigError(problems);
   const c = result.data;
   const main = c.SITE_TYPE === 'main';

@@ -4,7 +4,7 @@ import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { ConfigError, loadConfig } from '../../src/lib/config.js';
+import { ConfigError, loadConfig, readEnvFile } from '../../src/lib/config.js';
 import { runCli } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
 
@@ -51,6 +51,58 @@ describe('config', () => {
   it('asks for what a site type needs', () => {
     assert.throws(() => loadConfig({ env: { SITE_TYPE: 'main' } }), /DATABASE_URL: required when SITE_TYPE=main/);
     assert.throws(() => loadConfig({ env: { CENTRAL_URL: 'https://central.example' } }), /SITE_TOKEN: required/);
+  });
+
+  it('says what a number counts and that it takes no unit; a URL with credentials is refused', () => {
+    const problems = (env: Record<string, string>) => {
+      try {
+        loadConfig({ env });
+        return [];
+      } catch (err) {
+        return (err as ConfigError).problems;
+      }
+    };
+    assert.deepEqual(problems({ BUFFER_MAX_BYTES: '1GB' }), ['BUFFER_MAX_BYTES: must be a whole number of bytes, with no unit after it (got "1GB")']);
+    assert.deepEqual(problems({ RETRY_MAX_MS: '5m' }), ['RETRY_MAX_MS: must be a whole number of milliseconds, with no unit after it (got "5m")']);
+    assert.deepEqual(problems({ BUFFER_MAX_BYTES: '10' }), ['BUFFER_MAX_BYTES: must be at least 1024 bytes (got "10")']);
+    assert.deepEqual(problems({ PORT: '70000' }), ['PORT: must be at most 65535 (got "70000")']);
+    assert.deepEqual(problems({ CENTRAL_URL: 'central.example.org', SITE_TOKEN: 't' }), ['CENTRAL_URL: must be an http:// or https:// URL, like https://ops-db.example.org']);
+    // fetch cannot send credentials in a URL: every exchange failed as a "network" error, retried for ever.
+    const creds = problems({ CENTRAL_URL: 'http://u:hunter2@127.0.0.1:1', SITE_TOKEN: 't' });
+    assert.deepEqual(creds, ['CENTRAL_URL: must not hold a user name or password: the edge authenticates with SITE_TOKEN']);
+  });
+
+  it('needs SITE_TOKEN only for the daemon: the other edge commands work on DATA_DIR alone', () => {
+    const env = { CENTRAL_URL: 'https://central.example' };
+    assert.throws(() => loadConfig({ env }), /SITE_TOKEN: required/);
+    assert.equal(loadConfig({ env, serving: false }).centralUrl, 'https://central.example');
+  });
+
+  it('reads an environment file as systemd does: KEY=VALUE, comments, quotes', () => {
+    const problems: string[] = [];
+    const vars = readEnvFile(file('unit.env', '# the site token\nSITE_TOKEN=ops_api_token_x\n\n; old\nDATABASE_URL="postgresql://u:p w@db/ops"\nLOG_LEVEL = warn\n'), problems);
+    assert.deepEqual(vars, { SITE_TOKEN: 'ops_api_token_x', DATABASE_URL: 'postgresql://u:p w@db/ops', LOG_LEVEL: 'warn' });
+    assert.deepEqual(problems, []);
+    assert.equal(readEnvFile(join(dir, 'none.env'), problems), null);
+    assert.match(problems[0]!, /none\.env: ENOENT/);
+    assert.equal(readEnvFile(file('bad.env', 'SITE_TOKEN\n'), problems), null);
+    assert.match(problems[1]!, /bad\.env, line 1: not KEY=VALUE/);
+  });
+
+  it('opsdb takes --environment-file, and points to it when a required setting is missing', async () => {
+    const toml = file('central.toml', 'site_type = "main"\n');
+    const missing = await runCli(['migrate', '--config', toml]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /DATABASE_URL: required when SITE_TYPE=main/);
+    assert.match(missing.stderr, /--environment-file/);
+    // A database URL from the file reaches the command (here a port nobody listens on: exit 1, not 2).
+    const env = file('central.env', `DATABASE_URL=postgresql://opsdb@127.0.0.1:${await freePort()}/opsdb\n`);
+    const given = await runCli(['migrate', '--config', toml, '--environment-file', env]);
+    assert.equal(given.code, 1, given.stderr);
+    assert.match(given.stderr, /ECONNREFUSED/);
+    const absent = await runCli(['migrate', '--config', toml, '--environment-file', join(dir, 'absent.env')]);
+    assert.equal(absent.code, 2);
+    assert.match(absent.stderr, /environment file .*absent\.env: ENOENT/);
   });
 
   it('never shows secrets when printed or logged', () => {

@@ -111,32 +111,55 @@ function safeUrl(url: string): string {
   }
 }
 
-/** The settings that decide whether an acknowledged write survives; throws when they cannot be read. */
+/**
+ * The settings that decide whether an acknowledged write survives; throws when they cannot be read.
+ * `aof_rewriting` ('1' or '0', from INFO persistence): an AOF rewrite runs or waits to run.
+ */
 async function persistenceSettings(redis: Redis): Promise<Record<string, string>> {
   const cfg: Record<string, string> = {};
   for (const name of ['appendonly', 'appendfsync', 'maxmemory-policy']) Object.assign(cfg, pairs(await redis.config('GET', name)));
+  const info = await redis.info('persistence');
+  const field = (name: string) => new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1];
+  cfg.aof_rewriting = field('aof_rewrite_in_progress') === '1' || field('aof_rewrite_scheduled') === '1' ? '1' : '0';
   return cfg;
 }
+
+/**
+ * Turned on while Redis runs (CONFIG SET appendonly yes, the fix our refusal names), the AOF is first
+ * written whole by a rewrite; until that is done, Redis logs new writes to a file a restart does not
+ * load, although CONFIG GET already says appendonly yes and appendfsync always. A review lost five
+ * writes answered 201 that way, Redis killed 1.5 s after the edge took writes again. INFO does not say
+ * whether a rewrite is that first one or a routine one (AOF grown), so one that runs when the edge has
+ * not yet seen the AOF on with no rewrite running (at start, on a new connection, after seeing it off)
+ * counts as a gap until it is done.
+ */
+const FIRST_AOF_GAP =
+  'it is writing its append-only file whole, as it does after appendonly is turned on (INFO persistence: ' +
+  'aof_rewrite_in_progress:1); a write taken before that is done is not on disk';
 
 const unreadable = (err: unknown) =>
   `its persistence settings cannot be read (CONFIG GET failed: ${(err as Error).message}), so appendonly and appendfsync are unknown`;
 
-/** Why this server may lose an acknowledged write; empty when it fsyncs every write and never evicts. */
-async function durabilityGaps(redis: Redis): Promise<string[]> {
+/**
+ * Why this server may lose an acknowledged write; empty when it fsyncs every write and never evicts.
+ * `aofSeen`: the AOF was seen on with no rewrite running since this connection began (see FIRST_AOF_GAP).
+ */
+async function durabilityGaps(redis: Redis, aofSeen: boolean): Promise<string[]> {
   let cfg: Record<string, string>;
   try {
     cfg = await persistenceSettings(redis);
   } catch (err) {
     return [unreadable(err)];
   }
-  return gapsOf(cfg);
+  return gapsOf(cfg, aofSeen);
 }
 
 const noteOf = (where: string, gaps: string[]) => (gaps.length ? `Redis at ${where} may lose acknowledged writes: ${gaps.join('; ')}` : null);
 
-function gapsOf(cfg: Record<string, string>): string[] {
+function gapsOf(cfg: Record<string, string>, aofSeen: boolean): string[] {
   const gaps: string[] = [];
   if (cfg.appendonly !== 'yes') gaps.push(`appendonly is ${cfg.appendonly ?? 'unknown'} (writes are not logged to disk)`);
+  else if (!aofSeen && cfg.aof_rewriting === '1') gaps.push(FIRST_AOF_GAP);
   if (cfg.appendfsync !== 'always') gaps.push(`appendfsync is ${cfg.appendfsync ?? 'unknown'} (a crash can lose acknowledged writes not yet fsynced)`);
   if (cfg['maxmemory-policy']?.startsWith('allkeys-')) gaps.push(`maxmemory-policy is ${cfg['maxmemory-policy']} (Redis may evict buffered transactions)`);
   // Receipts are the keys with a TTL: evicted, a synced write reads 404, "not kept", and is sent again.
@@ -148,6 +171,12 @@ const FIX_HINT =
   'set "appendonly yes", "appendfsync always" (and "maxmemory-policy noeviction") in redis.conf, or run ' +
   'CONFIG SET appendonly yes, CONFIG SET appendfsync always, CONFIG REWRITE; ' +
   'or set REDIS_ALLOW_WEAK_DURABILITY=true to accept the risk';
+const WAIT_HINT = 'nothing to do: writes are taken again as soon as Redis has written the file (seconds for a small buffer)';
+/** What to do about a note: wait, when the first AOF being written is all that is wrong. */
+const hintFor = (note: string) => (note.endsWith(`: ${FIRST_AOF_GAP}`) ? WAIT_HINT : FIX_HINT);
+
+/** How long open() waits for a first AOF being written before it refuses the buffer. */
+const FIRST_AOF_WAIT_MS = 30_000;
 
 /**
  * How old the last look at the server's persistence settings may be when a
@@ -201,6 +230,8 @@ export class RedisBuffer implements TransactionBuffer {
   private connection = 1;
   private checked = { connection: 1, at: performance.now() };
   private checking: Promise<void> | null = null;
+  /** The AOF was seen on with no rewrite running, on connection `aofSeenOn` (see FIRST_AOF_GAP). */
+  private aofSeenOn = 0;
 
   private constructor(
     private readonly redis: Redis,
@@ -239,7 +270,7 @@ export class RedisBuffer implements TransactionBuffer {
   private async ensureDurable(): Promise<void> {
     await this.lookIfStale();
     if (this.refusingWrites) {
-      throw new BufferNotDurableError(`${this.note}. Writes are refused until it is fixed; to fix: ${FIX_HINT}`);
+      throw new BufferNotDurableError(`${this.note}. Writes are refused until it is fixed; to fix: ${hintFor(this.note!)}`);
     }
   }
 
@@ -257,7 +288,10 @@ export class RedisBuffer implements TransactionBuffer {
     const connection = this.connection;
     let note: string | null;
     try {
-      note = noteOf(this.where, gapsOf(await persistenceSettings(this.redis)));
+      const cfg = await persistenceSettings(this.redis);
+      if (cfg.appendonly !== 'yes') this.aofSeenOn = 0;
+      else if (cfg.aof_rewriting === '0') this.aofSeenOn = connection;
+      note = noteOf(this.where, gapsOf(cfg, this.aofSeenOn === connection));
     } catch (err) {
       // Redis not answering is the append's own failure to come; a server that answers but refuses CONFIG is a gap.
       // One busy running a long script, or still loading its data, says nothing about its settings.
@@ -298,13 +332,21 @@ export class RedisBuffer implements TransactionBuffer {
       const reason = (lastError ?? (err as Error)).message;
       throw new BufferUnavailableError(`cannot reach the Redis buffer at ${where}: ${reason}`, { cause: err });
     }
-    const note = noteOf(where, await durabilityGaps(redis));
+    let gaps = await durabilityGaps(redis, false);
+    // A first AOF being written (CONFIG SET appendonly yes just before this start) is over in seconds: waited for.
+    for (const until = performance.now() + FIRST_AOF_WAIT_MS; gaps.length === 1 && gaps[0] === FIRST_AOF_GAP && performance.now() < until;) {
+      await new Promise((r) => setTimeout(r, 200));
+      gaps = await durabilityGaps(redis, false);
+    }
+    const note = noteOf(where, gaps);
     if (note && !opts.allowWeakDurability) {
       redis.disconnect();
-      throw new BufferUnavailableError(`refusing the Redis buffer: ${note}. To fix: ${FIX_HINT}`);
+      throw new BufferUnavailableError(`refusing the Redis buffer: ${note}. To fix: ${hintFor(note)}`);
     }
     for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(command(name as ScriptName), { lua: PRELUDE + lua, numberOfKeys: 0 });
     const b = new RedisBuffer(redis, opts.keyPrefix, where, note, opts);
+    // No gap: the AOF is on and no rewrite runs, on this first connection.
+    if (note === null) b.aofSeenOn = 1;
     try {
       await b.indexDependencies();
       b.highest = (await b.stats()).last_seq;
@@ -520,7 +562,7 @@ export class RedisBuffer implements TransactionBuffer {
       }
       if (maxSeq > now.last_seq) problems.push(`seq ${maxSeq} is beyond the last assigned seq ${now.last_seq}`);
       if (this.durability === 'always') {
-        const gaps = await durabilityGaps(this.redis);
+        const gaps = await durabilityGaps(this.redis, true);
         if (gaps.length) problems.push(`durability changed since open: ${gaps.join('; ')}`);
       }
       return { ok: problems.length === 0, problems, stats: now, counted, ...(notes.length ? { notes } : {}) };

@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { Config } from '../../lib/config.js';
 import type { TransactionBuffer } from './buffer.js';
 import type { Logger } from '../../lib/logger.js';
@@ -51,6 +52,8 @@ export async function openBuffer(config: Config, thread?: BufferThread, log?: Lo
   const buffer = await RedisBuffer.open({
     url: config.redisUrl,
     keyPrefix: `opsdb:${config.siteName}:`,
+    // The daemon (it passes `thread`, which Redis does not use) holds the buffer's lease; the CLI does not.
+    ...(thread ? { daemon: { who: `${hostname()} ${resolve(config.dataDir)}`, log: (m: string) => log?.error(m) } } : {}),
     // `inspect` (the CLI): an operator must be able to look at the buffer, and fix it, exactly when Redis
     // stopped being durable; `opsdb buffer verify` reports that as a problem instead.
     allowWeakDurability: config.redisAllowWeakDurability || opts.inspect === true,

@@ -200,7 +200,32 @@ export interface RedisBufferOptions {
   onDurabilityChange?(note: string | null): void;
   /** How old the last look at the settings may be at an append (default DURABILITY_CHECK_MS). */
   durabilityCheckMs?: number;
+  /**
+   * For the daemon: this process takes the buffer's daemon lease (see DAEMON_LEASE_MS), and open() refuses
+   * the buffer while another daemon holds it. `who` names this daemon's place (host and DATA_DIR): one
+   * restarted there (after a SIGKILL, within the lease) takes its own lease back. The CLI takes none.
+   */
+  daemon?: { who: string; log?(message: string): void };
 }
+
+/**
+ * The daemon lease: `<prefix>daemon` holds "<host> <DATA_DIR> pid <pid>" of the daemon using the buffer,
+ * for this long, renewed every third of it. Two daemons on one Redis with one SITE_NAME would share a
+ * buffer (each acknowledging into the other's ledger, each sending the other's transactions); central
+ * tells them apart only once they sync, and not at all while the link is down. The DATA_DIR lock cannot
+ * see a daemon on another host or directory.
+ */
+const DAEMON_LEASE_MS = 15_000;
+/** Takes or renews the lease when it is free or this place's own; else returns its holder. */
+const LEASE_LUA = `local cur = redis.call('GET', KEYS[1])
+if (not cur) or string.sub(cur, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return false
+end
+return cur`;
+/** Gives the lease up if it is this process's. */
+const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1`;
 
 
 /**
@@ -347,6 +372,27 @@ export class RedisBuffer implements TransactionBuffer {
     const b = new RedisBuffer(redis, opts.keyPrefix, where, note, opts);
     // No gap: the AOF is on and no rewrite runs, on this first connection.
     if (note === null) b.aofSeenOn = 1;
+    if (opts.daemon) {
+      const holder = await b.takeLease().catch((err: unknown) => {
+        redis.disconnect();
+        throw new BufferUnavailableError(`Redis buffer at ${where}: ${(err as Error).message}`, { cause: err });
+      });
+      if (holder !== null) {
+        redis.disconnect();
+        throw new BufferUnavailableError(
+          `another edge daemon uses the Redis buffer at ${where} as site "${opts.keyPrefix.split(':')[1]}" (${holder}): ` +
+            'two daemons on one buffer would each acknowledge into and send the other\'s transactions. Stop the other one, ' +
+            `or give this one its own SITE_NAME (or Redis). A daemon that was killed lets its lease go within ${DAEMON_LEASE_MS / 1000} s`,
+        );
+      }
+      b.renewal = setInterval(() => {
+        b.takeLease().then((other) => {
+          if (other !== null && other !== b.leaseLost) opts.daemon!.log?.(`another edge daemon took over the Redis buffer's lease (${other}) while this one held it: two daemons share one buffer; stop one`);
+          b.leaseLost = other;
+        }, () => {});
+      }, DAEMON_LEASE_MS / 3);
+      b.renewal.unref();
+    }
     try {
       await b.indexDependencies();
       b.highest = (await b.stats()).last_seq;
@@ -599,9 +645,26 @@ export class RedisBuffer implements TransactionBuffer {
     return problems;
   }
 
+  private renewal: NodeJS.Timeout | null = null;
+  /** The holder of the daemon lease when another took it (null: this daemon holds it, or takes none). */
+  private leaseLost: string | null = null;
+  private get leaseValue(): string {
+    return `${this.opts.daemon?.who ?? ''} pid ${process.pid}`;
+  }
+
+  /** Takes or renews the daemon lease (RedisBufferOptions.daemon): null when held, else its holder. */
+  private async takeLease(): Promise<string | null> {
+    const holder = await this.redis.eval(LEASE_LUA, 1, `${this.keyPrefix}daemon`, `${this.opts.daemon!.who} pid `, this.leaseValue, String(DAEMON_LEASE_MS));
+    return typeof holder === 'string' ? holder : null;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.renewal) {
+      clearInterval(this.renewal);
+      await this.redis.eval(RELEASE_LUA, 1, `${this.keyPrefix}daemon`, this.leaseValue).catch(() => {});
+    }
     try {
       await this.redis.quit();
     } catch {

@@ -1,0 +1,57 @@
+// Found in review: two edge daemons (each with its own DATA_DIR, or on two hosts) on one Redis with one
+// SITE_NAME shared one buffer, each acknowledging into the other's ledger, both `healthy`, nothing logged:
+// central tells two daemons of one site apart only once they sync, and at the site the link is down for
+// days. The DATA_DIR lock cannot see them. The daemon now holds a lease in Redis (<prefix>daemon), and a
+// second one is refused at start. A daemon restarted where it ran (after a SIGKILL) takes its lease back,
+// and the CLI takes none. Real Redis, real edge processes.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startRedisServer, tempDir } from '../support/services.js';
+import { edgeDir, startEdgeProcess, createObservation, Acked } from '../support/processes.js';
+import { runCli } from '../support/cli.js';
+import { client } from '../support/http.js';
+
+describe('one edge daemon per Redis buffer', () => {
+  it('refuses a second daemon of the site, lets a restarted one back in at once, and leaves the CLI alone', { timeout: 90_000 }, async () => {
+    const dir = await tempDir('redis-one-daemon');
+    const redis = await startRedisServer(join(dir.path, 'redis'));
+    const a = await edgeDir('redis-one-a');
+    const b = await edgeDir('redis-one-b');
+    const base = { SITE_NAME: 'observatory', BUFFER_BACKEND: 'redis', REDIS_URL: redis.url, MIN_FREE_DISK_BYTES: '0' };
+    let first = await startEdgeProcess({ ...base, DATA_DIR: a.dataDir });
+    let second: Awaited<ReturnType<typeof startEdgeProcess>> | null = null;
+    try {
+      const acked = new Acked();
+      assert.equal((await createObservation(client(first.url, a.adminToken), acked)).status, 201);
+
+      await assert.rejects(startEdgeProcess({ ...base, DATA_DIR: b.dataDir }), (err: Error) => {
+        assert.match(err.message, /another edge daemon uses the Redis buffer at .* as site "observatory" \(.* pid \d+\)/);
+        assert.match(err.message, /Stop the other one, or give this one its own SITE_NAME/);
+        return true;
+      });
+
+      // The CLI looks at the buffer while the daemon runs.
+      const stats = await runCli(['buffer', 'stats'], { SITE_TYPE: 'secondary', ...base, DATA_DIR: a.dataDir });
+      assert.equal(stats.code, 0, stats.stderr);
+
+      // Killed and started again where it ran: its own lease, taken back at once.
+      await first.kill('SIGKILL');
+      first = await startEdgeProcess({ ...base, DATA_DIR: a.dataDir });
+      assert.equal((await createObservation(client(first.url, a.adminToken), acked)).status, 201);
+
+      // Stopped: the lease goes with it, and another daemon may use the buffer.
+      await first.kill('SIGTERM');
+      second = await startEdgeProcess({ ...base, DATA_DIR: b.dataDir });
+      const s = (await client(second.url).get('/buffer-stats')).body;
+      assert.equal(s.accepted_total, 2, 'the one buffer of the site, with what the first daemon acknowledged');
+    } finally {
+      await first.kill('SIGKILL').catch(() => {});
+      await second?.kill('SIGKILL').catch(() => {});
+      a.remove();
+      b.remove();
+      await redis.stop();
+      await dir.cleanup();
+    }
+  });
+});

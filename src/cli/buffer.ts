@@ -244,7 +244,8 @@ export const bufferWaitEmptyCommand: Command = {
         if (left === 0) {
           if (tty) process.stdout.write('\n');
           if (s.failed + s.blocked > 0) {
-            console.log(`drained, but ${s.failed} failed and ${s.blocked} blocked transaction(s) need an operator: opsdb buffer ls --state failed`);
+            const look = [s.failed ? 'opsdb buffer ls --state failed' : '', s.blocked ? 'opsdb buffer ls --state blocked' : ''].filter(Boolean).join(', ');
+            console.log(`drained, but ${s.failed} failed and ${s.blocked} blocked transaction(s) need an operator: ${look}`);
             return 1;
           }
           console.log('empty: everything accepted has been applied at central');

@@ -8,7 +8,7 @@ import { ROLES, type Role } from '../lib/api/schemas.js';
 import type { Config } from '../lib/config.js';
 import { oneArg, requireDatabaseUrl, UsageError, type Command } from './command.js';
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { LocalStore } from '../edge/local-store.js';
 import { LocalAccounts } from '../edge/local-accounts.js';
 
@@ -58,7 +58,7 @@ export const seedCommand: Command = {
 export const userAddCommand: Command = {
   positionals: true,
   summary: 'create a user with a role (central; at an edge: a local user)',
-  usage: `opsdb user add NAME --role ROLE [--email E] [--full-name N]   (roles: ${ROLES.join(', ')})`,
+  usage: `opsdb user add NAME --role ROLE [--role ROLE …] [--email E] [--full-name N]   (roles: ${ROLES.join(', ')})`,
   options: { role: { type: 'string', multiple: true }, email: { type: 'string' }, 'full-name': { type: 'string' } },
   async run({ config, args, options }) {
     const name = oneArg(args, 'user name');
@@ -83,7 +83,9 @@ export const userAddCommand: Command = {
     const id = atEdge(config)
       ? await withLocalAccounts(config, (a) => a.createUser(name, roles as Role[], extra))
       : await withPool(config, (pool) => new PgAccounts(pool).createUser(name, roles as Role[], extra));
-    console.log(`created ${atEdge(config) ? 'local ' : ''}user ${name} (id ${id}) with roles ${roles.join(', ')}`);
+    // At an edge, where: a forgotten --config makes the user in ./data, and its token then fails at the daemon.
+    const where = atEdge(config) ? ` in ${resolve(config.dataDir, 'local.db')}` : '';
+    console.log(`created ${atEdge(config) ? 'local ' : ''}user ${name} (id ${id}) with roles ${roles.join(', ')}${where}`);
   },
 };
 
@@ -106,7 +108,8 @@ export const tokenCreateCommand: Command = {
       ? await withLocalAccounts(config, mint)
       : await withPool(config, (pool) => mint(new PgAccounts(pool)));
     // The token goes to stdout alone so scripts can capture it; the note to stderr.
-    console.error(`token for ${user} (prefix ${token.prefix}); it is shown only this once:`);
+    const where = atEdge(config) ? `, valid at the edge whose DATA_DIR is ${resolve(config.dataDir)}` : '';
+    console.error(`token for ${user} (prefix ${token.prefix}${where}); it is shown only this once:`);
     console.log(token.token);
   },
 };

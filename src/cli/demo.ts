@@ -89,7 +89,7 @@ export const demoCommand: Command = {
   async run({ config: base, options }) {
     const dataDir = resolve((options['data-dir'] as string | undefined) ?? './data');
     const edgeDir = join(dataDir, 'edge');
-    const logLevel = process.env.LOG_LEVEL ?? 'warn';
+    const logLevel = process.env.LOG_LEVEL || 'warn'; // empty counts as unset, as for every setting
     const log = createLogger(logLevel);
     const started = performance.now();
 

@@ -58,7 +58,11 @@ export const serveCommand: Command = {
     signals.onAgain((signal) =>
       log.warn({ signal }, `already stopping: the requests in progress are answered and the batch in flight gets up to 5 s; the daemon exits by itself within ${STOP_DEADLINE_MS / 1000} s of the first signal`));
     const start = config.siteType === 'main' ? startCentral(config, log) : startEdge(config, log);
-    const running = await start.catch((err: Error) => {
+    const running = await start.catch((e: Error) => {
+      // The port taken: say which settings move it (the message alone names only the address).
+      const err = (e as NodeJS.ErrnoException).code === 'EADDRINUSE'
+        ? new Error(`${e.message}: another opsdb serve, or another program, listens there. Stop it, or set PORT (and HOST) to a free one`)
+        : e;
       log.fatal({ err: { message: err.message } }, `${config.siteType === 'main' ? 'central' : 'edge'} failed to start`);
       throw err;
     });

@@ -9,10 +9,32 @@
  * works beside the running daemon.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { userInfo } from 'node:os';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 
 export class DataDirInUseError extends Error {}
+
+/**
+ * SQLite's "unable to open database file" or "attempt to write a readonly database" names no file and
+ * no cause. Said with the file, the directory and who this process runs as; other errors are left as
+ * they are. (The units run as the user opsdb, which owns /var/lib/opsdb.)
+ */
+export function withFileProblem(path: string, err: unknown): unknown {
+  const code = (err as { code?: string }).code ?? '';
+  if (!/^SQLITE_(CANTOPEN|READONLY|PERM|AUTH)/.test(code)) return err;
+  let user = 'this user';
+  try {
+    user = `user ${userInfo().username}`;
+  } catch {
+    // no name for this uid
+  }
+  return new Error(
+    `cannot open ${path}: ${(err as Error).message}. Its directory ${dirname(path)} must exist and be writable by ${user}; ` +
+      'the systemd unit runs as opsdb, so run opsdb commands on its DATA_DIR as that user (sudo -u opsdb opsdb …)',
+    { cause: err },
+  );
+}
 
 export interface DataDirLock {
   release(): void;
@@ -22,7 +44,12 @@ export interface DataDirLock {
 export function lockDataDir(dataDir: string, who = 'opsdb serve'): DataDirLock {
   const path = join(dataDir, 'daemon.lock');
   const pidFile = join(dataDir, 'daemon.pid');
-  const db = new Database(path);
+  let db: Database.Database;
+  try {
+    db = new Database(path);
+  } catch (err) {
+    throw withFileProblem(path, err);
+  }
   try {
     db.pragma('busy_timeout = 0');
     // Held until release (or the end of the process): never committed.

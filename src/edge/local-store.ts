@@ -8,6 +8,7 @@ import { decodeCursor, encodeCursor } from '../lib/cursor.js';
 import { keyedStatements, statementCache } from './statements.js';
 import type { HeldChange, ReplicaSink } from '../sync/replica.js';
 import { noteSynced } from './lost-seqs.js';
+import { withFileProblem } from './data-dir-lock.js';
 import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
 
 type Row = Record<string, unknown>;
@@ -125,10 +126,14 @@ export class LocalStore implements ReplicaSink {
   private readonly byShape: (key: string, build: () => string) => Database.Statement;
 
   constructor(readonly path: string) {
-    this.db = new Database(path);
+    try {
+      this.db = new Database(path);
+      this.db.pragma('journal_mode = WAL');
+    } catch (err) {
+      throw withFileProblem(path, err);
+    }
     this.sql = statementCache(this.db);
     this.byShape = keyedStatements(this.db, 200);
-    this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);

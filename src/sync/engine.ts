@@ -367,6 +367,8 @@ export class SyncEngine implements SyncView {
   }
 
   private pause(f: Failure): void {
+    // A refused token is a failed exchange too: counted in opsdb_sync_errors_total{kind="http_401"}.
+    if (this.status !== 'paused') this.emit('error', f.code);
     this.status = 'paused';
     this.reachable = true; // central answered, if only to refuse the token
     this.pausedReason = { code: f.code, message: `central refused the site token: ${f.message}`, at: new Date().toISOString() };

@@ -106,6 +106,21 @@ describe('opsdb buffer … on a stopped edge (SQLite)', () => {
   });
 });
 
+describe('opsdb buffer wait-empty with only blocked transactions left', () => {
+  it('points to the list that holds them', async () => {
+    const e = await startTestEdge('cli-wait-blocked');
+    const obs = (await e.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).body;
+    await e.admin.put(`/executed_obs_units/${obs.id}/finish`, { body: { status: 'success' } });
+    const [parent] = await e.running.buffer.claim(1, 1e9);
+    await e.running.buffer.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('obs_unit 1 is retired') }]);
+    await e.running.buffer.discard(obs.transaction_id, 'test', 'the finish stays blocked');
+    await e.stop();
+    const r = await runCli(['buffer', 'wait-empty', '--timeout', '5'], { SITE_TYPE: 'secondary', DATA_DIR: e.dataDir });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /drained, but 0 failed and 1 blocked transaction\(s\) need an operator: opsdb buffer ls --state blocked$/m);
+  });
+});
+
 describe('accounts made at an edge with the CLI', () => {
   it('work with no central at all', async () => {
     const dataDir = edgeDataDir('cli-accounts');
@@ -113,6 +128,7 @@ describe('accounts made at an edge with the CLI', () => {
     const add = await runCli(['user', 'add', 'night-operator', '--role', 'observer'], env);
     assert.equal(add.code, 0, add.stderr);
     assert.match(add.stdout, /local user night-operator \(id -1\)/);
+    assert.ok(add.stdout.includes(`in ${join(dataDir, 'local.db')}`), `names where the user is: ${add.stdout}`);
     const site = await runCli(['user', 'add', 'fake-site', '--role', 'site'], env);
     assert.equal(site.code, 2);
     assert.match(site.stderr, /a local user at an edge cannot have it/);

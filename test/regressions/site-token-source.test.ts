@@ -30,6 +30,9 @@ describe('the site token the edge uses', () => {
       const paused = logs(edge).find((l) => l.msg.startsWith('sync paused'));
       assert.ok(paused);
       assert.equal(paused.msg, 'sync paused: central refused the site token (the token set with PUT /api/sync/site-token, kept in local.db); PUT a valid one to /api/sync/site-token, or set a new SITE_TOKEN and restart');
+      // A refused token is a failed exchange in /metrics too (it was not counted at all).
+      const metrics = (await api.get('/metrics')).text;
+      assert.match(metrics, /^opsdb_sync_errors_total\{kind="http_401"\} 1$/m);
 
       // Forget it: SITE_TOKEN (still valid) is used again, at once.
       assert.equal((await api.del('/api/sync/site-token')).status, 204);

@@ -4,6 +4,7 @@
  * are kept in a counters table in the same transactions, so stats() is O(1)
  * whatever the backlog. No SQLite transaction is ever held across an await.
  */
+import { withFileProblem } from '../data-dir-lock.js';
 import Database from 'better-sqlite3';
 import {
   BufferNotDurableError,
@@ -175,7 +176,11 @@ export class SqliteBuffer implements TransactionBuffer {
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
       this.guard = new FileGuard(path);
     } catch (err) {
-      throw new BufferUnavailableError(`cannot open the SQLite buffer at ${path}: ${(err as Error).message}`, { cause: err });
+      const said = withFileProblem(path, err);
+      throw new BufferUnavailableError(
+        said === err ? `cannot open the SQLite buffer at ${path}: ${(err as Error).message}` : `the SQLite buffer: ${(said as Error).message}`,
+        { cause: err },
+      );
     }
     const db = this.db;
     this.stmt = {

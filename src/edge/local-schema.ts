@@ -52,8 +52,8 @@ CREATE TABLE IF NOT EXISTS deferred_update (
   table_name TEXT NOT NULL, row_key TEXT NOT NULL, seq INTEGER NOT NULL, step TEXT NOT NULL, at TEXT NOT NULL,
   PRIMARY KEY (table_name, row_key, seq));
 -- Central's newest change of a row (its copy, or null: deleted there) that a pull held back because a
--- local change of the row stood (origin_seq): put in place if that change is discarded, dropped when a
--- later change of the row comes or the local change syncs (central's own copy then follows in the feed).
+-- local change of the row stood (origin_seq: the earliest such change): put in place once no local
+-- change of the row stands (sync engine, settleHeld); gone when a later change of the row is applied.
 CREATE TABLE IF NOT EXISTS held_change (
   table_name TEXT NOT NULL, row_key TEXT NOT NULL, origin_seq INTEGER NOT NULL, change TEXT NOT NULL,
   PRIMARY KEY (table_name, row_key));

@@ -476,11 +476,11 @@ export class LocalStore implements ReplicaSink {
   }
 
   /**
-   * Settles held changes: those in `release` (the row's last local change,
-   * `origin`, was discarded) are put in place, so the row is central's copy
-   * again, or goes if central deleted it; those in `drop` are forgotten. Each
-   * only if the row's last local change is still `origin` (a newer local
-   * write keeps it held).
+   * Settles held changes: those in `release` (no local change of the row
+   * stands any more) are put in place, so the row is central's copy again, or
+   * goes if central deleted it; those in `drop` are forgotten. Each only if
+   * the row's last local change is still `origin` (a newer local write keeps
+   * it held).
    */
   settleHeld(release: readonly HeldChange[], drop: readonly HeldChange[]): void {
     this.db.transaction(() => {

@@ -610,12 +610,14 @@ export class SyncEngine implements SyncView {
 
   /**
    * Central's changes a pull held back while a local change of the row stood
-   * (`keep` above). Central's change is the row once the local change that
-   * held it back and the row's last local change (the same one, or a later
-   * update) are both discarded: they never reach central, and central may not
-   * change the row again (a row deleted there never does). Once either is
-   * synced, central's own copy comes in the feed, and the held change is
-   * dropped. While either stands, the row stays as this edge wrote it.
+   * (`keep` above). Once neither the local change that held one back nor the
+   * row's last local change (the same one, or a later update) stands, central's
+   * change is put in place: run after a pull that read the whole feed, it is
+   * central's newest change of the row (a newer one replaces it as it is held,
+   * or, applied, drops it). A discarded change never reaches central, and
+   * central may not change the row again (a row deleted there never does); a
+   * synced one is in that copy already. While either stands, the row stays as
+   * this edge wrote it.
    */
   private async settleHeld(): Promise<void> {
     const held = this.o.replica.heldChanges?.() ?? [];
@@ -625,14 +627,9 @@ export class SyncEngine implements SyncView {
     const release: HeldChange[] = [];
     const drop: HeldChange[] = [];
     for (const h of held) {
-      if (h.origin === null) {
-        drop.push(h);
-        continue;
-      }
-      const both = [states.get(h.heldBy), states.get(h.origin)];
-      if (both.some((s) => LOCAL_CHANGE_STANDS.has(s))) continue;
-      if (both.every((s) => s === 'discarded')) release.push(h);
-      else drop.push(h);
+      // The row is central's copy again (a later change of it was applied), or gone: nothing to put back.
+      if (h.origin === null) drop.push(h);
+      else if (![h.heldBy, h.origin].some((seq) => LOCAL_CHANGE_STANDS.has(states.get(seq)))) release.push(h);
     }
     if (release.length || drop.length) this.o.replica.settleHeld?.(release, drop);
   }

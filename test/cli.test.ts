@@ -42,6 +42,9 @@ describe('opsdb CLI', () => {
   it('exits 2 on an unknown command or option', async () => {
     assert.equal((await runCli(['frobnicate'])).code, 2);
     assert.equal((await runCli(['migrate', '--no-such-flag'])).code, 2);
+    const port = await runCli(['demo', '--port', 'abc']);
+    assert.equal(port.code, 2);
+    assert.match(port.stderr, /--port must be a port number, 0 to 65535 \(got "abc"\)/);
     const extra = await runCli(['migrate', 'extra', 'words'], env);
     assert.equal(extra.code, 2);
     assert.match(extra.stderr, /^opsdb migrate: takes no arguments, got "extra words"/);

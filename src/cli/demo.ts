@@ -17,7 +17,7 @@ import { migrate } from '../central/migrate.js';
 import { seed } from '../central/seed.js';
 import { createSite } from '../central/sync.js';
 import { PgAccounts } from '../central/accounts.js';
-import type { Command } from './command.js';
+import { UsageError, type Command } from './command.js';
 import { stopSignals } from './serve.js';
 import { lockDataDir } from '../edge/data-dir-lock.js';
 
@@ -87,6 +87,15 @@ export const demoCommand: Command = {
   usage: 'opsdb demo [--data-dir DIR] [--port N] [--central-port N]   (DATABASE_URL: use a real PostgreSQL for central)',
   options: { 'data-dir': { type: 'string' }, port: { type: 'string' }, 'central-port': { type: 'string' } },
   async run({ config: base, options }) {
+    // Said in the option's own name: passed on as PORT, "abc" was "PORT: must be a whole number (got null)".
+    const portOption = (name: 'port' | 'central-port', fallback: number): number => {
+      const v = options[name] as string | undefined;
+      if (v === undefined) return fallback;
+      if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new UsageError(`--${name} must be a port number, 0 to 65535 (got "${v}")`);
+      return Number(v);
+    };
+    const port = portOption('port', 8000);
+    const centralPort = portOption('central-port', 8001);
     const dataDir = resolve((options['data-dir'] as string | undefined) ?? './data');
     const edgeDir = join(dataDir, 'edge');
     const logLevel = process.env.LOG_LEVEL || 'warn'; // empty counts as unset, as for every setting
@@ -120,7 +129,7 @@ export const demoCommand: Command = {
         env: {},
         overrides: {
           SITE_TYPE: 'main', SITE_NAME: 'main', DATABASE_URL: database.url, DATABASE_POOL_MAX: database.poolMax, DEMO_MODE: true,
-          METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: Number(options['central-port'] ?? 8001), LOG_LEVEL: logLevel,
+          METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: centralPort, LOG_LEVEL: logLevel,
         },
       });
       central = await startCentral(centralConfig, log.child({ site: 'central' }), pool).catch((err: unknown) => {
@@ -131,7 +140,7 @@ export const demoCommand: Command = {
         env: {},
         overrides: {
           SITE_TYPE: 'secondary', SITE_NAME: SITE, DATA_DIR: edgeDir, CENTRAL_URL: central.url, SITE_TOKEN: token, DEMO_MODE: true,
-          METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: Number(options.port ?? 8000), LOG_LEVEL: logLevel, SYNC_INTERVAL_MS: 500,
+          METRICS_PUBLIC: true, HOST: '127.0.0.1', PORT: port, LOG_LEVEL: logLevel, SYNC_INTERVAL_MS: 500,
         },
       });
       edge = await startEdge(edgeConfig, log.child({ site: SITE })).catch((err: unknown) => {

@@ -30,7 +30,7 @@ export function withFileProblem(path: string, err: unknown): unknown {
     // no name for this uid
   }
   return new Error(
-    `cannot open ${path}: ${(err as Error).message}. Its directory ${dirname(path)} must exist and be writable by ${user}; ` +
+    `cannot open ${path}: ${(err as Error).message}. Its directory ${dirname(path)} must exist, and it and the file be writable by ${user}; ` +
       'the systemd unit runs as opsdb, so run opsdb commands on its DATA_DIR as that user (sudo -u opsdb opsdb …)',
     { cause: err },
   );

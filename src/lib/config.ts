@@ -17,9 +17,14 @@ const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no
 const int = (min: number, max = Number.MAX_SAFE_INTEGER, unit = '') => {
   const whole = `must be a whole number${unit ? ` of ${unit}, with no unit after it` : ''}`;
   const of = unit ? ` ${unit}` : '';
-  return z.coerce.number({ error: whole }).int({ error: whole })
-    .min(min, { error: `must be at least ${min}${of}` })
-    .max(max, { error: `must be at most ${max}${of}` });
+  // Only digits become a number: z.coerce took " " and "" (a TOML `port = ""`) for 0, a random port or no
+  // disk watermark, and true for 1, "0x1F90" and "1e9" for numbers.
+  return z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) ? Number(v) : v),
+    z.number({ error: whole }).int({ error: whole })
+      .min(min, { error: `must be at least ${min}${of}` })
+      .max(max, { error: `must be at most ${max}${of}` }),
+  );
 };
 const bytes = (min: number, max?: number) => int(min, max, 'bytes');
 const ms = (min: number, max?: number) => int(min, max, 'milliseconds');
@@ -143,10 +148,12 @@ export interface LoadOptions {
 }
 
 /**
- * An environment file as systemd's EnvironmentFile= reads it: KEY=VALUE lines,
- * `#` and `;` comments, blank lines, a value in single or double quotes
- * taken as it is. Returns the variables, or null (with the problem added)
- * when the file cannot be read or a line is not of that form.
+ * An environment file as systemd's EnvironmentFile= reads it: KEY=VALUE
+ * lines; `#` and `;` comments and blank lines skipped; a line ending in `\`
+ * joined to the next; a value in single quotes taken as it is, one in double
+ * quotes or none with `\x` read as `x`; a line with no `=` skipped (systemd
+ * only warns). Returns the variables, or null (with the problem added) when
+ * the file cannot be read.
  */
 export function readEnvFile(file: string, problems: string[]): Record<string, string> | null {
   let text: string;
@@ -157,16 +164,14 @@ export function readEnvFile(file: string, problems: string[]): Record<string, st
     return null;
   }
   const out: Record<string, string> = {};
-  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+  for (const raw of text.replace(/\\\r?\n/g, '').split(/\r?\n/)) {
     const line = raw.trim();
     if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
     const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
-    if (!m) {
-      problems.push(`environment file ${file}, line ${i + 1}: not KEY=VALUE`);
-      return null;
-    }
+    if (!m) continue;
     const v = m[2]!;
-    out[m[1]!] = /^(["']).*\1$/.test(v) ? v.slice(1, -1) : v;
+    if (/^'.*'$/.test(v)) out[m[1]!] = v.slice(1, -1);
+    else out[m[1]!] = (/^".*"$/.test(v) ? v.slice(1, -1) : v).replace(/\\(.)/g, '$1');
   }
   return out;
 }

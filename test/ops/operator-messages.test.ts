@@ -25,7 +25,7 @@ describe('operator messages for a host set up wrong', () => {
       for (const args of [['serve'], ['user', 'add', 'night-operator', '--role', 'observer']]) {
         const r = await runCli(args, env);
         assert.equal(r.code, 1, `${args[0]}: ${r.stdout}${r.stderr}`);
-        assert.match(r.stderr, new RegExp(`cannot open ${dataDir}/(daemon\\.lock|local\\.db): unable to open database file\\. Its directory ${dataDir} must exist and be writable by user \\w+`));
+        assert.match(r.stderr, new RegExp(`cannot open ${dataDir}/(daemon\\.lock|local\\.db): unable to open database file\\. Its directory ${dataDir} must exist, and it and the file be writable by user \\w+`));
         assert.match(r.stderr, /run opsdb commands on its DATA_DIR as that user \(sudo -u opsdb opsdb …\)/);
       }
     } finally {

@@ -3,7 +3,7 @@
 // finished, Redis logs new writes only to a temporary file that a restart does not load. The edge took writes
 // again within a second, answered them 201, and a Redis crash before the rewrite ended lost them. The edge now
 // counts a rewrite it has not seen the end of as a gap: it refuses writes (503, "nothing to do: …") until the
-// file is written, and a start waits for it.
+// file is written, also when it starts during one (it starts, refusing writes, and takes them once it is done).
 // The rewrite is made slow with rdb-key-save-delay, standing in for a large buffer (a rewrite takes time
 // proportional to the data held). Real Redis servers, real edge processes, Redis killed with SIGKILL.
 import { describe, it } from 'node:test';
@@ -94,10 +94,23 @@ describe('an edge started right after `CONFIG SET appendonly yes` on a Redis tha
       await assert.rejects(spawnEdge({ DATA_DIR: dataDir, SITE_NAME: 'observatory', BUFFER_BACKEND: 'redis', REDIS_URL: redis.url }), /appendonly is no/);
       await admin.config('SET', 'rdb-key-save-delay', '200000');
       await admin.config('SET', 'appendonly', 'yes'); // the fix the refusal names
+      // The edge starts, refusing writes until Redis has written the file.
       edge = await spawnEdge({ DATA_DIR: dataDir, SITE_NAME: 'observatory', BUFFER_BACKEND: 'redis', REDIS_URL: redis.url });
       const api = client(edge.url, token);
+      const first = await api.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+      assert.match(await admin.info('persistence'), /aof_rewrite_in_progress:1/, 'still writing it');
+      assert.equal(first.status, 503, first.text);
+      assert.match(first.body.error.message, /writing its append-only file whole.*nothing to do/);
+      assert.match((await client(edge.url).get('/health')).body.redis, /^connected \(refusing writes: .*writing its append-only file whole/);
+      assert.ok(edge.lines.some((l) => l.includes('Redis is writing its append-only file whole: new writes are refused (503) until it is done')));
       const acked: string[] = [];
-      for (let i = 0; i < 5; i++) {
+      await until('writes taken once the file is written', async () => {
+        const r = await api.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+        if (r.status === 201) acked.push(r.body.transaction_id);
+        return r.status === 201;
+      }, 30_000);
+      assert.doesNotMatch(await admin.info('persistence'), /aof_rewrite_in_progress:1/);
+      for (let i = 0; i < 4; i++) {
         const r = await api.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
         assert.equal(r.status, 201, r.text);
         acked.push(r.body.transaction_id);

@@ -11,6 +11,7 @@ import { startRedisServer, tempDir } from '../support/services.js';
 import { edgeDir, startEdgeProcess, createObservation, Acked } from '../support/processes.js';
 import { runCli } from '../support/cli.js';
 import { client } from '../support/http.js';
+import { until } from '../support/daemon.js';
 
 describe('one edge daemon per Redis buffer', () => {
   it('refuses a second daemon of the site, lets a restarted one back in at once, and leaves the CLI alone', { timeout: 90_000 }, async () => {
@@ -45,6 +46,49 @@ describe('one edge daemon per Redis buffer', () => {
       second = await startEdgeProcess({ ...base, DATA_DIR: b.dataDir });
       const s = (await client(second.url).get('/buffer-stats')).body;
       assert.equal(s.accepted_total, 2, 'the one buffer of the site, with what the first daemon acknowledged');
+    } finally {
+      await first.kill('SIGKILL').catch(() => {});
+      await second?.kill('SIGKILL').catch(() => {});
+      a.remove();
+      b.remove();
+      await redis.stop();
+      await dir.cleanup();
+    }
+  });
+
+  it('a daemon whose lease another took while it was stopped takes no writes until that one stops', { timeout: 120_000 }, async () => {
+    const dir = await tempDir('redis-lease-lost');
+    const redis = await startRedisServer(join(dir.path, 'redis'));
+    const a = await edgeDir('redis-lease-a');
+    const b = await edgeDir('redis-lease-b');
+    const base = { SITE_NAME: 'observatory', BUFFER_BACKEND: 'redis', REDIS_URL: redis.url, MIN_FREE_DISK_BYTES: '0' };
+    const first = await startEdgeProcess({ ...base, DATA_DIR: a.dataDir });
+    let second: Awaited<ReturnType<typeof startEdgeProcess>> | null = null;
+    const acked = new Acked();
+    try {
+      // A stall longer than the lease (SIGSTOP: a frozen VM, a swap storm): another daemon may then start.
+      process.kill(first.pid, 'SIGSTOP');
+      second = await (async () => {
+        for (let i = 0; ; i++) {
+          try {
+            return await startEdgeProcess({ ...base, DATA_DIR: b.dataDir });
+          } catch (err) {
+            if (i >= 30 || !/another edge daemon uses the Redis buffer/.test((err as Error).message)) throw err;
+            await new Promise((r) => setTimeout(r, 1000));
+          }
+        }
+      })();
+      process.kill(first.pid, 'SIGCONT');
+      const refused = await until('the first to notice', async () => {
+        const r = await client(first.url, a.adminToken).post('/executed_obs_units/start', { body: { obs_unit_id: 1 } });
+        return r.status === 503 ? r : null;
+      }, 20_000);
+      assert.match(refused.body.error.message, /another edge daemon took this Redis buffer's lease \(.* pid \d+\) while this one could not renew it: this daemon takes no more writes until that one stops/);
+      assert.equal((await client(first.url).get('/health')).body.status, 'degraded');
+      assert.equal((await createObservation(client(second.url, b.adminToken), acked)).status, 201, 'the one holding the lease takes writes');
+      // That one stops: the first renews its lease and takes writes again.
+      await second.kill('SIGTERM');
+      await until('the first taking writes again', async () => (await createObservation(client(first.url, a.adminToken), acked)).status === 201, 20_000);
     } finally {
       await first.kill('SIGKILL').catch(() => {});
       await second?.kill('SIGKILL').catch(() => {});

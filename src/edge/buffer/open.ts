@@ -48,7 +48,7 @@ export async function openBuffer(config: Config, thread?: BufferThread, log?: Lo
       weakDurability: () => null,
     };
   }
-  const { RedisBuffer } = await import('./redis.js');
+  const { RedisBuffer, isFirstAofNote } = await import('./redis.js');
   const buffer = await RedisBuffer.open({
     url: config.redisUrl,
     keyPrefix: `opsdb:${config.siteName}:`,
@@ -59,17 +59,24 @@ export async function openBuffer(config: Config, thread?: BufferThread, log?: Lo
     allowWeakDurability: config.redisAllowWeakDurability || opts.inspect === true,
     onDurabilityChange: (note) => {
       if (!note) log?.warn('Redis fsyncs every write again; writes are accepted as durable');
+      else if (isFirstAofNote(note) && !config.redisAllowWeakDurability) {
+        log?.warn({ problem: note }, 'Redis is writing its append-only file whole: new writes are refused (503) until it is done');
+      }
       else if (config.redisAllowWeakDurability) log?.warn({ problem: note }, 'Redis durability changed while the edge ran; writes go on (REDIS_ALLOW_WEAK_DURABILITY=true)');
       else log?.error({ problem: note }, 'Redis no longer fsyncs every write: new writes are refused (503) until it does again');
     },
   });
+  // Opened while Redis writes its first AOF: said once here; the refusal ends by itself (onDurabilityChange).
+  if (buffer.durabilityNote && isFirstAofNote(buffer.durabilityNote) && !config.redisAllowWeakDurability) {
+    log?.warn({ problem: buffer.durabilityNote }, 'Redis is writing its append-only file whole: new writes are refused (503) until it is done');
+  }
   return {
     buffer,
     redisStatus: () =>
       buffer.refusingWrites
-        ? `connected (refusing writes: ${buffer.durabilityNote})`
+        ? `connected (refusing writes: ${buffer.refusal})`
         : buffer.durability === 'weak' ? `connected (weak durability: ${buffer.durabilityNote})` : 'connected',
-    refusing: () => (buffer.refusingWrites ? buffer.durabilityNote : null),
+    refusing: () => buffer.refusal,
     weakDurability: () => buffer.durabilityNote,
   };
 }

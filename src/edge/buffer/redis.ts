@@ -138,7 +138,8 @@ const FIRST_AOF_GAP =
   'aof_rewrite_in_progress:1); a write taken before that is done is not on disk';
 
 const unreadable = (err: unknown) =>
-  `its persistence settings cannot be read (CONFIG GET failed: ${(err as Error).message}), so appendonly and appendfsync are unknown`;
+  `its persistence settings cannot be read (CONFIG GET or INFO persistence failed: ${(err as Error).message}), so appendonly, ` +
+  'appendfsync and whether it is still writing its append-only file are unknown (an ACL user needs +config|get and +info)';
 
 /**
  * Why this server may lose an acknowledged write; empty when it fsyncs every write and never evicts.
@@ -173,10 +174,9 @@ const FIX_HINT =
   'or set REDIS_ALLOW_WEAK_DURABILITY=true to accept the risk';
 const WAIT_HINT = 'nothing to do: writes are taken again as soon as Redis has written the file (seconds for a small buffer)';
 /** What to do about a note: wait, when the first AOF being written is all that is wrong. */
-const hintFor = (note: string) => (note.endsWith(`: ${FIRST_AOF_GAP}`) ? WAIT_HINT : FIX_HINT);
+export const isFirstAofNote = (note: string): boolean => note.endsWith(`: ${FIRST_AOF_GAP}`);
+const hintFor = (note: string) => (isFirstAofNote(note) ? WAIT_HINT : FIX_HINT);
 
-/** How long open() waits for a first AOF being written before it refuses the buffer. */
-const FIRST_AOF_WAIT_MS = 30_000;
 
 /**
  * How old the last look at the server's persistence settings may be when a
@@ -282,9 +282,18 @@ export class RedisBuffer implements TransactionBuffer {
     return this.note;
   }
 
-  /** True while appends are refused because the server may lose them and weak durability is not allowed. */
+  /**
+   * True while appends are refused: the server may lose them and weak durability is not allowed, or
+   * another daemon took this buffer's lease.
+   */
   get refusingWrites(): boolean {
-    return this.note !== null && !this.opts.allowWeakDurability;
+    return this.leaseLost !== null || (this.note !== null && !this.opts.allowWeakDurability);
+  }
+
+  /** Why appends are refused (see refusingWrites), or null. */
+  get refusal(): string | null {
+    if (this.leaseLost !== null) return `another edge daemon took this Redis buffer's lease (${this.leaseLost}) while this one could not renew it`;
+    return this.refusingWrites ? this.note : null;
   }
 
   /**
@@ -294,6 +303,9 @@ export class RedisBuffer implements TransactionBuffer {
    */
   private async ensureDurable(): Promise<void> {
     await this.lookIfStale();
+    if (this.leaseLost !== null) {
+      throw new BufferNotDurableError(`${this.refusal}: this daemon takes no more writes until that one stops. Stop one of them`);
+    }
     if (this.refusingWrites) {
       throw new BufferNotDurableError(`${this.note}. Writes are refused until it is fixed; to fix: ${hintFor(this.note!)}`);
     }
@@ -357,22 +369,22 @@ export class RedisBuffer implements TransactionBuffer {
       const reason = (lastError ?? (err as Error)).message;
       throw new BufferUnavailableError(`cannot reach the Redis buffer at ${where}: ${reason}`, { cause: err });
     }
-    let gaps = await durabilityGaps(redis, false);
-    // A first AOF being written (CONFIG SET appendonly yes just before this start) is over in seconds: waited for.
-    for (const until = performance.now() + FIRST_AOF_WAIT_MS; gaps.length === 1 && gaps[0] === FIRST_AOF_GAP && performance.now() < until;) {
-      await new Promise((r) => setTimeout(r, 200));
-      gaps = await durabilityGaps(redis, false);
-    }
+    const gaps = await durabilityGaps(redis, false);
     const note = noteOf(where, gaps);
-    if (note && !opts.allowWeakDurability) {
+    // A first AOF being written (CONFIG SET appendonly yes just before this start, or a routine rewrite that
+    // runs now) is no reason to refuse the start: the edge opens refusing writes, as it does when that happens
+    // while it runs, and takes them as soon as the file is written.
+    const firstAofOnly = gaps.length === 1 && gaps[0] === FIRST_AOF_GAP;
+    if (note && !opts.allowWeakDurability && !firstAofOnly) {
       redis.disconnect();
-      throw new BufferUnavailableError(`refusing the Redis buffer: ${note}. To fix: ${hintFor(note)}`);
+      throw new BufferUnavailableError(`refusing the Redis buffer: ${note}. To fix: ${FIX_HINT}`);
     }
     for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(command(name as ScriptName), { lua: PRELUDE + lua, numberOfKeys: 0 });
     const b = new RedisBuffer(redis, opts.keyPrefix, where, note, opts);
     // No gap: the AOF is on and no rewrite runs, on this first connection.
     if (note === null) b.aofSeenOn = 1;
     if (opts.daemon) {
+      // Before anything is written: a second daemon must not touch the buffer at all.
       const holder = await b.takeLease().catch((err: unknown) => {
         redis.disconnect();
         throw new BufferUnavailableError(`Redis buffer at ${where}: ${(err as Error).message}`, { cause: err });
@@ -385,20 +397,26 @@ export class RedisBuffer implements TransactionBuffer {
             `or give this one its own SITE_NAME (or Redis). A daemon that was killed lets its lease go within ${DAEMON_LEASE_MS / 1000} s`,
         );
       }
-      b.renewal = setInterval(() => {
-        b.takeLease().then((other) => {
-          if (other !== null && other !== b.leaseLost) opts.daemon!.log?.(`another edge daemon took over the Redis buffer's lease (${other}) while this one held it: two daemons share one buffer; stop one`);
-          b.leaseLost = other;
-        }, () => {});
-      }, DAEMON_LEASE_MS / 3);
-      b.renewal.unref();
     }
     try {
       await b.indexDependencies();
       b.highest = (await b.stats()).last_seq;
     } catch (err) {
+      if (opts.daemon) await b.redis.eval(RELEASE_LUA, 1, `${opts.keyPrefix}daemon`, b.leaseValue).catch(() => {});
       redis.disconnect();
       throw err;
+    }
+    if (opts.daemon) {
+      b.renewal = setInterval(() => {
+        b.takeLease().then((other) => {
+          if (other !== null && other !== b.leaseLost) {
+            opts.daemon!.log?.(`another edge daemon took the Redis buffer's lease (${other}) while this one could not renew it: ` +
+              'this one takes no more writes until that one stops; stop one of them');
+          }
+          b.leaseLost = other;
+        }, () => {});
+      }, DAEMON_LEASE_MS / 3);
+      b.renewal.unref();
     }
     return b;
   }

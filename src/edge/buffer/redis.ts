@@ -177,7 +177,6 @@ const WAIT_HINT = 'nothing to do: writes are taken again as soon as Redis has wr
 export const isFirstAofNote = (note: string): boolean => note.endsWith(`: ${FIRST_AOF_GAP}`);
 const hintFor = (note: string) => (isFirstAofNote(note) ? WAIT_HINT : FIX_HINT);
 
-
 /**
  * How old the last look at the server's persistence settings may be when a
  * group is appended. Settings can change under a running edge (CONFIG SET, or
@@ -226,7 +225,6 @@ return cur`;
 /** Gives the lease up if it is this process's. */
 const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1`;
-
 
 /**
  * Whether a call that failed may still have run in Redis: it was sent and no

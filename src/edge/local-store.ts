@@ -409,10 +409,9 @@ export class LocalStore implements ReplicaSink {
   originSeqs(changes: Change[]): Map<string, number> {
     const out = new Map<string, number>();
     for (const c of changes) {
-      const key = ENTITY_KEY[c.table];
-      if (!key) continue;
-      const r = this.sql(`SELECT origin_seq FROM ${c.table} WHERE ${key} = ?`).get(c.key) as { origin_seq: number | null } | undefined;
-      if (typeof r?.origin_seq === 'number') out.set(`${c.table}:${c.key}`, r.origin_seq);
+      if (!ENTITY_KEY[c.table]) continue;
+      const origin = this.originOf(c.table, c.key);
+      if (origin !== null) out.set(`${c.table}:${c.key}`, origin);
     }
     return out;
   }
@@ -435,7 +434,7 @@ export class LocalStore implements ReplicaSink {
           continue;
         }
         if (key) {
-          const now = (this.sql(`SELECT origin_seq FROM ${c.table} WHERE ${key} = ?`).get(c.key) as { origin_seq: number | null } | undefined)?.origin_seq ?? null;
+          const now = this.originOf(c.table, c.key);
           if (now !== null && now !== origins.get(k)) {
             held = this.hold(c, now);
             continue;
@@ -467,12 +466,13 @@ export class LocalStore implements ReplicaSink {
    */
   heldChanges(): HeldChange[] {
     const rows = this.sql('SELECT table_name, row_key, origin_seq FROM held_change').all() as { table_name: string; row_key: string; origin_seq: number }[];
-    return rows.map((r) => {
-      const key = ENTITY_KEY[r.table_name]!;
-      const at = this.sql(`SELECT origin_seq FROM ${r.table_name} WHERE ${key} = ?`).get(r.table_name === 'user_preference' ? Number(r.row_key) : r.row_key) as
-        { origin_seq: number | null } | undefined;
-      return { table: r.table_name, key: r.row_key, heldBy: r.origin_seq, origin: at?.origin_seq ?? null };
-    });
+    return rows.map((r) => ({ table: r.table_name, key: r.row_key, heldBy: r.origin_seq, origin: this.originOf(r.table_name, r.row_key) }));
+  }
+
+  /** The seq of the last local change of a row (null: it is central's copy, or not here). */
+  private originOf(table: string, rowKey: string): number | null {
+    const r = this.sql(`SELECT origin_seq FROM ${table} WHERE ${ENTITY_KEY[table]!} = ?`).get(rowKey) as { origin_seq: number | null } | undefined;
+    return r?.origin_seq ?? null;
   }
 
   /**
@@ -486,10 +486,7 @@ export class LocalStore implements ReplicaSink {
     this.db.transaction(() => {
       for (const [list, put] of [[release, true], [drop, false]] as const) {
         for (const h of list) {
-          const key = ENTITY_KEY[h.table]!;
-          const at = this.sql(`SELECT origin_seq FROM ${h.table} WHERE ${key} = ?`).get(h.table === 'user_preference' ? Number(h.key) : h.key) as
-            { origin_seq: number | null } | undefined;
-          if ((at?.origin_seq ?? null) !== h.origin) continue;
+          if (this.originOf(h.table, h.key) !== h.origin) continue;
           const c = this.sql('SELECT change FROM held_change WHERE table_name = ? AND row_key = ?').get(h.table, h.key) as { change: string } | undefined;
           if (!c) continue;
           if (put) this.applyChange(JSON.parse(c.change) as Change);

@@ -13,13 +13,25 @@ import { runCli } from '../support/cli.js';
 import { client } from '../support/http.js';
 import { until } from '../support/daemon.js';
 
+/** One Redis and two edge data directories of one site; `done` stops and removes them all. */
+async function twoPlaces(label: string) {
+  const dir = await tempDir(label);
+  const redis = await startRedisServer(join(dir.path, 'redis'));
+  const a = await edgeDir(`${label}-a`);
+  const b = await edgeDir(`${label}-b`);
+  const base = { SITE_NAME: 'observatory', BUFFER_BACKEND: 'redis', REDIS_URL: redis.url, MIN_FREE_DISK_BYTES: '0' };
+  const done = async () => {
+    a.remove();
+    b.remove();
+    await redis.stop();
+    await dir.cleanup();
+  };
+  return { a, b, base, done };
+}
+
 describe('one edge daemon per Redis buffer', () => {
   it('refuses a second daemon of the site, lets a restarted one back in at once, and leaves the CLI alone', { timeout: 90_000 }, async () => {
-    const dir = await tempDir('redis-one-daemon');
-    const redis = await startRedisServer(join(dir.path, 'redis'));
-    const a = await edgeDir('redis-one-a');
-    const b = await edgeDir('redis-one-b');
-    const base = { SITE_NAME: 'observatory', BUFFER_BACKEND: 'redis', REDIS_URL: redis.url, MIN_FREE_DISK_BYTES: '0' };
+    const { a, b, base, done } = await twoPlaces('redis-one-daemon');
     let first = await startEdgeProcess({ ...base, DATA_DIR: a.dataDir });
     let second: Awaited<ReturnType<typeof startEdgeProcess>> | null = null;
     try {
@@ -49,19 +61,12 @@ describe('one edge daemon per Redis buffer', () => {
     } finally {
       await first.kill('SIGKILL').catch(() => {});
       await second?.kill('SIGKILL').catch(() => {});
-      a.remove();
-      b.remove();
-      await redis.stop();
-      await dir.cleanup();
+      await done();
     }
   });
 
   it('a daemon whose lease another took while it was stopped takes no writes until that one stops', { timeout: 120_000 }, async () => {
-    const dir = await tempDir('redis-lease-lost');
-    const redis = await startRedisServer(join(dir.path, 'redis'));
-    const a = await edgeDir('redis-lease-a');
-    const b = await edgeDir('redis-lease-b');
-    const base = { SITE_NAME: 'observatory', BUFFER_BACKEND: 'redis', REDIS_URL: redis.url, MIN_FREE_DISK_BYTES: '0' };
+    const { a, b, base, done } = await twoPlaces('redis-lease-lost');
     const first = await startEdgeProcess({ ...base, DATA_DIR: a.dataDir });
     let second: Awaited<ReturnType<typeof startEdgeProcess>> | null = null;
     const acked = new Acked();
@@ -92,10 +97,7 @@ describe('one edge daemon per Redis buffer', () => {
     } finally {
       await first.kill('SIGKILL').catch(() => {});
       await second?.kill('SIGKILL').catch(() => {});
-      a.remove();
-      b.remove();
-      await redis.stop();
-      await dir.cleanup();
+      await done();
     }
   });
 });

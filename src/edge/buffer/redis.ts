@@ -116,9 +116,14 @@ function safeUrl(url: string): string {
  * `aof_rewriting` ('1' or '0', from INFO persistence): an AOF rewrite runs or waits to run.
  */
 async function persistenceSettings(redis: Redis): Promise<Record<string, string>> {
+  // The error keeps its class (a BUSY or LOADING reply is told apart by it) and names the command that failed.
+  const named = (command: string) => (err: unknown) => {
+    if (err instanceof Error) Object.assign(err, { command });
+    throw err;
+  };
   const cfg: Record<string, string> = {};
-  for (const name of ['appendonly', 'appendfsync', 'maxmemory-policy']) Object.assign(cfg, pairs(await redis.config('GET', name)));
-  const info = await redis.info('persistence');
+  for (const name of ['appendonly', 'appendfsync', 'maxmemory-policy']) Object.assign(cfg, pairs(await redis.config('GET', name).catch(named('CONFIG GET'))));
+  const info = await redis.info('persistence').catch(named('INFO persistence'));
   const field = (name: string) => new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1];
   cfg.aof_rewriting = field('aof_rewrite_in_progress') === '1' || field('aof_rewrite_scheduled') === '1' ? '1' : '0';
   return cfg;
@@ -138,7 +143,7 @@ const FIRST_AOF_GAP =
   'aof_rewrite_in_progress:1); a write taken before that is done is not on disk';
 
 const unreadable = (err: unknown) =>
-  `its persistence settings cannot be read (CONFIG GET or INFO persistence failed: ${(err as Error).message}), so appendonly, ` +
+  `its persistence settings cannot be read (${(err as { command?: string }).command ?? 'CONFIG GET'} failed: ${(err as Error).message}), so appendonly, ` +
   'appendfsync and whether it is still writing its append-only file are unknown (an ACL user needs +config|get and +info)';
 
 /**

@@ -18,7 +18,7 @@ import { seed } from '../central/seed.js';
 import { createSite } from '../central/sync.js';
 import { PgAccounts } from '../central/accounts.js';
 import { UsageError, type Command } from './command.js';
-import { stopSignals } from './serve.js';
+import { portHint, stopSignals } from './serve.js';
 import { lockDataDir } from '../edge/data-dir-lock.js';
 
 const SITE = 'observatory';
@@ -76,11 +76,8 @@ async function waitForToken(url: string, token: string, log: Logger): Promise<vo
   log.warn('the edge has not received the demo token from central yet; it will work after the next pull');
 }
 
-/** A port already taken: say which option moves it (the message alone named only the address). */
-function portHint(err: unknown, option: string): unknown {
-  if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') return err;
-  return new Error(`${(err as Error).message}: is another demo (npm start) running? Stop it, or pick another port with ${option}`);
-}
+/** What moves a demo's port that is taken. */
+const demoPortAdvice = (option: string) => `is another demo (npm start) running? Stop it, or pick another port with ${option}`;
 
 export const demoCommand: Command = {
   summary: 'try it: central (embedded PostgreSQL) on :8001 and an edge on :8000 syncing to it (what `npm start` runs)',
@@ -133,7 +130,7 @@ export const demoCommand: Command = {
         },
       });
       central = await startCentral(centralConfig, log.child({ site: 'central' }), pool).catch((err: unknown) => {
-        throw portHint(err, '--central-port');
+        throw portHint(err, demoPortAdvice('--central-port'));
       });
       undo.push(() => central.stop());
       const edgeConfig = loadConfig({
@@ -144,7 +141,7 @@ export const demoCommand: Command = {
         },
       });
       edge = await startEdge(edgeConfig, log.child({ site: SITE })).catch((err: unknown) => {
-        throw portHint(err, '--port');
+        throw portHint(err, demoPortAdvice('--port'));
       });
       undo.push(() => edge.stop());
       await waitForToken(edge.url, demoToken, log);

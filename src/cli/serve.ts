@@ -46,6 +46,12 @@ function ignoreHangups(log: ReturnType<typeof createLogger>): void {
     log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: settings are read at start, so restart the daemon to apply changed ones (systemctl restart); SIGTERM stops it'));
 }
 
+/** A port already taken: `advice` says what moves it (the error alone names only the address). Other errors as they are. */
+export function portHint(err: unknown, advice: string): unknown {
+  if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') return err;
+  return new Error(`${(err as Error).message}: ${advice}`);
+}
+
 export const serveCommand: Command = {
   summary: 'run the daemon for the configured site type (SITE_TYPE=main: central; secondary: edge)',
   usage: 'opsdb serve [--config FILE]',
@@ -59,10 +65,7 @@ export const serveCommand: Command = {
       log.warn({ signal }, `already stopping: the requests in progress are answered and the batch in flight gets up to 5 s; the daemon exits by itself within ${STOP_DEADLINE_MS / 1000} s of the first signal`));
     const start = config.siteType === 'main' ? startCentral(config, log) : startEdge(config, log);
     const running = await start.catch((e: Error) => {
-      // The port taken: say which settings move it (the message alone names only the address).
-      const err = (e as NodeJS.ErrnoException).code === 'EADDRINUSE'
-        ? new Error(`${e.message}: another opsdb serve, or another program, listens there. Stop it, or set PORT (and HOST) to a free one`)
-        : e;
+      const err = portHint(e, 'another opsdb serve, or another program, listens there. Stop it, or set PORT (and HOST) to a free one') as Error;
       log.fatal({ err: { message: err.message } }, `${config.siteType === 'main' ? 'central' : 'edge'} failed to start`);
       throw err;
     });

@@ -7,6 +7,9 @@ import { SqliteBuffer } from './sqlite.js';
 import { FileGuard, bufferFileGone } from './file-guard.js';
 import { ThreadedSqliteBuffer } from './thread.js';
 
+/** Logged when the Redis buffer refuses writes while Redis writes its first AOF (redis.ts, FIRST_AOF_GAP). */
+const WRITING_AOF = 'Redis is writing its append-only file whole: new writes are refused (503) until it is done';
+
 export interface OpenedBuffer {
   buffer: TransactionBuffer;
   /** For /health's `redis` field. */
@@ -60,7 +63,7 @@ export async function openBuffer(config: Config, thread?: BufferThread, log?: Lo
     onDurabilityChange: (note) => {
       if (!note) log?.warn('Redis fsyncs every write again; writes are accepted as durable');
       else if (isFirstAofNote(note) && !config.redisAllowWeakDurability) {
-        log?.warn({ problem: note }, 'Redis is writing its append-only file whole: new writes are refused (503) until it is done');
+        log?.warn({ problem: note }, WRITING_AOF);
       }
       else if (config.redisAllowWeakDurability) log?.warn({ problem: note }, 'Redis durability changed while the edge ran; writes go on (REDIS_ALLOW_WEAK_DURABILITY=true)');
       else log?.error({ problem: note }, 'Redis no longer fsyncs every write: new writes are refused (503) until it does again');
@@ -68,7 +71,7 @@ export async function openBuffer(config: Config, thread?: BufferThread, log?: Lo
   });
   // Opened while Redis writes its first AOF: said once here; the refusal ends by itself (onDurabilityChange).
   if (buffer.durabilityNote && isFirstAofNote(buffer.durabilityNote) && !config.redisAllowWeakDurability) {
-    log?.warn({ problem: buffer.durabilityNote }, 'Redis is writing its append-only file whole: new writes are refused (503) until it is done');
+    log?.warn({ problem: buffer.durabilityNote }, WRITING_AOF);
   }
   return {
     buffer,

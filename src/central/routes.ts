@@ -6,7 +6,7 @@ import { Counter } from 'prom-client';
 import { route, type ApiContext } from '../lib/api/route.js';
 import { ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
-import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult, SENT_AT_HEADER } from '../lib/api/sync-schemas.js';
+import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, SINCE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult, SENT_AT_HEADER } from '../lib/api/sync-schemas.js';
 import { applyBatch, centralBufferStats, createSite, listSites, noteEdge, readChanges, touchSite } from './sync.js';
 import { UUID_RE } from '../lib/uuid.js';
 
@@ -76,7 +76,7 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
       const site = siteOf(principal);
       await tellOtherEdge(ctx, site);
       await touchSite(pool, site, parseBacklogHeader(ctx.get('x-opsdb-backlog')));
-      return readChanges(pool, site, query.since, query.max_rows);
+      return readChanges(pool, site, query.since, query.max_rows, ctx.get(SINCE_ID_HEADER) || null);
     },
   });
 

@@ -247,12 +247,34 @@ async function hiddenAccountKeys(pool: Pool, table: string, missing: string[]): 
 /** The most feed positions one page looks at, so a page's work stays bounded when most positions hold nothing for the site. */
 const MAX_SCANNED_POSITIONS = 4096;
 
-/** A page of the change feed after `since`: whole positions, about `maxRows` rows, at least one position. */
-export async function readChanges(pool: Pool, site: string, since: number, maxRows: number): Promise<ChangesPage> {
+/**
+ * What a feed position is in this database's history: the transaction that took it and when. After a
+ * restore from a backup, the same position is given out again, to another transaction at a later time.
+ */
+async function positionId(pool: Pool, pos: number): Promise<string | null> {
+  if (pos === 0) return null;
+  const { rows } = await pool.query<{ id: string }>(
+    `SELECT xid::text || '@' || (extract(epoch FROM committed_at) * 1000000)::bigint AS id FROM feed_tx WHERE pos = $1`,
+    [pos],
+  );
+  return rows[0]?.id ?? null;
+}
+
+/**
+ * A page of the change feed after `since`: whole positions, about `maxRows` rows, at least one position.
+ * `sinceId`: the `position_id` the edge read with `since`; when central's position `since` is another
+ * one now (or gone), the page is empty and says `since_unknown`.
+ */
+export async function readChanges(pool: Pool, site: string, since: number, maxRows: number, sinceId: string | null = null): Promise<ChangesPage> {
   // The head first: every position up to it is committed, so everything up to it is visible to the
   // query below. Read after, a commit landing in between could be skipped by an empty page.
   const { rows: cur } = await pool.query<{ pos: string }>('SELECT pos FROM feed_position WHERE id = 1');
   const current = Number(cur[0]!.pos);
+  // A head below `since` says the same, and an older edge understands it; this also sees a feed that
+  // went back and then went past the edge's position again before it asked.
+  if (sinceId !== null && since > 0 && (await positionId(pool, since)) !== sinceId) {
+    return { changes: [], position: since, more: true, head: current, since_unknown: true };
+  }
   // Then whole positions in order until about maxRows visible rows. Positions are read a few at a
   // time, each counted through change_log's xid index: the work is the page's, however long the feed
   // after `since` (counting all of it made a long catch-up quadratic).
@@ -285,7 +307,8 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
   if (exhausted && total === 0) upTo = Math.max(upTo, current);
   // A page that stopped before the end of the feed says so, even past `current` (positions that committed meanwhile).
   const more = !exhausted || upTo < current;
-  if (total === 0) return { changes: [], position: upTo, more, head: current };
+  const position_id = (await positionId(pool, upTo)) ?? undefined;
+  if (total === 0) return { changes: [], position: upTo, more, head: current, position_id };
 
   const { rows: keys } = await pool.query<{ table_name: string; row_key: string }>(
     `SELECT DISTINCT c.table_name, c.row_key FROM feed_tx f JOIN change_log c ON c.xid = f.xid
@@ -314,7 +337,7 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
       changes.push({ table, key, row });
     }
   }
-  return { changes, position: upTo, more, head: current };
+  return { changes, position: upTo, more, head: current, position_id };
 }
 
 export interface SiteRow {

@@ -406,6 +406,11 @@ export class LocalStore implements ReplicaSink {
     return Number(this.getMeta('replica_position') ?? 0);
   }
 
+  /** What central said that position is in its history (its `position_id`). */
+  positionId(): string | null {
+    return this.getMeta('replica_position_id');
+  }
+
   originSeqs(changes: Change[]): Map<string, number> {
     const out = new Map<string, number>();
     for (const c of changes) {
@@ -417,7 +422,7 @@ export class LocalStore implements ReplicaSink {
   }
 
   /** Applies a page of the change feed and its position in one transaction. */
-  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred: ReadonlySet<number> = new Set()): void {
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred: ReadonlySet<number> = new Set(), positionId: string | null = null): void {
     this.referenceStale = true;
     this.db.transaction(() => {
       // The feed read again from an earlier position (central went back in time): what was held back came
@@ -445,6 +450,8 @@ export class LocalStore implements ReplicaSink {
         if (deferred && key && c.row) this.applyDeferred(c.table, c.key, skipDeferred);
       }
       this.setMeta('replica_position', String(position));
+      if (positionId === null) this.deleteMeta('replica_position_id');
+      else this.setMeta('replica_position_id', positionId);
       this.setMeta('last_pull_at', new Date().toISOString());
     }).immediate();
   }

@@ -6,7 +6,7 @@
  */
 import type { Outcome, TransactionBuffer, TxError, TxState, BufferedTransaction } from '../edge/buffer/buffer.js';
 import type { SyncView } from '../edge/sync-view.js';
-import { ChangesPage, EDGE_CONFLICT_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
+import { ChangesPage, EDGE_CONFLICT_HEADER, SINCE_ID_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
 import type { Logger } from '../lib/logger.js';
 import type { CentralClient, Reply } from './transport.js';
 import type { HeldChange, ReplicaSink } from './replica.js';
@@ -516,10 +516,12 @@ export class SyncEngine implements SyncView {
    * rejects, so a page asked for early and then not needed is no unhandled
    * rejection.
    */
-  private fetchPage(since: number, rows: number, backlog: string): Promise<{ reply: Reply } | { err: unknown }> {
+  private fetchPage(since: number, sinceId: string | null, rows: number, backlog: string): Promise<{ reply: Reply } | { err: unknown }> {
     try {
+      const headers: Record<string, string> = { 'x-opsdb-backlog': backlog };
+      if (sinceId !== null && since > 0) headers[SINCE_ID_HEADER] = sinceId;
       return this.o.client
-        .get(`/api/sync/changes?since=${since}&max_rows=${rows}`, this.o.token(), { 'x-opsdb-backlog': backlog })
+        .get(`/api/sync/changes?since=${since}&max_rows=${rows}`, this.o.token(), headers)
         .then((reply) => ({ reply }), (err: unknown) => ({ err }));
     } catch (err) {
       return Promise.resolve({ err });
@@ -544,7 +546,7 @@ export class SyncEngine implements SyncView {
     }
     const since = this.o.replica.position();
     const rows = Math.min(pageRows, this.pullRows);
-    let next = this.fetchPage(since, rows, backlog);
+    let next = this.fetchPage(since, this.o.replica.positionId?.() ?? null, rows, backlog);
     let atHead = false;
     for (let page = 0; page < maxPages && !this.stopping; page++) {
       const got = await next;
@@ -573,10 +575,11 @@ export class SyncEngine implements SyncView {
       if (probing) this.credentialsChanged();
       this.heard(reply);
       const body = parsed.data;
-      if (page === 0 && body.head !== undefined && body.head < since) return this.centralWentBack(body.head, since);
+      const asked = page === 0 ? since : this.o.replica.position();
+      if (body.since_unknown || (page === 0 && body.head !== undefined && body.head < since)) return this.centralWentBack(body.head, asked);
       // The page after this one starts where this one ends; ask for it now.
       if (body.more && page + 1 < maxPages && !this.stopping) {
-        next = this.fetchPage(body.position, rows, backlog);
+        next = this.fetchPage(body.position, body.position_id ?? null, rows, backlog);
         // Let the request leave before the synchronous apply below holds the event loop.
         await new Promise<void>((r) => setImmediate(r));
       }
@@ -592,7 +595,7 @@ export class SyncEngine implements SyncView {
       // synced now was applied at central before this page was read. Put on top of it, a synced finish
       // hid a newer change made at central (an edge rebuilt on an empty DATA_DIR, its pulls failing).
       const settled = new Set(deferred.filter((s) => !LOCAL_CHANGE_STANDS.has(deferredStates.get(s))));
-      this.o.replica.apply(body.changes, body.position, keep, origins, settled);
+      this.o.replica.apply(body.changes, body.position, keep, origins, settled, body.position_id ?? null);
       if (!body.more) {
         atHead = true;
         break;
@@ -646,8 +649,10 @@ export class SyncEngine implements SyncView {
   }
 
   /**
-   * Central's feed is behind this edge's replica: its database went back in
-   * time (restored from a backup, or failed over to a standby that was
+   * Central's feed is behind this edge's replica, or gives the replica's
+   * position to another change than the one read there (`since_unknown`: the
+   * feed went back and on past it again before this pull): its database went
+   * back in time (restored from a backup, or failed over to a standby that was
    * behind). Positions after `head`, and maybe some before it, will be
    * given out again, to new changes (a token revoked since, say), which the
    * replica would skip if it stayed where it is; where the two histories part
@@ -658,8 +663,12 @@ export class SyncEngine implements SyncView {
    * cannot be sent again from the buffer, so this is logged at level error
    * for an operator to compare.
    */
-  private centralWentBack(head: number, replica: number): Failure {
-    const message = `central's change feed is at position ${head}, behind this edge's replica at ${replica}: central's database went back in time ` +
+  private centralWentBack(head: number | undefined, replica: number): Failure {
+    const where = head !== undefined && head < replica
+      ? `central's change feed is at position ${head}, behind this edge's replica at ${replica}`
+      // Detected by position_id: the feed went back, then on past the replica's position before this pull.
+      : `central's change feed has given position ${replica}, where this edge's replica is, to another change than the one this edge read there`;
+    const message = `${where}: central's database went back in time ` +
       '(restored from a backup, or failed over to a copy that was behind). The edge reads central\'s feed again from the start; what it synced since may be missing at central';
     this.o.log.error({ central_position: head, replica_position: replica }, message);
     this.o.replica.apply([], 0, new Set(), new Map());

@@ -16,15 +16,17 @@ export interface HeldChange {
 export interface ReplicaSink {
   /** The feed position applied so far (0: never synced). */
   position(): number;
+  /** Central's `position_id` of that position (null: never synced, or read from a central older than it). */
+  positionId?(): string | null;
   /** For the rows these changes touch that a local write still owns: `table:key` → origin seq. */
   originSeqs(changes: Change[]): Map<string, number>;
   /**
-   * Applies the changes and records `position`, atomically. Rows named in
+   * Applies the changes and records `position` (and its `positionId`), atomically. Rows named in
    * `keep` have newer local writes not yet at central and stay as they are;
    * so does any row whose origin seq is no longer the one `origins` saw (a
    * local write landed while the engine looked up states).
    */
-  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred?: ReadonlySet<number>): void;
+  apply(changes: Change[], position: number, keep: ReadonlySet<string>, origins: ReadonlyMap<string, number>, skipDeferred?: ReadonlySet<number>, positionId?: string | null): void;
   /**
    * Seqs of buffered updates of rows these changes bring, which the store
    * did not hold when the updates were written: applied on top of central's

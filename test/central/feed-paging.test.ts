@@ -46,6 +46,25 @@ describe('change feed pages', () => {
     assert.equal(third.position, await head());
   });
 
+  it('names each page\'s position in central\'s history, and says since_unknown when the position asked after is another one now', async () => {
+    const since = await head();
+    await visible(1, 'named');
+    const page = await readChanges(c.db, 'reader', since, 1000);
+    assert.match(page.position_id ?? '', /^\d+@\d+$/, 'its transaction and when it committed');
+    await visible(1, 'next');
+    const next = await readChanges(c.db, 'reader', page.position, 1000, page.position_id!);
+    assert.equal(next.since_unknown, undefined);
+    assert.deepEqual(programs(next), ['next-1']);
+    assert.notEqual(next.position_id, page.position_id);
+    // What a restored central answers: its position is held by another transaction than the one the edge read.
+    const parted = await readChanges(c.db, 'reader', page.position, 1000, next.position_id!);
+    assert.deepEqual({ ...parted, head: undefined }, { changes: [], position: page.position, more: true, head: undefined, since_unknown: true });
+    const past = await readChanges(c.db, 'reader', (await head()) + 5, 1000, page.position_id!);
+    assert.equal(past.since_unknown, true, 'a position central does not have');
+    // An edge older than position_id sends none: nothing is checked.
+    assert.deepEqual(programs(await readChanges(c.db, 'reader', page.position, 1000)), ['next-1']);
+  });
+
   it('steps over positions with nothing for the site and stops at the next that has something', async () => {
     const since = await head();
     for (let i = 0; i < 40; i++) await foreign(2);

@@ -50,4 +50,35 @@ describe('central\'s feed goes back behind the edge', () => {
       await close();
     }
   });
+
+  it('also when the feed went back and then on past the edge before its next pull', async () => {
+    // A central restored while the link was down, then busy (other sites, this edge's own backlog):
+    // by the edge's next pull, the head is past the replica again, and only position_id tells.
+    const { engine, local, close } = await engineFor(central, 'went-back-past', dir, { retryMaxMs: 200 });
+    const codes: string[] = [];
+    engine.on({ error: (code) => codes.push(code) });
+    const names = () => local.listReference('observing_program').map((p) => p.name);
+    try {
+      engine.start();
+      await central.db.query(`INSERT INTO observing_program (name) VALUES ('before the second restore')`);
+      await until('the replica to have it', async () => names().includes('before the second restore'));
+      const passed = local.position();
+      await engine.stop();
+
+      const back = Number((await central.db.query('SELECT min(pos) AS p FROM feed_tx WHERE pos > 1')).rows[0].p);
+      await central.db.query('DELETE FROM feed_tx WHERE pos >= $1', [back]);
+      await central.db.query('UPDATE feed_position SET pos = $1 WHERE id = 1', [back - 1]);
+      const after = Array.from({ length: passed - back + 3 }, (_, i) => `after the second restore ${i}`);
+      for (const name of after) await central.db.query('INSERT INTO observing_program (name) VALUES ($1)', [name]);
+      const head = Number((await central.db.query('SELECT pos FROM feed_position WHERE id = 1')).rows[0].pos);
+      assert.ok(head > passed, `central's head (${head}) is past the replica (${passed}) again`);
+
+      engine.start();
+      await until('every change made after the restore to reach the replica', async () => after.every((n) => names().includes(n)), 10_000);
+      assert.ok(codes.includes('central_behind'), `the engine reported it (${codes.join(', ')})`);
+      assert.equal(engine.state(), 'running');
+    } finally {
+      await close();
+    }
+  });
 });

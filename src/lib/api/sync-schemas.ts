@@ -89,6 +89,19 @@ export const ChangesPage = z
      * an older central.)
      */
     head: z.number().int().nonnegative().optional(),
+    /**
+     * What `position` is in central's history (its transaction and when it
+     * committed). An edge sends it back with its next pull (SINCE_ID_HEADER).
+     * (Absent from an older central.)
+     */
+    position_id: z.string().optional(),
+    /**
+     * True when the position the edge asked after is not the one it read
+     * there (SINCE_ID_HEADER): central's database went back in time and has
+     * given that position out again, to a change this edge has not seen.
+     * The page is then empty.
+     */
+    since_unknown: z.boolean().optional(),
   })
   .openapi('ChangesPage');
 export type ChangesPage = z.infer<typeof ChangesPage>;
@@ -98,6 +111,12 @@ export const CreateSite = z
   .strict()
   .openapi('CreateSite');
 
+/**
+ * Sent by an edge with a pull: the `position_id` central gave with the
+ * position it asks after. In a header, so a central older than it (whose
+ * query is strict) ignores it.
+ */
+export const SINCE_ID_HEADER = 'x-opsdb-since-id';
 /** Sent by an edge with every sync request: its process's id, a UUIDv7 made at its start (so it tells when). */
 export const EDGE_ID_HEADER = 'x-opsdb-edge-id';
 /** Sent by an edge with every sync request: when the request was made (ISO time, the edge's clock). */

@@ -39,7 +39,9 @@ export const migrateCommand: Command = {
   usage: 'opsdb migrate [--config FILE]',
   async run({ config }) {
     const r = await withPool(config, migrate);
-    console.log(r.applied.length ? `applied: ${r.applied.join(', ')}` : 'schema is up to date');
+    if (r.updated.length) console.log(`brought up to date (migrated by an earlier build): ${r.updated.join(', ')}`);
+    if (r.applied.length) console.log(`applied: ${r.applied.join(', ')}`);
+    if (!r.applied.length && !r.updated.length) console.log('schema is up to date');
   },
 };
 

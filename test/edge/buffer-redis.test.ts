@@ -508,6 +508,31 @@ describe('Redis receipts', () => {
       await b.close();
     }
   });
+
+  // Found in review: three builds of 2026-11-26 kept a receipt as a hash. After an upgrade, reading one
+  // answered 503 ("the write buffer is not answering") at GET /api/transactions/{id}, and `opsdb buffer
+  // show` failed with WRONGTYPE, for the receipts' 7 days.
+  it('left as a hash by an earlier build, read as they are', async () => {
+    const keyPrefix = redisKeyPrefix('receipts-hash');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      const [t] = await b.append([tx()]);
+      await b.settle((await b.claim(10, 1e9)).map((c) => ({ seq: c.seq, outcome: 'applied' as const })));
+      await b.compact(t!.seq);
+      const receipt = await b.receipt(t!.transaction_id);
+      assert.equal(receipt?.transaction_id, t!.transaction_id);
+      await withClient(redisUrl(), async (r) => {
+        const key = `${keyPrefix}receipt:${t!.transaction_id}`;
+        const fields = JSON.parse((await r.get(key))!) as Record<string, string>;
+        await r.del(key);
+        await r.hset(key, fields);
+      });
+      assert.deepEqual(await b.receipt(t!.transaction_id), receipt);
+      assert.equal(await b.receipt('0190a3c4-0000-7000-8000-000000000000'), null);
+    } finally {
+      await b.close();
+    }
+  });
 });
 
 describe('Redis at maxmemory', () => {

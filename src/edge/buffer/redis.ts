@@ -571,9 +571,19 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   async receipt(transactionId: string): Promise<TransactionReceipt | null> {
-    const json = await this.call(() => this.redis.get(`${this.keyPrefix}receipt:${transactionId}`));
-    if (!json) return null;
-    const fields = JSON.parse(json) as Record<string, string>;
+    const key = `${this.keyPrefix}receipt:${transactionId}`;
+    const fields = await this.call(async () => {
+      try {
+        const json = await this.redis.get(key);
+        return json ? (JSON.parse(json) as Record<string, string>) : null;
+      } catch (err) {
+        // A receipt left by the builds before JSON receipts (2026-11-26): a hash of the same fields, for up to RECEIPT_DAYS.
+        if (!/^WRONGTYPE/.test((err as Error).message)) throw err;
+        const flat = await this.redis.hgetall(key);
+        return flat.transaction_id ? flat : null;
+      }
+    });
+    if (!fields) return null;
     const { steps: _, ...t } = fromHash(Object.entries({ ...fields, steps: '[]' }).flat());
     return { ...t, compacted_at: fields.compacted_at! };
   }

@@ -377,6 +377,35 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    // Found in review (an upgrade): builds before 2026-11-26 made a write wait on the row's last writer, so a
+    // file waited on the observation's finish, a preferences write on the one before. Such waits are still
+    // in the buffers they left. Once central had refused that finish and it was discarded, the files stayed
+    // blocked for good (a retry sent them straight back), though central would take them.
+    it('a discarded parent that created no row holds back nothing that waits on it', async () => {
+      const [creator] = await b.append([tx()]);
+      await b.settle((await b.claim(1, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      const obs = (creator!.steps[0] as { id: string }).id;
+      const finish: NewTransaction = {
+        ...tx(), endpoint: 'PUT /executed_obs_units/{id}/finish',
+        steps: [{ step_id: 'finish', op: 'update', table: 'executed_obs_unit', id: obs, data: { status: 'bogus' } }],
+      };
+      const [update] = await b.append([finish]);
+      const [file] = await b.append([tx([update!.seq], 'a file of the observation')]);
+      const [next] = await b.append([tx([file!.seq])]);
+      await b.claim(1, 1e9);
+      await b.settle([{ seq: update!.seq, outcome: 'rejected', error: err('validation_error') }]);
+      assert.deepEqual(await b.claim(10, 1e9), [], 'held while the update stands failed');
+      assert.equal((await b.get(file!.transaction_id))?.state, 'blocked');
+
+      assert.equal(await b.discard(update!.transaction_id, 'admin', 'central refuses it'), true);
+      assert.equal((await b.get(file!.transaction_id))?.state, 'pending', 'free once it is discarded');
+      assert.deepEqual((await b.claim(10, 1e9)).map((t) => t.seq), [file!.seq, next!.seq], 'with its chain, in order');
+      // One such wait written after the discard (an old build's, replayed), or retried, is not held either.
+      const [late] = await b.append([tx([update!.seq])]);
+      assert.deepEqual((await b.claim(10, 1e9)).map((t) => t.seq), [late!.seq]);
+      await assertLedger(b);
+    });
+
     it('a buffer reopened keeps order_only', async () => {
       const [parent] = await b.append([tx()]);
       const [f] = await b.append([{ ...tx([parent!.seq]), order_only: [parent!.seq] }]);

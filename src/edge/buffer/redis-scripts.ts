@@ -42,6 +42,17 @@ local function orderOnly(seq)
   if raw then for _, d in ipairs(cjson.decode(raw)) do set[tostring(d)] = true end end
   return set
 end
+-- True when the transaction creates no row (only updates and upserts): none can need it, and one that
+-- waits on it only follows it. Written by this build, such a wait is in order_only; builds before
+-- 2026-11-26 made a write wait on the row's last writer (a finish, a finalize, a preferences upsert).
+local function createsNothing(seq)
+  local raw = field(seq, 'steps')
+  if not raw then return false end
+  for _, st in ipairs(cjson.decode(raw)) do
+    if st.op == 'create' or st.op == 'bulk_create' then return false end
+  end
+  return true
+end
 -- Enters seq in the dependency index under each parent its depends_on (JSON) names that is still held:
 -- a parent already compacted (synced) holds nobody back, and its entry is one nothing would remove.
 local function indexChild(seq, dependsOnJson)
@@ -148,7 +159,7 @@ while #out < maxCount do
       local parent = tostring(d)
       local state = field(parent, 'state') or 'synced'
       -- A discarded parent it only had to follow holds it no longer.
-      if blockedNow[parent] or (BLOCKING[state] and not (state == 'discarded' and order[parent])) then stuck = true; break end
+      if blockedNow[parent] or (BLOCKING[state] and not (state == 'discarded' and (order[parent] or createsNothing(parent)))) then stuck = true; break end
       if state == 'in_flight' then parentInFlight = true end
     end
     if not stuck and notAfterInFlight and parentInFlight then return out end
@@ -254,7 +265,8 @@ if st ~= 'failed' and st ~= 'blocked' then return 0 end
 move(seq, st, 'discarded', now)
 redis.call('HINCRBY', K('counters'), 'discarded_total', 1)
 audit(now, id, seq, 'discard', actor, reason)
-releaseBlocked(seq, {}, function(s) return orderOnly(s)[seq] == true end, now)
+local nothing = createsNothing(seq)
+releaseBlocked(seq, {}, function(s) return nothing or orderOnly(s)[seq] == true end, now)
 return 1
 `;
 

@@ -190,6 +190,7 @@ export class SqliteBuffer implements TransactionBuffer {
       counter: db.prepare('SELECT name, value FROM counter'),
       byId: db.prepare('SELECT * FROM tx WHERE transaction_id = ?'),
       bySeq: db.prepare('SELECT * FROM tx WHERE seq = ?'),
+      stepsOf: db.prepare('SELECT steps FROM tx WHERE seq = ?'),
       pendingFrom: db.prepare(`SELECT * FROM tx WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?`),
       stateOf: db.prepare(STATE_OF_SQL),
       setState: db.prepare('UPDATE tx SET state = ?, updated_at = ? WHERE seq = ?'),
@@ -308,7 +309,7 @@ export class SqliteBuffer implements TransactionBuffer {
           const deps = JSON.parse(r.depends_on) as number[];
           const orderOnly = r.order_only ? (JSON.parse(r.order_only) as number[]) : [];
           const parents = deps.map((d) => (blocked.has(d) ? 'blocked' : ((this.stmt.stateOf.get(d) as { state: TxState } | undefined)?.state ?? 'synced')));
-          const stuck = parents.some((state, i) => BLOCKING.has(state) && !(state === 'discarded' && orderOnly.includes(deps[i]!)));
+          const stuck = parents.some((state, i) => BLOCKING.has(state) && !(state === 'discarded' && (orderOnly.includes(deps[i]!) || this.createsNothing(deps[i]!))));
           if (!stuck && opts.notAfterInFlight && parents.includes('in_flight')) return out;
           if (stuck) {
             this.move(r.seq, 'pending', 'blocked', r.bytes, now);
@@ -424,10 +425,22 @@ export class SqliteBuffer implements TransactionBuffer {
       this.stmt.bump.run(1, 'discarded_total');
       this.stmt.audit.run(now, row.transaction_id, row.seq, 'discard', actor, reason);
       // Those that only had to follow it are free now, and so is what waits on them.
-      const follows = (d: Row) => (d.order_only ? (JSON.parse(d.order_only) as number[]).includes(row.seq) : false);
+      const nothing = this.createsNothing(row.seq);
+      const follows = (d: Row) => nothing || (d.order_only ? (JSON.parse(d.order_only) as number[]).includes(row.seq) : false);
       this.releaseBlocked(row.seq, new Set(), follows, now);
       return true;
     });
+  }
+
+  /**
+   * True when the transaction creates no row (only updates and upserts): none can need it, and one that
+   * waits on it only follows it. Written by this build, such a wait is in order_only; builds before
+   * 2026-11-26 made a write wait on the row's last writer (a finish, a finalize, a preferences upsert), and
+   * their buffers still hold such waits. Read only for a discarded parent.
+   */
+  private createsNothing(seq: number): boolean {
+    const r = this.stmt.stepsOf.get(seq) as { steps: string } | undefined;
+    return r !== undefined && (JSON.parse(r.steps) as { op: string }[]).every((st) => st.op !== 'create' && st.op !== 'bulk_create');
   }
 
   /**

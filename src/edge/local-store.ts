@@ -139,6 +139,33 @@ export class LocalStore implements ReplicaSink {
     this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
     this.db.exec(LOCAL_SCHEMA);
     this.addCreatedSeq();
+    this.readFeedAgainIfBeforeDeletes();
+  }
+
+  /**
+   * True when this open found a replica made by a build before deletes were applied from the feed
+   * (2026-11-26) and set it to read central's feed again from the start.
+   */
+  feedReadAgain = false;
+
+  /**
+   * Builds before 2026-11-26 skipped the feed's deletes (`row: null`): a token or an observation deleted
+   * at central stayed at the edge, and an upgraded edge, going on from where it was, never saw those
+   * deletes again. Such a replica reads the feed again from the start, once (rows are upserts; deletes
+   * come as they are now). Stores made since say so in `meta` (a store made between that build and this
+   * one reads it again too, harmlessly).
+   */
+  private readFeedAgainIfBeforeDeletes(): void {
+    this.db.transaction(() => {
+      if (this.getMeta('feed_deletes_applied') !== null) return;
+      if (this.position() > 0) {
+        this.setMeta('replica_position', '0');
+        this.deleteMeta('replica_position_id');
+        this.sql('DELETE FROM held_change').run();
+        this.feedReadAgain = true;
+      }
+      this.setMeta('feed_deletes_applied', '1');
+    }).immediate();
   }
 
   /**

@@ -66,6 +66,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
   try {
     checkSiteOfDataDir(config.dataDir, localPath, config.siteName);
     local = new LocalStore(localPath);
+    if (local.feedReadAgain) log.info('the local replica was made by a build that skipped deletes from central\'s feed: it reads the feed again from the start');
     localGuard = new FileGuard(localPath);
   } catch (err) {
     lock.release();

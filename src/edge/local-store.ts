@@ -156,6 +156,8 @@ export class LocalStore implements ReplicaSink {
    * one reads it again too, harmlessly).
    */
   private readFeedAgainIfBeforeDeletes(): void {
+    // Looked at first without a write lock: every open after the first finds the mark.
+    if (this.getMeta('feed_deletes_applied') !== null) return;
     this.db.transaction(() => {
       if (this.getMeta('feed_deletes_applied') !== null) return;
       if (this.position() > 0) {

@@ -109,7 +109,13 @@ describe('the first-API-call tutorial against `opsdb demo`', { timeout: 180_000 
     const row = await json(atCentral!);
     assert.equal(row.raw_data_packages[0].name, 'test_package_001');
     assert.equal(row.raw_data_files.length, 1);
-    const edgeView = await json(fetch(`${EDGE}/executed_obs_units/${o.executed_obs_unit_id}`, { headers: h }));
+    // Central commits before the edge has its answer: for that moment the edge still says in_flight.
+    let edgeView = await json(fetch(`${EDGE}/executed_obs_units/${o.executed_obs_unit_id}`, { headers: h }));
+    for (const end = Date.now() + 10_000; edgeView.sync_status !== 'synced' && Date.now() < end;) {
+      assert.ok(['in_flight', 'pending'].includes(edgeView.sync_status), `on its way until the edge has central's answer (${edgeView.sync_status})`);
+      await new Promise((r) => setTimeout(r, 100));
+      edgeView = await json(fetch(`${EDGE}/executed_obs_units/${o.executed_obs_unit_id}`, { headers: h }));
+    }
     assert.equal(edgeView.sync_status, 'synced');
 
     // A second demo beside it: on the same data directory it stops at once; on another one, with the ports

@@ -114,10 +114,16 @@ async function applyInOrder(
       return { ...base, result: r.result };
     });
     await c.query(
-      // The seq of this batch's last applied transaction (a rebuilt edge counts again from 1).
-      `UPDATE site SET last_contact_at = now(), last_applied_seq = CASE WHEN $2 > 0 THEN $2 ELSE last_applied_seq END,
+      // The highest seq applied. A batch of only older seqs (transactions an operator retried) does not
+      // move it back; an edge whose own counter is below it was rebuilt and counts again from 1, and is
+      // followed down. An edge that reports no backlog (older builds) is followed as it sends.
+      `UPDATE site SET last_contact_at = now(),
+              last_applied_seq = CASE WHEN $2 <= 0 THEN last_applied_seq
+                                      WHEN $5::bigint IS NULL OR $5::bigint < last_applied_seq THEN $2
+                                      ELSE GREATEST(last_applied_seq, $2) END,
               reported_backlog = coalesce($3, reported_backlog), last_batch_id = $4 WHERE name = $1`,
-      [batch.site, maxApplied, batch.backlog ? JSON.stringify(batch.backlog) : null, batch.batch_id?.toLowerCase() ?? null],
+      [batch.site, maxApplied, batch.backlog ? JSON.stringify(batch.backlog) : null, batch.batch_id?.toLowerCase() ?? null,
+        batch.backlog?.last_seq ?? null],
     );
     return { results, position: await commitPosition(c) };
   });

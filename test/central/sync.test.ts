@@ -82,6 +82,30 @@ describe('central sync endpoints', () => {
     assert.equal(reused.body.results[0].result, 'applied', 'exactly-once is keyed on transaction ids, not seqs');
   });
 
+  it('last_applied_seq never goes back for a retried transaction; it follows a rebuilt edge down', async () => {
+    const token = (await c.admin.post('/api/sites/', { body: { name: 'west' } })).body.token;
+    const west = client(c.url, token);
+    const lastApplied = async () => (await c.admin.get('/api/sites/')).body.find((x: { name: string }) => x.name === 'west').last_applied_seq;
+    const backlog = (last_seq: number) => ({ pending: 0, in_flight: 0, blocked: 0, failed: 0, oldest_pending_age_seconds: 0, last_seq, pending_bytes: 0 });
+    const send = async (seqs: number[], last: number | null) => {
+      const r = await west.post('/api/sync/transactions', {
+        body: { site: 'west', transactions: seqs.map((s) => startTx('west', s)), ...(last === null ? {} : { backlog: backlog(last) }) } });
+      assert.deepEqual(r.body.results.map((x: { result: string }) => x.result), seqs.map(() => 'applied'), r.text);
+    };
+    await send([2, 3, 4], 4);
+    assert.equal(await lastApplied(), 4);
+    await send([1], 4); // seq 1 failed at first; an operator retried it
+    assert.equal(await lastApplied(), 4, 'a retried older transaction does not move it back');
+    await send([5], 5);
+    assert.equal(await lastApplied(), 5);
+    await send([1, 2], 2); // the edge was rebuilt on an empty DATA_DIR: its seqs start again from 1
+    assert.equal(await lastApplied(), 2, 'an edge counting below it was rebuilt, and is followed');
+    await send([3], 3);
+    assert.equal(await lastApplied(), 3);
+    await send([1], null); // an older edge reports no backlog: followed as it sends, as before
+    assert.equal(await lastApplied(), 1);
+  });
+
   it('a site token acts only for its own site', async () => {
     const asSouth = await north.post('/api/sync/transactions', { body: { site: 'south', transactions: [startTx('south', 1)] } });
     assert.equal(asSouth.status, 403);
@@ -181,7 +205,7 @@ describe('central sync endpoints', () => {
     assert.equal(r.body.pending_transactions, 0, 'north last reported 0 pending');
     assert.equal(r.body.failed_transactions, 1);
     assert.ok(r.body.processing_rate > 0, 'applied in the last minute');
-    assert.deepEqual(r.body.sites.map((s: { name: string }) => s.name).sort(), ['east', 'north', 'south']);
+    assert.deepEqual(r.body.sites.map((s: { name: string }) => s.name).sort(), ['east', 'north', 'south', 'west']);
   });
 
   it('refuses a malformed batch with 422 and writes nothing', async () => {

@@ -5,7 +5,7 @@ import { LocalStore, checkSiteOfDataDir } from '../edge/local-store.js';
 import { acceptLostSeqs, bufferBehind, describeLoss, lostSeqs, type LostSeqs } from '../edge/lost-seqs.js';
 import type { Config } from '../lib/config.js';
 import { openBuffer } from '../edge/buffer/open.js';
-import { RECEIPT_DAYS, TX_STATES, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
+import { RECEIPT_DAYS, TX_STATES, heldReason, type TransactionBuffer, type TxState } from '../edge/buffer/buffer.js';
 import { transactionState } from '../edge/backend.js';
 import { oneArg, UsageError, type Command } from './command.js';
 import { NO_REASON, bufferStats } from '../edge/routes.js';
@@ -121,8 +121,8 @@ export const bufferRetryCommand: Command = {
   async run({ config, args }) {
     const id = transactionIdArg(args);
     const { seqs, why } = await withBuffer(config, async (b) => {
-      const released = await b.retry(id, actor());
-      return { seqs: released, why: released.length ? '' : await whyNot(b, id) };
+      const { released, held } = await b.retry(id, actor());
+      return { seqs: released, why: held[0] ? heldReason(held[0]) : released.length ? '' : await whyNot(b, id) };
     });
     if (seqs.length === 0) {
       console.error(why);
@@ -136,8 +136,14 @@ export const bufferRetryFailedCommand: Command = {
   summary: 'send every failed and blocked transaction again',
   usage: 'opsdb buffer retry-failed',
   async run({ config }) {
-    const seqs = await withBuffer(config, (b) => b.retryAll(actor()));
-    console.log(`released ${seqs.length} transaction(s) for sending`);
+    const { released, held } = await withBuffer(config, (b) => b.retryAll(actor()));
+    console.log(`released ${released.length} transaction(s) for sending`);
+    if (held.length > 0) {
+      console.log(`left ${held.length} blocked: each needs a discarded transaction, so central can never take it; discard them too`);
+      for (const h of held) {
+        console.log(`  seq ${h.seq}  ${h.transaction_id}  needs seq ${h.waits_on.seq} (${h.waits_on.transaction_id}), discarded`);
+      }
+    }
   },
 };
 

@@ -4,7 +4,7 @@ import { route, type ApiContext } from '../lib/api/route.js';
 import { decimal, limitParam, TransactionState, UuidParams } from '../lib/api/schemas.js';
 import { ADMIN_ROLES } from '../lib/auth.js';
 import { ConflictError, NotFoundError } from '../lib/errors.js';
-import type { TransactionBuffer, TxState } from './buffer/buffer.js';
+import { heldReason, type TransactionBuffer, type TxState } from './buffer/buffer.js';
 import type { SyncView } from './sync-view.js';
 import { transactionState } from './backend.js';
 import { unacceptedLoss, type LostSeqs } from './lost-seqs.js';
@@ -84,7 +84,20 @@ const AuditRecord = z
 /** What the audit record says when the operator gives no reason. */
 export const NO_REASON = 'no reason given';
 const Discard = z.object({ reason: z.string().trim().min(1).max(1000).optional() }).strict().openapi('DiscardRequest');
-const Released = z.object({ released: z.array(z.string()), count: z.number().int() }).openapi('ReleasedTransactions');
+const HeldTransaction = z
+  .object({
+    transaction_id: z.string(), seq: z.number().int(),
+    waits_on: z.object({ transaction_id: z.string(), seq: z.number().int(), state: z.enum(['discarded', 'failed', 'blocked']) }),
+    reason: z.string(),
+  })
+  .openapi('HeldTransaction');
+const Released = z
+  .object({
+    released: z.array(z.string()), count: z.number().int(),
+    /** Left blocked: each needs a discarded transaction, so central can never take it. */
+    held: z.array(HeldTransaction),
+  })
+  .openapi('ReleasedTransactions');
 
 const SiteTokenBody = z.object({ token: z.string().regex(/^ops_api_token_[A-Za-z0-9_-]{43}$/, 'an ops_api_token_… token') }).strict().openapi('SiteToken');
 
@@ -155,15 +168,18 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
 
   route(api, {
     method: 'post', path: '/api/buffer/failed/{id}/retry', tag: 'buffer', roles: ADMIN_ROLES, params: UuidParams,
-    errors: { 409: 'Not failed or blocked' },
+    errors: { 409: 'Not failed or blocked, or a parent it waits on holds it (failed, blocked, or discarded)' },
     response: Released, summary: 'Send a failed transaction again, then release its blocked dependents in order',
     handler: async ({ params, principal }) => {
       const t = await heldOrReceipt(params.id);
       if (t.state !== 'failed' && t.state !== 'blocked') {
         throw new ConflictError(`Transaction ${params.id} is ${t.state}; only failed or blocked ones can be retried`, { state: t.state });
       }
-      const seqs = await buffer.retry(params.id, principal.username);
-      return { released: await idsOf(seqs), count: seqs.length };
+      const { released, held } = await buffer.retry(params.id, principal.username);
+      if (held[0]) {
+        throw new ConflictError(heldReason(held[0]), { state: t.state, waits_on: held[0].waits_on });
+      }
+      return { released: await idsOf(released), count: released.length, held: [] };
     },
   });
 
@@ -171,8 +187,11 @@ export function edgeRoutes(api: ApiContext, deps: EdgeRouteDeps): void {
     method: 'post', path: '/api/buffer/retry-failed', tag: 'buffer', roles: ADMIN_ROLES, response: Released,
     summary: 'Send every failed and blocked transaction again, in order',
     handler: async ({ principal }) => {
-      const seqs = await buffer.retryAll(principal.username);
-      return { released: await idsOf(seqs), count: seqs.length };
+      const { released, held } = await buffer.retryAll(principal.username);
+      return {
+        released: await idsOf(released), count: released.length,
+        held: held.map((h) => ({ transaction_id: h.transaction_id, seq: h.seq, waits_on: h.waits_on, reason: heldReason(h) })),
+      };
     },
   });
 

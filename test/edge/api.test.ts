@@ -196,6 +196,33 @@ describe('edge HTTP API (SITE_TYPE=secondary, SQLite buffer)', () => {
     assert.equal(all.status, 200);
     assert.equal((await e.admin.post('/api/buffer/failed/00000000-0000-4000-8000-000000000000/retry')).status, 404);
   });
+
+  it('a retry of what needs a discarded transaction is a 409 naming it; retry-failed leaves it blocked and lists it in held', async () => {
+    const parent = (await observer.post('/executed_obs_units/start', { body: { obs_unit_id: 5 } })).body;
+    const child = (await observer.put(`/executed_obs_units/${parent.id}/finish`, { body: { status: 'success' } })).body;
+    const { buffer } = e.running;
+    const at = new Date().toISOString();
+    await buffer.settle((await buffer.claim(1000, 1e9)).map((t) => (t.transaction_id === parent.transaction_id
+      ? { seq: t.seq, outcome: 'rejected' as const, error: { code: 'validation_error', message: 'central said no', at } }
+      : { seq: t.seq, outcome: 'retry' as const, error: { code: 'network', message: 'x', at } })));
+    const early = await e.admin.post(`/api/buffer/failed/${child.transaction_id}/retry`);
+    assert.equal(early.status, 409, early.text);
+    assert.match(early.body.error.message, new RegExp(`waits on transaction ${parent.transaction_id} \\(seq \\d+\\), which is failed: retry that one`));
+    assert.equal((await e.admin.post(`/api/buffer/failed/${parent.transaction_id}/discard`, { body: { reason: 'wrong unit' } })).status, 200);
+
+    const r = await e.admin.post(`/api/buffer/failed/${child.transaction_id}/retry`);
+    assert.equal(r.status, 409, r.text);
+    assert.match(r.body.error.message, new RegExp(`needs transaction ${parent.transaction_id} \\(seq \\d+\\), which was discarded: .*discard it too`));
+    assert.equal(r.body.error.details.waits_on.state, 'discarded');
+    const all = await e.admin.post('/api/buffer/retry-failed');
+    assert.equal(all.status, 200, all.text);
+    assert.ok(!all.body.released.includes(child.transaction_id), 'not counted as released');
+    assert.equal(all.body.count, all.body.released.length);
+    assert.deepEqual(all.body.held.map((h: { transaction_id: string; waits_on: { transaction_id: string; state: string } }) =>
+      [h.transaction_id, h.waits_on.transaction_id, h.waits_on.state]), [[child.transaction_id, parent.transaction_id, 'discarded']]);
+    assert.match(all.body.held[0].reason, /discard it too/);
+    assert.equal((await buffer.get(child.transaction_id))?.state, 'blocked');
+  });
 });
 
 describe('edge limits', () => {

@@ -186,7 +186,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       assert.equal(await state(waitsOnOther), 'pending', 'a child of the applied parent is not held');
       assert.equal((await b.stats()).blocked, 4, 'nothing else is blocked');
       await assertLedger(b);
-      assert.deepEqual(await b.retry(parent!.transaction_id, 'operator'), [parent!.seq, child!.seq, grandchild!.seq, twoParents!.seq, last!.seq]);
+      assert.deepEqual(await b.retry(parent!.transaction_id, 'operator'), { released: [parent!.seq, child!.seq, grandchild!.seq, twoParents!.seq, last!.seq], held: [] });
       assert.equal((await b.stats()).blocked, 0);
       await assertLedger(b);
     });
@@ -217,7 +217,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
         await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('constraint') }]);
         assert.equal((await b.get(child!.transaction_id))?.state, 'blocked');
         assert.equal((await b.get(grandchild!.transaction_id))?.state, 'blocked');
-        assert.deepEqual(await b.retry(parent!.transaction_id, 'operator'), [parent!.seq, child!.seq, grandchild!.seq]);
+        assert.deepEqual((await b.retry(parent!.transaction_id, 'operator')).released, [parent!.seq, child!.seq, grandchild!.seq]);
         await assertLedger(b);
       });
     }
@@ -237,7 +237,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
         await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('constraint') }, { seq: unrelated!.seq, outcome: 'applied' }]);
         assert.equal((await b.get(child!.transaction_id))?.state, 'blocked');
         assert.equal((await b.get(grandchild!.transaction_id))?.state, 'blocked');
-        assert.deepEqual(await b.retry(parent!.transaction_id, 'operator'), [parent!.seq, child!.seq, grandchild!.seq]);
+        assert.deepEqual((await b.retry(parent!.transaction_id, 'operator')).released, [parent!.seq, child!.seq, grandchild!.seq]);
         const [later] = await b.append([tx([grandchild!.seq])]);
         assert.deepEqual((await b.verify()).problems, [], 'appends after it are indexed as ever');
         b = await factory.reopen(b);
@@ -292,13 +292,13 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       const [grandchild] = await b.append([tx([child!.seq])]);
       await b.claim(1, 1e9);
       await b.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('constraint') }]);
-      const released = await b.retry(parent!.transaction_id, 'operator');
+      const { released } = await b.retry(parent!.transaction_id, 'operator');
       assert.deepEqual(released, [parent!.seq, child!.seq, grandchild!.seq]);
       const batch = await b.claim(10, 1e9);
       assert.deepEqual(batch.map((t) => t.seq), [parent!.seq, child!.seq, grandchild!.seq]);
       await b.settle(batch.map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
       assert.equal((await b.stats()).applied_total, 3);
-      assert.deepEqual(await b.retry(parent!.transaction_id, 'operator'), [], 'retry of a synced one is a no-op');
+      assert.deepEqual(await b.retry(parent!.transaction_id, 'operator'), { released: [], held: [] }, 'retry of a synced one is a no-op');
       const audit = await b.audit(10);
       assert.ok(audit.some((a) => a.action === 'retry' && a.transaction_id === parent!.transaction_id && a.actor === 'operator'));
       await assertLedger(b);
@@ -313,8 +313,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
         { seq: p2!.seq, outcome: 'rejected', error: err('y') },
       ]);
       assert.equal((await b.get(c1!.transaction_id))?.state, 'blocked');
-      const released = await b.retryAll('cli');
-      assert.deepEqual(released, [p1!.seq, p2!.seq, c1!.seq]);
+      assert.deepEqual(await b.retryAll('cli'), { released: [p1!.seq, p2!.seq, c1!.seq], held: [] });
       const s = await b.stats();
       assert.equal(s.pending, 3);
       assert.equal(s.failed + s.blocked, 0);
@@ -339,6 +338,38 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       const s = await b.stats();
       assert.equal(s.discarded_total, 1);
       assert.equal(s.discarded, 1);
+      await assertLedger(b);
+    });
+
+    // Found by the fault-injection runs: retry-failed answered `released` for dependents of a discarded
+    // transaction that the claim sent straight back to blocked, so its count overstated what it did.
+    it('a retry leaves as it is what a parent would block again, and names the one to act on', async () => {
+      const [parent, unrelated] = await b.append([tx(), tx()]);
+      const [child, follower] = await b.append([tx([parent!.seq]), { ...tx([parent!.seq]), order_only: [parent!.seq] }]);
+      const [grandchild, waitsOnUnrelated] = await b.append([tx([child!.seq]), tx([unrelated!.seq])]);
+      await b.claim(2, 1e9);
+      await b.settle([
+        { seq: parent!.seq, outcome: 'rejected', error: err('constraint') },
+        { seq: unrelated!.seq, outcome: 'rejected', error: err('constraint') },
+      ]);
+      const held = (t: typeof child, by: typeof parent, state: string) =>
+        ({ seq: t!.seq, transaction_id: t!.transaction_id, waits_on: { seq: by!.seq, transaction_id: by!.transaction_id, state } });
+      // While the parent is failed: retry that one; a retry of its grandchild names it too, through the child.
+      assert.deepEqual(await b.retry(grandchild!.transaction_id, 'admin'), { released: [], held: [held(grandchild, parent, 'failed')] });
+      assert.equal(await b.discard(parent!.transaction_id, 'admin', 'wrong obs unit'), true);
+      assert.deepEqual((await b.claim(10, 1e9)).map((t) => t.seq), [follower!.seq], 'the follower went with the discard');
+      await b.settle([{ seq: follower!.seq, outcome: 'applied' }]);
+
+      assert.deepEqual(await b.retry(child!.transaction_id, 'admin'), { released: [], held: [held(child, parent, 'discarded')] });
+      assert.deepEqual(await b.retry(grandchild!.transaction_id, 'admin'), { released: [], held: [held(grandchild, parent, 'discarded')] });
+      assert.deepEqual(await b.retryAll('admin'), {
+        released: [unrelated!.seq, waitsOnUnrelated!.seq],
+        held: [held(child, parent, 'discarded'), held(grandchild, parent, 'discarded')],
+      });
+      for (const t of [child, grandchild]) assert.equal((await b.get(t!.transaction_id))?.state, 'blocked', 'left as it was');
+      assert.deepEqual((await b.claim(10, 1e9)).map((t) => t.seq), [unrelated!.seq, waitsOnUnrelated!.seq], 'what it released is sent');
+      assert.equal((await b.stats()).blocked, 2);
+      assert.ok(!(await b.audit(10)).some((a) => a.action === 'retry' && a.transaction_id === child!.transaction_id), 'no audit record for a retry that did nothing');
       await assertLedger(b);
     });
 
@@ -370,8 +401,12 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       // A follower appended after the discard, or retried, is not held by it.
       const [late] = await b.append([{ ...tx([parent!.seq]), order_only: [parent!.seq] }]);
       assert.deepEqual((await b.claim(10, 1e9)).map((t) => t.seq), [late!.seq]);
-      assert.deepEqual(await b.retry(needsOther!.transaction_id, 'admin'), [needsOther!.seq]);
-      assert.deepEqual(await b.claim(10, 1e9), [], 'blocked again behind the failed one');
+      assert.deepEqual(await b.retry(needsOther!.transaction_id, 'admin'), {
+        released: [],
+        held: [{ seq: needsOther!.seq, transaction_id: needsOther!.transaction_id, waits_on: { seq: other!.seq, transaction_id: other!.transaction_id, state: 'failed' } }],
+      }, 'left blocked: a retry would only block it again behind the failed one');
+      assert.equal((await b.get(needsOther!.transaction_id))?.state, 'blocked');
+      assert.deepEqual(await b.claim(10, 1e9), []);
       assert.equal(await b.discard(other!.transaction_id, 'admin', 'wrong too'), true);
       assert.equal((await b.get(needsOther!.transaction_id))?.state, 'blocked', 'it needs that one: discarding it frees nothing');
       await assertLedger(b);

@@ -107,10 +107,10 @@ describe('opsdb buffer … on a stopped edge (SQLite)', () => {
 });
 
 describe('opsdb buffer wait-empty with only blocked transactions left', () => {
-  it('points to the list that holds them', async () => {
+  it('points to the list that holds them; retry and retry-failed say why they stay blocked', async () => {
     const e = await startTestEdge('cli-wait-blocked');
     const obs = (await e.admin.post('/executed_obs_units/start', { body: { obs_unit_id: 1 } })).body;
-    await e.admin.put(`/executed_obs_units/${obs.id}/finish`, { body: { status: 'success' } });
+    const fin = (await e.admin.put(`/executed_obs_units/${obs.id}/finish`, { body: { status: 'success' } })).body;
     const [parent] = await e.running.buffer.claim(1, 1e9);
     await e.running.buffer.settle([{ seq: parent!.seq, outcome: 'rejected', error: err('obs_unit 1 is retired') }]);
     await e.running.buffer.discard(obs.transaction_id, 'test', 'the finish stays blocked');
@@ -118,6 +118,16 @@ describe('opsdb buffer wait-empty with only blocked transactions left', () => {
     const r = await runCli(['buffer', 'wait-empty', '--timeout', '5'], { SITE_TYPE: 'secondary', DATA_DIR: e.dataDir });
     assert.equal(r.code, 1);
     assert.match(r.stdout, /drained, but 0 failed and 1 blocked transaction\(s\) need an operator: opsdb buffer ls --state blocked$/m);
+    const env = { SITE_TYPE: 'secondary', DATA_DIR: e.dataDir };
+    const retry = await runCli(['buffer', 'retry', fin.transaction_id], env);
+    assert.equal(retry.code, 1, retry.stdout);
+    assert.match(retry.stderr, new RegExp(`needs transaction ${obs.transaction_id} \\(seq 1\\), which was discarded: .*discard it too`));
+    const all = await runCli(['buffer', 'retry-failed'], env);
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(all.stdout, /^released 0 transaction\(s\) for sending\nleft 1 blocked: each needs a discarded transaction/);
+    assert.match(all.stdout, new RegExp(`seq 2  ${fin.transaction_id}  needs seq 1 \\(${obs.transaction_id}\\), discarded`));
+    const ls = await runCli(['buffer', 'ls', '--state', 'blocked', '--json'], env);
+    assert.deepEqual(JSON.parse(ls.stdout).map((t: { transaction_id: string }) => t.transaction_id), [fin.transaction_id], 'still blocked');
   });
 });
 

@@ -115,6 +115,36 @@ export interface VerifyReport {
   notes?: string[];
 }
 
+/** A transaction a retry left as it is, and the parent that holds it. */
+export interface HeldTransaction {
+  seq: number;
+  transaction_id: string;
+  /**
+   * A transaction it needs that was discarded, directly or through its
+   * parents (central can never take it: discard this one too), or, for the
+   * retry of one transaction, a parent that is still failed or blocked
+   * (retry that one: this one follows it).
+   */
+  waits_on: { seq: number; transaction_id: string; state: 'discarded' | 'failed' | 'blocked' };
+}
+
+/** Why a retry left `h` as it is, and what the operator can do: for the API's 409 and the CLI. */
+export function heldReason(h: HeldTransaction): string {
+  const p = h.waits_on;
+  const it = `Transaction ${h.transaction_id} (seq ${h.seq})`;
+  const parent = `transaction ${p.transaction_id} (seq ${p.seq})`;
+  if (p.state === 'discarded') {
+    return `${it} needs ${parent}, which was discarded: central can never take it, and a retry would only block it again; discard it too`;
+  }
+  return `${it} waits on ${parent}, which is ${p.state}: retry that one, and this one follows it`;
+}
+
+/** What an operator retry did: the seqs back to pending, in order, and those left held. */
+export interface RetryOutcome {
+  released: number[];
+  held: HeldTransaction[];
+}
+
 export interface TransactionBuffer {
   readonly backend: 'sqlite' | 'redis';
 
@@ -152,13 +182,18 @@ export interface TransactionBuffer {
 
   /**
    * An operator retry: a failed transaction back to pending, and its blocked
-   * dependents with it (they follow in seq order). No-op unless failed or blocked.
-   * Returns the seqs released.
+   * dependents with it (they follow in seq order). No-op unless failed or
+   * blocked. A transaction a parent still holds is left as it is, and named
+   * in `held` with that parent: a retry would only send it back to blocked.
    */
-  retry(transactionId: string, actor: string): Promise<number[]>;
+  retry(transactionId: string, actor: string): Promise<RetryOutcome>;
 
-  /** Retry every failed and blocked transaction. Returns the seqs released. */
-  retryAll(actor: string): Promise<number[]>;
+  /**
+   * Retry every failed and blocked transaction, except those that need a
+   * discarded one (directly, or through another left blocked): central can
+   * never take them, and they are named in `held`.
+   */
+  retryAll(actor: string): Promise<RetryOutcome>;
 
   /**
    * An operator discard: failed or blocked → discarded (kept, with an audit

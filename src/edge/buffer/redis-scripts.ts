@@ -53,6 +53,25 @@ local function createsNothing(seq)
   end
   return true
 end
+-- The parent that would send seq straight back to blocked, as {parent seq, parent id, parent state}, or nil:
+-- one it needs (not one it only follows) that was discarded, one in held (keyed by seq string: then the
+-- discarded one that holds that parent), and with failedToo one still failed or blocked.
+local function holder(seq, held, failedToo)
+  local order
+  for _, d in ipairs(cjson.decode(field(seq, 'depends_on'))) do
+    local parent = tostring(d)
+    if held[parent] then return held[parent] end
+    local state = field(parent, 'state')
+    local holds = (failedToo and (state == 'failed' or state == 'blocked'))
+    if not holds and state == 'discarded' then
+      order = order or orderOnly(seq)
+      holds = not order[parent] and not createsNothing(parent)
+    end
+    if holds then return {tonumber(parent), field(parent, 'transaction_id'), state} end
+  end
+  return nil
+end
+local function heldEntry(seq, by) return {tonumber(seq), field(seq, 'transaction_id'), by[1], by[2], by[3]} end
 -- Enters seq in the dependency index under each parent its depends_on (JSON) names that is still held:
 -- a parent already compacted (synced) holds nobody back, and its entry is one nothing would remove.
 local function indexChild(seq, dependsOnJson)
@@ -72,13 +91,15 @@ local function children(seq)
   return rows
 end
 -- Blocked dependents of seq back to pending: those startsFn names, and those waiting on one in freed
--- (which grows, so whole chains go), found through the dependency index. Returns their seqs, in order.
+-- (which grows, so whole chains go), found through the dependency index; not one that another parent
+-- still holds (the claim would block it again). Returns their seqs, in order.
 local function releaseBlocked(seq, freed, startsFn, now)
   local released, queue = {}, {seq}
   while #queue > 0 do
     local p = table.remove(queue)
     for _, row in ipairs(children(p)) do
-      if row[2] == 'blocked' and not freed[row[1]] and (startsFn(row[1]) or dependsOn(row[1], freed)) then
+      if row[2] == 'blocked' and not freed[row[1]] and (startsFn(row[1]) or dependsOn(row[1], freed))
+          and not holder(row[1], {}, true) then
         freed[row[1]] = true
         released[#released + 1] = tonumber(row[1])
         queue[#queue + 1] = row[1]
@@ -225,33 +246,53 @@ for _, seq in ipairs(seqs) do move(seq, 'in_flight', 'pending', ARGV[2]) end
 return #seqs
 `;
 
-// RETRY: a failed or blocked transaction, then its blocked dependents transitively, back to pending, with an audit record.
+// RETRY: a failed or blocked transaction, then its blocked dependents transitively, back to pending, with an
+// audit record; one a parent holds is left as it is. Returns {released seqs, held entries}.
 const RETRY_LUA = `
 local now, id, actor = ARGV[2], ARGV[3], ARGV[4]
 local seq = redis.call('HGET', K('ids'), id)
-if not seq then return {} end
+if not seq then return {{}, {}} end
 local st = field(seq, 'state')
-if st ~= 'failed' and st ~= 'blocked' then return {} end
+if st ~= 'failed' and st ~= 'blocked' then return {{}, {}} end
+local by = holder(seq, {}, true)
+-- Through parents blocked themselves, to the one an operator can act on: one failed, or discarded.
+while by and by[3] == 'blocked' do
+  local up = holder(tostring(by[1]), {}, true)
+  if not up then break end
+  by = up
+end
+if by then return {{}, {heldEntry(seq, by)}} end
 move(seq, st, 'pending', now)
 audit(now, id, seq, 'retry', actor, nil)
 local released = {tonumber(seq)}
 for _, s in ipairs(releaseBlocked(seq, {[seq] = true}, function() return false end, now)) do released[#released + 1] = s end
-return released
+return {released, {}}
 `;
 
-// RETRY_ALL: every failed and blocked transaction back to pending, with one audit record.
+// RETRY_ALL: every failed and blocked transaction back to pending, with one audit record, except those that
+// need a discarded one (directly, or through one held here). Returns {released seqs, held entries}.
 const RETRY_ALL_LUA = `
 local now, actor = ARGV[2], ARGV[3]
-local released = {}
+local rows = {}
 for _, st in ipairs({'failed', 'blocked'}) do
-  for _, seq in ipairs(redis.call('ZRANGE', setKey(st), 0, -1)) do
-    move(seq, st, 'pending', now)
-    released[#released + 1] = tonumber(seq)
+  for _, seq in ipairs(redis.call('ZRANGE', setKey(st), 0, -1)) do rows[#rows + 1] = {tonumber(seq), st} end
+end
+-- In seq order: a parent is settled (released or held) before what waits on it.
+table.sort(rows, function(a, b) return a[1] < b[1] end)
+local released, held, heldSeqs = {}, {}, {}
+for _, row in ipairs(rows) do
+  local seq = tostring(row[1])
+  local by = holder(seq, heldSeqs, false)
+  if by then
+    heldSeqs[seq] = by
+    held[#held + 1] = heldEntry(seq, by)
+  else
+    move(seq, row[2], 'pending', now)
+    released[#released + 1] = row[1]
   end
 end
-table.sort(released)
 if #released > 0 then audit(now, '*', 0, 'retry', actor, 'retry-all: ' .. #released) end
-return released
+return {released, held}
 `;
 
 // DISCARD: failed or blocked → discarded (kept whole), counted, with an audit record; 0 for any other state.

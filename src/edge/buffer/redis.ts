@@ -35,9 +35,11 @@ import {
   type AuditRecord,
   type BufferStats,
   type BufferedTransaction,
+  type HeldTransaction,
   type ListQuery,
   type NewTransaction,
   type Outcome,
+  type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
   type TxState,
@@ -241,6 +243,15 @@ function maybeRan(err: unknown): boolean {
   if (err instanceof ReplyError) return false;
   return !/Stream isn't writeable/.test(String((err as Error | undefined)?.message));
 }
+
+/** The retry scripts' answer: released seqs, and [seq, id, parent seq, parent id, parent state] for each one held. */
+type RawRetryOutcome = [released: number[], held: [number, string, number, string, string][]];
+const retryOutcome = ([released, held]: RawRetryOutcome): RetryOutcome => ({
+  released,
+  held: held.map(([seq, id, by, byId, state]) => ({
+    seq, transaction_id: id, waits_on: { seq: by, transaction_id: byId, state: state as HeldTransaction['waits_on']['state'] },
+  })),
+});
 
 export class RedisBuffer implements TransactionBuffer {
   readonly backend = 'redis' as const;
@@ -505,12 +516,12 @@ export class RedisBuffer implements TransactionBuffer {
     return this.run<number>('release', new Date().toISOString());
   }
 
-  async retry(transactionId: string, actor: string): Promise<number[]> {
-    return this.run<number[]>('retry', new Date().toISOString(), transactionId, actor);
+  async retry(transactionId: string, actor: string): Promise<RetryOutcome> {
+    return retryOutcome(await this.run<RawRetryOutcome>('retry', new Date().toISOString(), transactionId, actor));
   }
 
-  async retryAll(actor: string): Promise<number[]> {
-    return this.run<number[]>('retryAll', new Date().toISOString(), actor);
+  async retryAll(actor: string): Promise<RetryOutcome> {
+    return retryOutcome(await this.run<RawRetryOutcome>('retryAll', new Date().toISOString(), actor));
   }
 
   async skipTo(seq: number, actor: string, reason: string): Promise<boolean> {

@@ -17,8 +17,10 @@ import {
   type BufferStats,
   type BufferedTransaction,
   type ListQuery,
+  type HeldTransaction,
   type NewTransaction,
   type Outcome,
+  type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
   type TxState,
@@ -140,6 +142,7 @@ export function readStates(stateOf: Database.Statement, seqs: number[]): Map<num
 const receiptCutoff = (now: Date) => new Date(now.getTime() - RECEIPT_DAYS * 86_400_000).toISOString();
 
 const BLOCKING: ReadonlySet<TxState> = new Set(['failed', 'blocked', 'discarded']);
+const NONE_HELD: ReadonlyMap<number, HeldTransaction['waits_on']> = new Map();
 
 export class SqliteBuffer implements TransactionBuffer {
   readonly backend = 'sqlite' as const;
@@ -197,6 +200,8 @@ export class SqliteBuffer implements TransactionBuffer {
       settle: db.prepare(`UPDATE tx SET state = @state, attempts = attempts + @inc, last_error = coalesce(@last_error, last_error),
                           central_result = coalesce(@central_result, central_result), updated_at = @now WHERE seq = @seq`),
       inState: db.prepare('SELECT seq, bytes FROM tx WHERE state = ? ORDER BY seq'),
+      retryable: db.prepare('SELECT seq, transaction_id, state, bytes, depends_on, order_only FROM tx WHERE state = ? ORDER BY seq'),
+      idOf: db.prepare('SELECT transaction_id FROM tx WHERE seq = ?'),
       addDep: db.prepare('INSERT OR IGNORE INTO dep (parent, child) VALUES (?, ?)'),
       children: db.prepare(`SELECT tx.seq, tx.state, tx.bytes, tx.depends_on, tx.order_only FROM dep JOIN tx ON tx.seq = dep.child
                             WHERE dep.parent = ? AND tx.state IN ('pending','in_flight','blocked')`),
@@ -390,30 +395,67 @@ export class SqliteBuffer implements TransactionBuffer {
     });
   }
 
-  async retry(transactionId: string, actor: string): Promise<number[]> {
+  async retry(transactionId: string, actor: string): Promise<RetryOutcome> {
     const now = new Date().toISOString();
     return this.atomic(() => {
       const row = this.stmt.byId.get(transactionId) as Row | undefined;
-      if (!row || (row.state !== 'failed' && row.state !== 'blocked')) return [];
+      if (!row || (row.state !== 'failed' && row.state !== 'blocked')) return { released: [], held: [] };
+      let by = this.holder(row, NONE_HELD, true);
+      // Through parents blocked themselves, to the one an operator can act on: one failed, or discarded.
+      while (by?.state === 'blocked') {
+        const up = this.holder(this.stmt.bySeq.get(by.seq) as Row, NONE_HELD, true);
+        if (!up) break;
+        by = up;
+      }
+      if (by) return { released: [], held: [{ seq: row.seq, transaction_id: row.transaction_id, waits_on: by }] };
       this.move(row.seq, row.state, 'pending', row.bytes, now);
       this.stmt.audit.run(now, row.transaction_id, row.seq, 'retry', actor, null);
-      return [row.seq, ...this.releaseBlocked(row.seq, new Set([row.seq]), () => false, now)];
+      return { released: [row.seq, ...this.releaseBlocked(row.seq, new Set([row.seq]), () => false, now)], held: [] };
     });
   }
 
-  async retryAll(actor: string): Promise<number[]> {
+  async retryAll(actor: string): Promise<RetryOutcome> {
     const now = new Date().toISOString();
     return this.atomic(() => {
+      const rows = (['failed', 'blocked'] as const).flatMap((state) => this.stmt.retryable.all(state) as Row[]).sort((a, b) => a.seq - b.seq);
       const released: number[] = [];
-      for (const state of ['failed', 'blocked'] as const) {
-        for (const r of this.stmt.inState.all(state) as { seq: number; bytes: number }[]) {
-          this.move(r.seq, state, 'pending', r.bytes, now);
-          released.push(r.seq);
+      const held: HeldTransaction[] = [];
+      const heldSeqs = new Map<number, HeldTransaction['waits_on']>();
+      for (const r of rows) {
+        // In seq order: a parent is settled (released or held) before what waits on it.
+        const by = this.holder(r, heldSeqs, false);
+        if (by) {
+          heldSeqs.set(r.seq, by);
+          held.push({ seq: r.seq, transaction_id: r.transaction_id, waits_on: by });
+          continue;
         }
+        this.move(r.seq, r.state, 'pending', r.bytes, now);
+        released.push(r.seq);
       }
       if (released.length > 0) this.stmt.audit.run(now, '*', 0, 'retry', actor, `retry-all: ${released.length}`);
-      return released.sort((a, b) => a - b);
+      return { released, held };
     });
+  }
+
+  /**
+   * The parent that would send `r` straight back to blocked: one it needs (not one it only follows) that
+   * was discarded, one in `held` (then the discarded one that holds that parent), and with `failedToo` one
+   * still failed or blocked. Null if none.
+   */
+  private holder(r: Row, held: ReadonlyMap<number, HeldTransaction['waits_on']>, failedToo: boolean): HeldTransaction['waits_on'] | null {
+    const orderOnly = r.order_only ? (JSON.parse(r.order_only) as number[]) : [];
+    for (const d of JSON.parse(r.depends_on) as number[]) {
+      const through = held.get(d);
+      if (through) return through;
+      const state = (this.stmt.stateOf.get(d) as { state: TxState } | undefined)?.state;
+      const holds = (failedToo && (state === 'failed' || state === 'blocked'))
+        || (state === 'discarded' && !orderOnly.includes(d) && !this.createsNothing(d));
+      if (holds) {
+        const { transaction_id } = this.stmt.idOf.get(d) as { transaction_id: string };
+        return { seq: d, transaction_id, state: state as 'discarded' | 'failed' | 'blocked' };
+      }
+    }
+    return null;
   }
 
   async discard(transactionId: string, actor: string, reason: string): Promise<boolean> {
@@ -445,14 +487,15 @@ export class SqliteBuffer implements TransactionBuffer {
 
   /**
    * Sends blocked dependents of `from` back to pending: those `starts` names, and those waiting on one
-   * in `freed` (which grows as it goes, so whole chains go), found through the dependency index. The
-   * claim blocks again any that still wait on another failed parent. Returns their seqs, in order.
+   * in `freed` (which grows as it goes, so whole chains go), found through the dependency index; not one
+   * another parent still holds (the claim would block it again). Returns their seqs, in order.
    */
   private releaseBlocked(from: number, freed: Set<number>, starts: (d: Row) => boolean, now: string): number[] {
     const released: number[] = [];
     this.walkDependents([from], (d) => {
       if (d.state !== 'blocked' || freed.has(d.seq)) return false;
       if (!starts(d) && !(JSON.parse(d.depends_on) as number[]).some((x) => freed.has(x))) return false;
+      if (this.holder(d, NONE_HELD, true)) return false;
       freed.add(d.seq);
       released.push(d.seq);
       this.move(d.seq, 'blocked', 'pending', d.bytes, now);

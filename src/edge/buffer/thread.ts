@@ -23,6 +23,7 @@ import {
   type ListQuery,
   type NewTransaction,
   type Outcome,
+  type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
   type TxState,
@@ -225,10 +226,10 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   releaseInFlight(): Promise<number> {
     return this.call('releaseInFlight');
   }
-  retry(transactionId: string, actor: string): Promise<number[]> {
+  retry(transactionId: string, actor: string): Promise<RetryOutcome> {
     return this.call('retry', transactionId, actor);
   }
-  retryAll(actor: string): Promise<number[]> {
+  retryAll(actor: string): Promise<RetryOutcome> {
     return this.call('retryAll', actor);
   }
   discard(transactionId: string, actor: string, reason: string): Promise<boolean> {

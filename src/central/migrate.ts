@@ -83,15 +83,15 @@ export async function migrate(pool: Pool): Promise<MigrationResult> {
       const prior = done.get(m.version);
       if (prior && prior !== m.checksum && !SUPERSEDED[m.version]?.[prior]) throw unknownText(m.version, prior);
     }
-    const run = async (version: string, sql: string, record: string) => {
+    const run = async (m: (typeof files)[number], sql: string, record: string) => {
       await client.query('BEGIN');
       try {
         await client.query(sql);
-        await client.query(record, [version, files.find((f) => f.version === version)!.checksum]);
+        await client.query(record, [m.version, m.checksum]);
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK');
-        throw new Error(`Migration ${version} failed: ${(err as Error).message}`, { cause: err });
+        throw new Error(`Migration ${m.version} failed: ${(err as Error).message}`, { cause: err });
       }
     };
     for (const m of files) {
@@ -100,10 +100,10 @@ export async function migrate(pool: Pool): Promise<MigrationResult> {
         result.alreadyApplied.push(m.version);
       } else if (prior) {
         const fix = SUPERSEDED[m.version]![prior]!;
-        await run(m.version, `${fix.sql};\n${fix.rerun ? m.sql : ''}`, 'UPDATE schema_migration SET checksum = $2 WHERE version = $1');
+        await run(m, `${fix.sql};\n${fix.rerun ? m.sql : ''}`, 'UPDATE schema_migration SET checksum = $2 WHERE version = $1');
         result.updated.push(m.version);
       } else {
-        await run(m.version, m.sql, 'INSERT INTO schema_migration (version, checksum) VALUES ($1, $2)');
+        await run(m, m.sql, 'INSERT INTO schema_migration (version, checksum) VALUES ($1, $2)');
         result.applied.push(m.version);
       }
     }

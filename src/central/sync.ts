@@ -278,7 +278,9 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
   const current = Number(cur[0]!.pos);
   // A head below `since` says the same, and an older edge understands it; this also sees a feed that
   // went back and then went past the edge's position again before it asked.
-  if (sinceId !== null && since > 0 && (await positionId(pool, since)) !== sinceId) {
+  // Looked up once: an idle edge's page ends where it began, and carries the same id back.
+  const sinceIdHere = sinceId !== null && since > 0 ? await positionId(pool, since) : undefined;
+  if (sinceIdHere !== undefined && sinceIdHere !== sinceId) {
     return { changes: [], position: since, more: true, head: current, since_unknown: true };
   }
   // Then whole positions in order until about maxRows visible rows. Positions are read a few at a
@@ -313,7 +315,7 @@ export async function readChanges(pool: Pool, site: string, since: number, maxRo
   if (exhausted && total === 0) upTo = Math.max(upTo, current);
   // A page that stopped before the end of the feed says so, even past `current` (positions that committed meanwhile).
   const more = !exhausted || upTo < current;
-  const position_id = (await positionId(pool, upTo)) ?? undefined;
+  const position_id = (upTo === since && sinceIdHere !== undefined ? sinceIdHere : await positionId(pool, upTo)) ?? undefined;
   if (total === 0) return { changes: [], position: upTo, more, head: current, position_id };
 
   const { rows: keys } = await pool.query<{ table_name: string; row_key: string }>(

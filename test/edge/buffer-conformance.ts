@@ -542,6 +542,32 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    it('replayable: synced transactions whole, in seq order, held or compacted with their steps kept; kept steps expire', async () => {
+      const all = await b.append([tx(), tx(), tx(), tx(), tx()]);
+      const sent = await b.claim(10, 1e9);
+      await b.settle(sent.map((t) => (t.seq === all[3]!.seq
+        ? { seq: t.seq, outcome: 'rejected' as const, error: err('constraint') }
+        : { seq: t.seq, outcome: 'applied' as const })));
+      const whole = (t: (typeof all)[number]) =>
+        ({ transaction_id: t.transaction_id, site: t.site, seq: t.seq, created_at: t.created_at, endpoint: t.endpoint, steps: t.steps });
+      assert.equal(await b.compact(all[0]!.seq), 1, 'compacted without keeping its steps');
+      assert.equal(await b.compact(all[2]!.seq, 3600), 2, 'compacted, its steps kept an hour');
+      assert.deepEqual(await b.replayable(0, 10), [whole(all[1]!), whole(all[2]!), whole(all[4]!)],
+        'kept after compaction, then still held; not the failed one, nor one compacted without keeping');
+      assert.deepEqual((await b.replayable(all[1]!.seq, 1)).map((t) => t.seq), [all[2]!.seq], 'after a seq, at most limit');
+      assert.deepEqual((await b.replayable(all[2]!.seq, 10)).map((t) => t.seq), [all[4]!.seq]);
+      assert.ok(!('steps' in (await b.receipt(all[1]!.transaction_id))!), 'the receipt itself is as before');
+      b = await factory.reopen(b);
+      assert.deepEqual((await b.replayable(0, 10)).map((t) => t.seq), [all[1]!.seq, all[2]!.seq, all[4]!.seq], 'kept across a restart');
+
+      await b.compact(all[4]!.seq, 1);
+      await new Promise((r) => setTimeout(r, 2100));
+      await b.compact(all[4]!.seq, 1);
+      assert.deepEqual(await b.replayable(all[2]!.seq, 10), [], 'kept steps older than keepSeconds are gone');
+      assert.equal((await b.receipt(all[4]!.transaction_id))?.seq, all[4]!.seq, 'the receipts stay');
+      await assertLedger(b);
+    });
+
     it('compacts any number at once (more than one Redis script call takes)', async () => {
       const all = await b.append(Array.from({ length: 2500 }, () => tx()));
       const claimed = await b.claim(5000, 1e12);

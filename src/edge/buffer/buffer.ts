@@ -42,6 +42,9 @@ export interface NewTransaction {
 export const RECEIPT_DAYS = 7;
 
 /** What is left of a synced transaction once compacted: everything but its steps, and when it was compacted. */
+/** A synced transaction as it can be sent again: what a batch carries of it. */
+export type ReplayableTransaction = Pick<BufferedTransaction, 'transaction_id' | 'site' | 'seq' | 'created_at' | 'endpoint' | 'steps'>;
+
 export type TransactionReceipt = Omit<BufferedTransaction, 'steps'> & { compacted_at: string };
 
 export interface BufferedTransaction extends NewTransaction {
@@ -226,8 +229,18 @@ export interface TransactionBuffer {
   /** O(1): from counters kept with every change. */
   stats(): Promise<BufferStats>;
 
-  /** Drop synced transactions with seq ≤ upToSeq (the replica has them). Returns how many. */
-  compact(upToSeq: number): Promise<number>;
+  /**
+   * Drop synced transactions with seq ≤ upToSeq (the replica has them). Returns how many. With
+   * `keepSeconds`, each one's steps stay with its receipt for that long (at most RECEIPT_DAYS), so it
+   * can be sent again to a central restored from an older backup (`replayable`); older kept steps go.
+   */
+  compact(upToSeq: number, keepSeconds?: number): Promise<number>;
+
+  /**
+   * Synced transactions with seq > afterSeq, in seq order, at most `limit`, whole: those still held and
+   * those compacted with their steps kept. What a central restored from a backup may have lost.
+   */
+  replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]>;
 
   /**
    * Bytes inside the buffer's own files that new transactions take before the files grow (SQLite: the

@@ -326,12 +326,20 @@ return 1
 // record without the steps, as JSON, expiring after ARGV[4] seconds (ARGV[3]: now). Chunked by the caller,
 // so one call never holds Redis for long.
 const COMPACT_LUA = `
+local keep = tonumber(ARGV[6])
+-- The index of kept transactions loses, from its start, those whose key expired (a bounded number per call).
+for _ = 1, 1000 do
+  local first = redis.call('ZRANGE', K('kept'), 0, 0)[1]
+  if not first or redis.call('EXISTS', K('kept:' .. first)) == 1 then break end
+  redis.call('ZREM', K('kept'), first)
+end
 local seqs = redis.call('ZRANGEBYSCORE', setKey('synced'), '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
 local FIELDS = {'seq', 'transaction_id', 'site', 'endpoint', 'created_at', 'depends_on', 'bytes', 'state', 'attempts',
   'last_error', 'central_result', 'updated_at'}
 local bytes = 0
 for _, seq in ipairs(seqs) do
   local v = redis.call('HMGET', txKey(seq), unpack(FIELDS))
+  local steps = keep > 0 and field(seq, 'steps')
   local receipt = {compacted_at = ARGV[3]}
   for i, f in ipairs(FIELDS) do
     if v[i] then receipt[f] = v[i] end
@@ -344,6 +352,12 @@ for _, seq in ipairs(seqs) do
     for _, d in ipairs(cjson.decode(v[6])) do redis.call('ZREM', K('children:' .. d), seq) end
   end
   redis.call('SET', K('receipt:' .. v[2]), cjson.encode(receipt), 'EX', ARGV[4])
+  if steps then
+    -- Kept whole for keep seconds, to be sent again to a central restored from a backup (REPLAYABLE).
+    redis.call('HSET', K('kept:' .. seq), 'transaction_id', v[2], 'site', v[3], 'endpoint', v[4], 'created_at', v[5], 'steps', steps)
+    redis.call('EXPIRE', K('kept:' .. seq), keep)
+    redis.call('ZADD', K('kept'), seq, seq)
+  end
   bytes = bytes + tonumber(v[7])
 end
 if #seqs > 0 then
@@ -353,6 +367,21 @@ if #seqs > 0 then
   redis.call('HINCRBY', K('counters'), 'bytes_synced', -bytes)
 end
 return #seqs
+`;
+
+// REPLAYABLE (read): synced transactions with seq > ARGV[2], at most ARGV[3] of each kind, as flat
+// {seq, transaction_id, site, endpoint, created_at, steps} lists: those kept after compaction, then those
+// still held. The caller merges them by seq.
+const REPLAYABLE_LUA = `
+local after, limit = '(' .. ARGV[2], tonumber(ARGV[3])
+local out = {}
+local function take(key, seq)
+  local v = redis.call('HMGET', key, 'transaction_id', 'site', 'endpoint', 'created_at', 'steps')
+  if v[1] and v[5] then out[#out + 1] = {seq, v[1], v[2], v[3], v[4], v[5]} end
+end
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', K('kept'), after, '+inf', 'LIMIT', 0, limit)) do take(K('kept:' .. seq), seq) end
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', setKey('synced'), after, '+inf', 'LIMIT', 0, limit)) do take(txKey(seq), seq) end
+return out
 `;
 
 // GET (read): one transaction by id, from one snapshot.
@@ -482,7 +511,7 @@ return r
 export const SCRIPTS = {
   append: mutating(APPEND_LUA), claim: mutating(CLAIM_LUA), settle: mutating(SETTLE_LUA), release: mutating(RELEASE_LUA),
   retry: mutating(RETRY_LUA), retryAll: mutating(RETRY_ALL_LUA), discard: mutating(DISCARD_LUA), skipTo: SKIP_TO_LUA,
-  compact: mutating(COMPACT_LUA), get: GET_LUA, list: LIST_LUA,
+  compact: mutating(COMPACT_LUA), replayable: REPLAYABLE_LUA, get: GET_LUA, list: LIST_LUA,
   states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, idIndex: ID_INDEX_LUA, unindexed: UNINDEXED_LUA, indexDeps: INDEX_DEPS_LUA,
 };
 export type ScriptName = keyof typeof SCRIPTS;

@@ -13,6 +13,11 @@
  *   audit            list of JSON audit records, newest first, capped at AUDIT_MAX (redis-scripts.ts)
  *   receipt:<id>     string: a compacted transaction's record without its steps, plus compacted_at,
  *                    as JSON; it expires RECEIPT_DAYS after compaction
+ *   kept:<seq>       hash: a compacted transaction kept whole (transaction_id, site, endpoint, created_at,
+ *                    steps) to be sent again to a central restored from a backup; it expires after the
+ *                    compaction's keepSeconds (SYNCED_RETENTION_HOURS)
+ *   kept             sorted set of the seqs kept so (score = seq); each compaction drops from its start
+ *                    the seqs whose hash expired
  *   children:<seq>   sorted set of the seqs whose depends_on names <seq> (the dependency index: a failure,
  *                    a retry or a discard visits the dependents, not the backlog); gone with <seq>'s compaction
  *   deps_through     the last seq up to which every transaction is in the dependency index; each append
@@ -39,6 +44,7 @@ import {
   type ListQuery,
   type NewTransaction,
   type Outcome,
+  type ReplayableTransaction,
   type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
@@ -571,14 +577,25 @@ export class RedisBuffer implements TransactionBuffer {
     return toStats(await this.run<unknown[]>('stats'));
   }
 
-  async compact(upToSeq: number): Promise<number> {
+  async compact(upToSeq: number, keepSeconds = 0): Promise<number> {
     const now = new Date().toISOString();
+    const keep = Math.floor(Math.min(keepSeconds, RECEIPT_DAYS * 86_400));
     let total = 0;
     for (;;) {
-      const n = await this.run<number>('compact', String(upToSeq), now, RECEIPT_DAYS * 86_400, COMPACT_CHUNK);
+      const n = await this.run<number>('compact', String(upToSeq), now, RECEIPT_DAYS * 86_400, COMPACT_CHUNK, keep);
       total += n;
       if (n < COMPACT_CHUNK) return total;
     }
+  }
+
+  async replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]> {
+    const rows = await this.run<[string, string, string, string, string, string][]>('replayable', afterSeq, limit);
+    return rows
+      .map(([seq, transaction_id, site, endpoint, created_at, steps]) => ({
+        seq: Number(seq), transaction_id, site, endpoint, created_at, steps: JSON.parse(steps) as ReplayableTransaction['steps'],
+      }))
+      .sort((a, b) => a.seq - b.seq)
+      .slice(0, limit);
   }
 
   async receipt(transactionId: string): Promise<TransactionReceipt | null> {

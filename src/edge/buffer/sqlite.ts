@@ -20,6 +20,7 @@ import {
   type HeldTransaction,
   type NewTransaction,
   type Outcome,
+  type ReplayableTransaction,
   type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
@@ -62,13 +63,20 @@ CREATE TABLE IF NOT EXISTS receipt (
   last_error     TEXT,
   central_result TEXT,
   updated_at     TEXT NOT NULL,
-  compacted_at   TEXT NOT NULL
+  compacted_at   TEXT NOT NULL,
+  steps          TEXT
 );
 CREATE INDEX IF NOT EXISTS receipt_compacted_at ON receipt (compacted_at);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY, at TEXT NOT NULL, transaction_id TEXT NOT NULL, seq INTEGER NOT NULL,
   action TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT
 );
+`;
+
+/** Receipts whose steps are kept (compact's keepSeconds): by seq for replayable, by age to drop them. */
+const KEPT_INDEXES = `
+CREATE INDEX IF NOT EXISTS receipt_kept_seq ON receipt (seq) WHERE steps IS NOT NULL;
+CREATE INDEX IF NOT EXISTS receipt_kept_at ON receipt (compacted_at) WHERE steps IS NOT NULL;
 `;
 
 /** Synced transactions dropped per SQLite transaction by compact(). */
@@ -165,6 +173,10 @@ export class SqliteBuffer implements TransactionBuffer {
       // A buffer made before order_only existed gets the column (NULL: no order-only parent).
       const cols = this.db.prepare('PRAGMA table_info(tx)').all() as { name: string }[];
       if (!cols.some((c) => c.name === 'order_only')) this.db.exec('ALTER TABLE tx ADD COLUMN order_only TEXT');
+      // And one made before receipts kept steps gets that column (NULL: not kept).
+      const receiptCols = this.db.prepare('PRAGMA table_info(receipt)').all() as { name: string }[];
+      if (!receiptCols.some((c) => c.name === 'steps')) this.db.exec('ALTER TABLE receipt ADD COLUMN steps TEXT');
+      this.db.exec(KEPT_INDEXES);
       this.db.transaction(() => {
         const made = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() === undefined;
         this.db.exec(DEP_TABLE);
@@ -219,10 +231,19 @@ export class SqliteBuffer implements TransactionBuffer {
       compactChunkEnd: db.prepare(`SELECT max(seq) AS m FROM (SELECT seq FROM tx WHERE state = 'synced' AND seq <= ? ORDER BY seq LIMIT ?)`),
       compact: db.prepare(`DELETE FROM tx WHERE state = 'synced' AND seq <= ?`),
       keepReceipts: db.prepare(`INSERT OR REPLACE INTO receipt
-          (transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, compacted_at)
-          SELECT transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, @now
+          (transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, compacted_at, steps)
+          SELECT transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, @now,
+                 CASE WHEN @keep THEN steps END
             FROM tx WHERE state = 'synced' AND seq <= @upTo`),
       dropReceipts: db.prepare('DELETE FROM receipt WHERE compacted_at < ?'),
+      dropKeptSteps: db.prepare('UPDATE receipt SET steps = NULL WHERE steps IS NOT NULL AND compacted_at < ?'),
+      replayable: db.prepare(`SELECT transaction_id, site, seq, created_at, endpoint, steps FROM (
+          SELECT * FROM (SELECT transaction_id, site, seq, created_at, endpoint, steps FROM receipt
+                          WHERE steps IS NOT NULL AND seq > @after ORDER BY seq LIMIT @limit)
+          UNION ALL
+          SELECT * FROM (SELECT transaction_id, site, seq, created_at, endpoint, steps FROM tx
+                          WHERE state = 'synced' AND seq > @after ORDER BY seq LIMIT @limit))
+        ORDER BY seq LIMIT @limit`),
       receipt: db.prepare('SELECT * FROM receipt WHERE transaction_id = ? AND compacted_at >= ?'),
     };
   }
@@ -520,6 +541,11 @@ export class SqliteBuffer implements TransactionBuffer {
     return r ? fromRow(r) : null;
   }
 
+  async replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]> {
+    const rows = this.stmt.replayable.all({ after: afterSeq, limit }) as (Omit<ReplayableTransaction, 'steps'> & { steps: string })[];
+    return rows.map((r) => ({ ...r, steps: JSON.parse(r.steps) as ReplayableTransaction['steps'] }));
+  }
+
   async receipt(transactionId: string): Promise<TransactionReceipt | null> {
     const r = this.stmt.receipt.get(transactionId, receiptCutoff(new Date())) as (Omit<Row, 'steps' | 'state'> & { compacted_at: string }) | undefined;
     if (!r) return null;
@@ -566,15 +592,19 @@ export class SqliteBuffer implements TransactionBuffer {
    * changes goes through the WAL, and one transaction over a large backlog grew the WAL (and took the
    * disk) by about the size of what it dropped, on a disk that was already short of space.
    */
-  async compact(upToSeq: number): Promise<number> {
+  async compact(upToSeq: number, keepSeconds = 0): Promise<number> {
     let total = 0;
-    this.atomic(() => this.stmt.dropReceipts.run(receiptCutoff(new Date())));
+    const keep = Math.min(keepSeconds, RECEIPT_DAYS * 86_400);
+    this.atomic(() => {
+      this.stmt.dropReceipts.run(receiptCutoff(new Date()));
+      this.stmt.dropKeptSteps.run(new Date(Date.now() - keep * 1000).toISOString());
+    });
     for (;;) {
       const n = this.atomic(() => {
         const upTo = (this.stmt.compactChunkEnd.get(upToSeq, COMPACT_CHUNK) as { m: number | null }).m;
         if (upTo === null) return 0;
         const { n, b } = this.stmt.compactable.get(upTo) as { n: number; b: number };
-        this.stmt.keepReceipts.run({ now: new Date().toISOString(), upTo });
+        this.stmt.keepReceipts.run({ now: new Date().toISOString(), upTo, keep: keep > 0 ? 1 : 0 });
         this.stmt.compact.run(upTo);
         this.stmt.dropDeps.run(upTo);
         this.stmt.bump.run(-n, 'n_synced');
@@ -586,7 +616,9 @@ export class SqliteBuffer implements TransactionBuffer {
     }
   }
 
+  /** The disk is short of room: steps kept for a replay go first (they are at central), then the WAL's slack. */
   async reclaim(): Promise<void> {
+    this.atomic(() => this.stmt.dropKeptSteps.run(new Date(Date.now() + 1000).toISOString()));
     this.db.pragma('wal_checkpoint(TRUNCATE)');
   }
 

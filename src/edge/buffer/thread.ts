@@ -23,6 +23,7 @@ import {
   type ListQuery,
   type NewTransaction,
   type Outcome,
+  type ReplayableTransaction,
   type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
@@ -261,8 +262,11 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   stats(): Promise<BufferStats> {
     return this.call('stats');
   }
-  compact(upToSeq: number): Promise<number> {
-    return this.call('compact', upToSeq);
+  compact(upToSeq: number, keepSeconds?: number): Promise<number> {
+    return this.call('compact', upToSeq, keepSeconds);
+  }
+  replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]> {
+    return this.call('replayable', afterSeq, limit);
   }
   reusableBytes(): Promise<number> {
     return this.call('reusableBytes');

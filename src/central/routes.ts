@@ -4,10 +4,10 @@ import type { Logger } from '../lib/logger.js';
 import type { AppMetrics } from '../lib/metrics.js';
 import { Counter } from 'prom-client';
 import { route, type ApiContext } from '../lib/api/route.js';
-import { ForbiddenError } from '../lib/errors.js';
+import { AppError, ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
-import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, SINCE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult, SENT_AT_HEADER } from '../lib/api/sync-schemas.js';
-import { applyBatch, centralBufferStats, createSite, listSites, noteEdge, readChanges, touchSite } from './sync.js';
+import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, REPLICA_HEADER, SINCE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult, SENT_AT_HEADER } from '../lib/api/sync-schemas.js';
+import { applyBatch, centralBufferStats, createSite, feedHasPosition, listSites, noteEdge, readChanges, touchSite } from './sync.js';
 import { UUID_RE } from '../lib/uuid.js';
 
 
@@ -49,12 +49,20 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
 
   route(api, {
     method: 'post', path: '/api/sync/transactions', tag: 'sync', roles: ['site'], body: SyncBatch, response: SyncBatchResult,
+    errors: { 409: "out_of_order (the batch it follows is not applied), or central_went_back (central's feed does not have the edge's replica position: nothing applied)" },
     summary: "Apply a batch of an edge's transactions, each exactly once and in seq order",
     handler: async ({ ctx, body, principal }) => {
       const site = siteOf(principal, body.site);
       const foreign = body.transactions.find((t) => t.site !== site);
       if (foreign) throw new ForbiddenError(`Transaction ${foreign.transaction_id} is for site "${foreign.site}", not "${site}"`);
       await tellOtherEdge(ctx, site);
+      const replica = /^(\d+) (\S+)$/.exec(ctx.get(REPLICA_HEADER));
+      if (replica && !(await feedHasPosition(pool, Number(replica[1]), replica[2]!))) {
+        throw new AppError(409, 'central_went_back',
+          `Central's change feed does not have position ${replica[1]} as this edge read it: central's database went back in time ` +
+          '(restored from a backup, or failed over to a copy that was behind). Nothing of this batch was applied; ' +
+          'the edge first sends again what central may have lost', { position: Number(replica[1]) });
+      }
       // A client that gave up (an edge past its timeout sends the batch again) stops this one's waiting.
       const gone = new AbortController();
       const hangUp = () => gone.abort();

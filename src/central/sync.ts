@@ -267,6 +267,14 @@ async function positionId(pool: Pool, pos: number): Promise<string | null> {
 }
 
 /**
+ * Whether this database's feed has position `pos` as the transaction `id` names (REPLICA_HEADER); false
+ * after a restore from a backup that gave the position to another transaction, or does not reach it.
+ */
+export async function feedHasPosition(pool: Pool, pos: number, id: string): Promise<boolean> {
+  return (await positionId(pool, pos)) === id;
+}
+
+/**
  * A page of the change feed after `since`: whole positions, about `maxRows` rows, at least one position.
  * `sinceId`: the `position_id` the edge read with `since`; when central's position `since` is another
  * one now (or gone), the page is empty and says `since_unknown`.

@@ -35,6 +35,13 @@ export const BufferStats = z
     lost_transactions: z.number().int(),
     /** Central hears another edge daemon as this site (two with one SITE_NAME): its id, and since when. */
     edge_conflict: z.object({ other_edge_id: z.string(), since: z.string() }).nullable(),
+    /** Central's database went back in time: the synced transactions being sent to it again, and its answers so far. */
+    central_replay: z
+      .object({
+        after_seq: z.number().int(), through_seq: z.number().int(), started_at: z.string(),
+        applied: z.number().int(), duplicate: z.number().int(), rejected: z.number().int(),
+      })
+      .nullable(),
     background_processor: z.enum(['running', 'paused', 'stopped', 'disabled']),
   })
   .openapi('BufferStats');
@@ -66,6 +73,7 @@ export async function bufferStats(
     discarded_total: s.discarded_total,
     lost_transactions: unacceptedLoss(lost),
     edge_conflict: sync.edgeConflict(),
+    central_replay: sync.centralReplay(),
     background_processor: sync.state(),
   };
 }

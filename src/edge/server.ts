@@ -142,6 +142,7 @@ export async function startEdge(config: Config, log: Logger, http: Pick<HttpAppO
           batchSize: config.syncBatchSize,
           batchMaxBytes: config.syncBatchMaxBytes,
           pipeline: config.syncPipeline,
+          keepSyncedSeconds: config.syncedRetentionHours * 3600,
           bufferMaxBytes: config.bufferMaxBytes,
           intervalMs: config.syncIntervalMs,
           retryBaseMs: config.retryBaseMs,

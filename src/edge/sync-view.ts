@@ -1,4 +1,5 @@
 import type { TxError } from './buffer/buffer.js';
+import type { CentralReplay } from '../sync/engine.js';
 
 /** What the edge's HTTP layer may know of the sync engine: status only, no control. */
 export interface SyncView {
@@ -21,6 +22,11 @@ export interface SyncView {
    * engine has been told. null otherwise.
    */
   edgeConflict(): { other_edge_id: string; since: string } | null;
+  /**
+   * Central's database went back in time and the engine is sending it again the synced transactions
+   * the buffer still has whole: how far it is, and what central answered so far. null otherwise.
+   */
+  centralReplay(): CentralReplay | null;
 }
 
 /** No CENTRAL_URL: the edge runs on its own, buffering everything. */
@@ -33,4 +39,5 @@ export const SYNC_DISABLED: SyncView = {
   nextAttemptAt: () => null,
   processingRate: () => 0,
   edgeConflict: () => null,
+  centralReplay: () => null,
 };

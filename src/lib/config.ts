@@ -60,6 +60,7 @@ const schema = z
     SYNC_BATCH_SIZE: int(1, 10_000).default(200),
     SYNC_BATCH_MAX_BYTES: bytes(1024).default(4 * 1024 * 1024),
     SYNC_PIPELINE: int(1, 2).default(2),
+    SYNCED_RETENTION_HOURS: int(0, 168, 'hours').default(72),
     SYNC_INTERVAL_MS: ms(10).default(1000),
     SYNC_TIMEOUT_MS: ms(100).default(30_000),
     RETRY_BASE_MS: ms(1).default(500),
@@ -108,6 +109,11 @@ export interface Config {
   readonly syncBatchMaxBytes: number;
   /** Batches at central at once (SYNC_PIPELINE): 2 sends the next while the last is applied. */
   readonly syncPipeline: number;
+  /**
+   * Edge (SYNCED_RETENTION_HOURS): how long a synced transaction is kept whole after compaction, to be sent
+   * again to a central restored from an older backup; 0: not kept.
+   */
+  readonly syncedRetentionHours: number;
   readonly syncIntervalMs: number;
   readonly syncTimeoutMs: number;
   readonly retryBaseMs: number;
@@ -251,6 +257,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     syncBatchSize: c.SYNC_BATCH_SIZE,
     syncBatchMaxBytes: c.SYNC_BATCH_MAX_BYTES,
     syncPipeline: c.SYNC_PIPELINE,
+    syncedRetentionHours: c.SYNCED_RETENTION_HOURS,
     syncIntervalMs: c.SYNC_INTERVAL_MS,
     syncTimeoutMs: c.SYNC_TIMEOUT_MS,
     retryBaseMs: c.RETRY_BASE_MS,

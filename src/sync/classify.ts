@@ -92,6 +92,11 @@ export function classifyReply(r: Reply, { batchSize = 0 }: { batchSize?: number 
   };
 }
 
+/** The `code` of an answer in central's error shape, or null. */
+export function errorCode(body: unknown): string | null {
+  return centralError(body) ? (body as { error: { code: string } }).error.code : null;
+}
+
 /** Central's error shape, `{"error":{"code","message"}}`: a gateway's or a portal's page is not in it. */
 function centralError(body: unknown): boolean {
   const e = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;

@@ -4,13 +4,13 @@
  * into the replica; compacts what the replica has caught up with.
  * Storage- and framework-neutral: a buffer interface, a client, a sink.
  */
-import type { Outcome, TransactionBuffer, TxError, TxState, BufferedTransaction } from '../edge/buffer/buffer.js';
+import type { Outcome, TransactionBuffer, TxError, TxState, BufferedTransaction, ReplayableTransaction } from '../edge/buffer/buffer.js';
 import type { SyncView } from '../edge/sync-view.js';
-import { ChangesPage, EDGE_CONFLICT_HEADER, SINCE_ID_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
+import { ChangesPage, EDGE_CONFLICT_HEADER, REPLICA_HEADER, SINCE_ID_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
 import type { Logger } from '../lib/logger.js';
 import type { CentralClient, Reply } from './transport.js';
 import type { HeldChange, ReplicaSink } from './replica.js';
-import { classifyError, classifyReply, retryDelayMs, type Failure } from './classify.js';
+import { classifyError, classifyReply, errorCode, retryDelayMs, type Failure } from './classify.js';
 import { Health } from '../lib/api/schemas.js';
 import { uuidv7 } from '../lib/uuid.js';
 
@@ -44,6 +44,25 @@ export interface EngineOptions {
    * exchange with central had failed: 30 s and more on a link that drops packets.
    */
   memory?: SyncMemory;
+  /**
+   * SYNCED_RETENTION_HOURS in seconds: how long a compacted transaction's steps are kept with its receipt,
+   * to be sent again to a central restored from an older backup (default 0: not kept).
+   */
+  keepSyncedSeconds?: number;
+}
+
+/**
+ * Sending again what central may have lost (its database went back in time): the synced transactions the
+ * buffer still has whole, in seq order, up to `through_seq` (the last seq when it was found). Central
+ * answers `duplicate` for those it still has. Saved with the sync state, so a restart goes on from there.
+ */
+export interface CentralReplay {
+  after_seq: number;
+  through_seq: number;
+  started_at: string;
+  applied: number;
+  duplicate: number;
+  rejected: number;
 }
 
 /** What the engine knew of the link when it last changed; restored at start. */
@@ -52,6 +71,8 @@ export interface SavedSyncState {
   last_error: TxError | null;
   consecutive_failures: number;
   central_reachable: boolean | null;
+  /** A replay to central still under way (absent in what older builds saved). */
+  replay?: CentralReplay | null;
 }
 
 export interface SyncMemory {
@@ -132,8 +153,12 @@ export class SyncEngine implements SyncView {
       this.error = saved.last_error;
       this.failures = saved.consecutive_failures;
       this.reachable = saved.central_reachable;
+      this.replay = saved.replay ?? null;
     }
   }
+
+  /** A replay to central under way (see CentralReplay), or null. */
+  private replay: CentralReplay | null = null;
 
   /** When the state was last saved (performance.now()), to save a run of successes only now and then. */
   private savedAt = Number.NEGATIVE_INFINITY;
@@ -141,7 +166,9 @@ export class SyncEngine implements SyncView {
   private remember(): void {
     if (!this.o.memory) return;
     try {
-      this.o.memory.save({ last_sync_at: this.lastOk, last_error: this.error, consecutive_failures: this.failures, central_reachable: this.reachable });
+      this.o.memory.save({
+        last_sync_at: this.lastOk, last_error: this.error, consecutive_failures: this.failures, central_reachable: this.reachable, replay: this.replay,
+      });
       this.savedAt = performance.now();
     } catch (err) {
       // Not worth failing a sync step for: it only matters after a restart.
@@ -178,6 +205,9 @@ export class SyncEngine implements SyncView {
   }
   edgeConflict() {
     return this.conflict;
+  }
+  centralReplay() {
+    return this.replay;
   }
   processingRate() {
     const since = performance.now() - RATE_WINDOW_MS;
@@ -245,6 +275,12 @@ export class SyncEngine implements SyncView {
         if (this.releaseOwed) {
           await this.o.buffer.releaseInFlight();
           this.releaseOwed = false;
+        }
+        // What central may have lost goes before anything newer.
+        if (this.replay) {
+          const failure = await this.replayStep(this.replay);
+          if (failure?.kind === 'transient') await this.backoff(failure);
+          continue;
         }
         const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes);
         let failure: Failure | null = null;
@@ -438,10 +474,17 @@ export class SyncEngine implements SyncView {
       // Batch ids are for pipelining only: with SYNC_PIPELINE=1 they are left out, so that a central older
       // than them (which refuses keys it does not know) can still be synced with.
       const ids = (this.o.pipeline ?? 2) > 1 ? { batch_id: batchId, after_batch: after } : {};
-      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog, ...ids }, this.o.token(), undefined, cancel);
+      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog, ...ids }, this.o.token(), this.replicaHeader(), cancel);
     } catch (err) {
       if (cancel?.aborted) return this.pushFailed(batch, NOT_AFTER_FAILURE, started, bytes);
       return this.pushFailed(batch, classifyError(err), started, bytes);
+    }
+    if (reply.status === 409 && errorCode(reply.body) === 'central_went_back') {
+      // Nothing of it was applied: it goes back to pending, behind the replay of what central lost.
+      this.heard(reply);
+      const f = await this.centralWentBackOnPush(Number((reply.body as { error: { details?: { position?: unknown } } }).error.details?.position));
+      await this.o.buffer.settle(batch.map((t) => ({ seq: t.seq, outcome: 'retry' as const, error: { code: f.code, message: f.message, at: new Date().toISOString() } })));
+      return f;
     }
     if (reply.status !== 200) return this.pushFailed(batch, classifyReply(reply, { batchSize: batch.length }), started, bytes);
     // A 200 from something that is not central (a captive portal, a misrouted proxy) is not an answer,
@@ -576,7 +619,7 @@ export class SyncEngine implements SyncView {
       this.heard(reply);
       const body = parsed.data;
       const asked = page === 0 ? since : this.o.replica.position();
-      if (body.since_unknown || (page === 0 && body.head !== undefined && body.head < since)) return this.centralWentBack(body.head, asked);
+      if (body.since_unknown || (page === 0 && body.head !== undefined && body.head < since)) return await this.centralWentBack(body.head, asked);
       // The page after this one starts where this one ends; ask for it now.
       if (body.more && page + 1 < maxPages && !this.stopping) {
         next = this.fetchPage(body.position, body.position_id ?? null, rows, backlog);
@@ -659,22 +702,122 @@ export class SyncEngine implements SyncView {
    * cannot be known here, so the replica reads central's feed again from the
    * start (rows are upserts: reading them again is harmless, and local writes
    * newer than central's are kept as always). What this edge synced after
-   * that point may be gone from central; transactions already compacted here
-   * cannot be sent again from the buffer, so this is logged at level error
-   * for an operator to compare.
+   * that point may be gone from central: it is logged at level error, and a
+   * replay (CentralReplay) sends again every synced transaction the buffer
+   * still has whole, before anything newer.
    */
-  private centralWentBack(head: number | undefined, replica: number): Failure {
+  private async centralWentBack(head: number | undefined, replica: number): Promise<Failure> {
     const where = head !== undefined && head < replica
       ? `central's change feed is at position ${head}, behind this edge's replica at ${replica}`
       // Detected by position_id: the feed went back, then on past the replica's position before this pull.
       : `central's change feed has given position ${replica}, where this edge's replica is, to another change than the one this edge read there`;
+    const keptHours = Math.round((this.o.keepSyncedSeconds ?? 0) / 360) / 10;
     const message = `${where}: central's database went back in time ` +
-      '(restored from a backup, or failed over to a copy that was behind). The edge reads central\'s feed again from the start; what it synced since may be missing at central';
+      '(restored from a backup, or failed over to a copy that was behind). The edge reads central\'s feed again from the start, ' +
+      `and sends again every synced transaction it still has whole (SYNCED_RETENTION_HOURS=${keptHours}); central applies those it lost. ` +
+      'Any synced before that may be missing at central';
     this.o.log.error({ central_position: head, replica_position: replica }, message);
+    const through = (await this.o.buffer.stats()).last_seq;
+    // Found again during a replay: from the start once more, through what is synced now.
+    this.replay = { after_seq: 0, through_seq: through, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 };
     this.o.replica.apply([], 0, new Set(), new Map());
     const f: Failure = { kind: 'transient', code: 'central_behind', message, retryAfterMs: null, answeredBy: 'central', shrink: false };
     this.fail(f);
     return f;
+  }
+
+  /** REPLICA_HEADER: where the replica is in central's feed, checked by central before it applies a batch. */
+  private replicaHeader(): Record<string, string> | undefined {
+    const pos = this.o.replica.position();
+    const id = this.o.replica.positionId?.() ?? null;
+    return pos > 0 && id !== null ? { [REPLICA_HEADER]: `${pos} ${id}` } : undefined;
+  }
+
+  /**
+   * Central refused a batch because its feed does not have the replica's position (REPLICA_HEADER). Found
+   * on a push, not a pull: before any batch after central went back is applied ahead of the replay. The
+   * other batch of a pipelined pair is refused alike; the replica has been read again from the start by
+   * then, and it is not reported twice.
+   */
+  private async centralWentBackOnPush(position: number): Promise<Failure> {
+    if (this.o.replica.position() === 0 && this.replay?.after_seq === 0 && this.error?.code === 'central_behind') {
+      return { kind: 'transient', code: 'central_behind', message: this.error.message, retryAfterMs: null, answeredBy: 'central', shrink: false };
+    }
+    return this.centralWentBack(undefined, Number.isFinite(position) ? position : this.o.replica.position());
+  }
+
+  /**
+   * Sends the next batch of the replay (CentralReplay), or ends it when nothing is left. A transaction
+   * central refuses now is logged at level error and counted; its state here stays synced (it was applied
+   * once), and the replay goes on. Returns the failure that stopped this step, or null.
+   */
+  private async replayStep(r: CentralReplay): Promise<Failure | null> {
+    const batch = (await this.o.buffer.replayable(r.after_seq, this.batchSize)).filter((t) => t.seq <= r.through_seq);
+    if (batch.length === 0) {
+      this.replay = null;
+      this.remember();
+      this.o.log.warn({ ...r, after_seq: undefined },
+        `sent again to central what it may have lost: ${r.applied} applied again (central had lost them), ` +
+        `${r.duplicate} it still had, ${r.rejected} refused`);
+      return null;
+    }
+    const started = performance.now();
+    const transactions = batch.map((t) => ({
+      transaction_id: t.transaction_id, site: t.site, seq: t.seq, created_at: t.created_at, endpoint: t.endpoint, steps: t.steps,
+    }));
+    let reply: Reply;
+    try {
+      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog: await this.backlog() }, this.o.token());
+    } catch (err) {
+      const f = classifyError(err);
+      this.fail(f);
+      return f;
+    }
+    const parsed = reply.status === 200 ? SyncBatchResult.safeParse(reply.body) : null;
+    if (!parsed?.success) {
+      const f = parsed ? notAnAnswer(reply) : classifyReply(reply, { batchSize: batch.length });
+      if (f.kind === 'auth') {
+        this.pause(f);
+        return f;
+      }
+      if (f.kind === 'transient') {
+        this.fail(f);
+        return f;
+      }
+      // Too large, or one transaction central cannot read: smaller batches, down to that one alone, refused.
+      if (batch.length > 1) {
+        this.batchSize = Math.max(1, Math.floor(batch.length / 2));
+        return null;
+      }
+      return this.replayed(r, batch, [{ transaction_id: batch[0]!.transaction_id, result: 'rejected', code: f.code, reason: f.message }], started);
+    }
+    this.heard(reply);
+    this.reachable = true;
+    return this.replayed(r, batch, parsed.data.results, started);
+  }
+
+  /** Records a replay batch's answers and moves the replay past it. */
+  private replayed(
+    r: CentralReplay, batch: ReplayableTransaction[], results: { transaction_id: string; result: string; code?: string; reason?: string }[], started: number,
+  ): null {
+    const byId = new Map(results.map((x) => [x.transaction_id, x]));
+    for (const t of batch) {
+      const x = byId.get(t.transaction_id);
+      if (x?.result === 'applied') r.applied += 1;
+      else if (x?.result === 'duplicate') r.duplicate += 1;
+      else {
+        r.rejected += 1;
+        this.o.log.error({ transaction_id: t.transaction_id, seq: t.seq, code: x?.code ?? 'no_result', reason: x?.reason ?? 'central sent no result for it' },
+          'a synced transaction sent again to central after it went back in time was refused: compare it with central by hand');
+      }
+    }
+    r.after_seq = batch.at(-1)!.seq;
+    this.batchSize = Math.min(this.o.batchSize, this.batchSize * 2);
+    this.succeed();
+    this.remember();
+    this.o.log.info({ count: batch.length, duration_ms: Math.round(performance.now() - started), after_seq: r.after_seq, through_seq: r.through_seq,
+      applied: r.applied, duplicate: r.duplicate, rejected: r.rejected }, 'sync replay batch');
+    return null;
   }
 
   /** Drops synced transactions whose results the replica has caught up with (seq order, stop at the first it has not). */
@@ -686,7 +829,9 @@ export class SyncEngine implements SyncView {
       if (seqs.length === 0) return;
       // Recorded first: the local store must know these reached central before the buffer forgets them.
       this.o.replica.noteSynced?.(seqs);
-      await this.o.buffer.compact(seqs.at(-1)!);
+      // Steps kept for a replay, unless the buffer is pressed for room: then the receipts keep none.
+      const keep = this.o.keepSyncedSeconds && !(await this.bufferPressed()) ? this.o.keepSyncedSeconds : 0;
+      await this.o.buffer.compact(seqs.at(-1)!, keep);
     };
     for (;;) {
       const synced = await this.o.buffer.list({ state: 'synced', after_seq: after, limit: 1000 });

@@ -106,6 +106,25 @@ describe('central sync endpoints', () => {
     assert.equal(await lastApplied(), 1);
   });
 
+  it("refuses a batch, applying nothing, when its feed does not have the edge's replica position as the edge read it", async () => {
+    const page = (await north.get('/api/sync/changes?since=0&max_rows=50000')).body;
+    assert.ok(page.position > 0 && page.position_id, `a position and its id: ${JSON.stringify({ ...page, changes: page.changes?.length })}`);
+    const n = async () => count(`SELECT count(*)::int AS n FROM applied_transaction WHERE site = 'north'`);
+    const before = await n();
+    for (const header of [`${page.position} 1@2`, `${page.position + 1_000_000} ${page.position_id}`]) {
+      const r = await north.post('/api/sync/transactions', { body: { site: 'north', transactions: [startTx('north', 50)] }, headers: { 'x-opsdb-replica': header } });
+      assert.equal(r.status, 409, r.text);
+      assert.equal(r.body.error.code, 'central_went_back');
+      assert.match(r.body.error.message, /went back in time .*Nothing of this batch was applied/);
+    }
+    assert.equal(await n(), before, 'nothing applied');
+    const ok = await north.post('/api/sync/transactions', { body: { site: 'north', transactions: [startTx('north', 51)] }, headers: { 'x-opsdb-replica': `${page.position} ${page.position_id}` } });
+    assert.equal(ok.status, 200, ok.text);
+    const none = await north.post('/api/sync/transactions', { body: { site: 'north', transactions: [startTx('north', 52)] } });
+    assert.equal(none.status, 200, 'an edge that sends no header (older builds) is not checked');
+    assert.equal(await n(), before + 2);
+  });
+
   it('a site token acts only for its own site', async () => {
     const asSouth = await north.post('/api/sync/transactions', { body: { site: 'south', transactions: [startTx('south', 1)] } });
     assert.equal(asSouth.status, 403);

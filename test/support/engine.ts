@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import type { TestCentral } from './central.js';
-import { SyncEngine } from '../../src/sync/engine.js';
+import { SyncEngine, type SyncMemory } from '../../src/sync/engine.js';
 import { httpClient } from '../../src/sync/transport.js';
 import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
 import { LocalStore } from '../../src/edge/local-store.js';
@@ -20,7 +20,10 @@ export interface InProcessEngine {
   close(): Promise<void>;
 }
 
-export async function engineFor(central: TestCentral, site: string, dir: string, opts: { intervalMs?: number; retryMaxMs?: number } = {}): Promise<InProcessEngine> {
+export async function engineFor(
+  central: TestCentral, site: string, dir: string,
+  opts: { intervalMs?: number; retryMaxMs?: number; memory?: SyncMemory; keepSyncedSeconds?: number } = {},
+): Promise<InProcessEngine> {
   const token = (await central.admin.post('/api/sites/', { body: { name: site } })).body.token as string;
   const stop = new AbortController();
   const local = new LocalStore(join(dir, 'local.db'));
@@ -28,7 +31,7 @@ export async function engineFor(central: TestCentral, site: string, dir: string,
   const engine = new SyncEngine({
     site, buffer, client: httpClient(central.url, 10_000, stop.signal), replica: local, token: () => token,
     log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: opts.intervalMs ?? 200, retryBaseMs: 50,
-    retryMaxMs: opts.retryMaxMs ?? 500,
+    retryMaxMs: opts.retryMaxMs ?? 500, memory: opts.memory, keepSyncedSeconds: opts.keepSyncedSeconds,
   });
   return {
     engine, local, buffer,

@@ -6,12 +6,15 @@
 // on PostgreSQL whose feed is rewound in place, the real engine, a real SQLite replica.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestCentral, type TestCentral } from '../support/central.js';
 import { until } from '../support/daemon.js';
 import { engineFor } from '../support/engine.js';
+import { randomUUID } from 'node:crypto';
+import { uuidv7 } from '../../src/lib/uuid.js';
+import type { SavedSyncState } from '../../src/sync/engine.js';
 
 describe('central\'s feed goes back behind the edge', () => {
   let central: TestCentral;
@@ -77,6 +80,37 @@ describe('central\'s feed goes back behind the edge', () => {
       await until('every change made after the restore to reach the replica', async () => after.every((n) => names().includes(n)), 10_000);
       assert.ok(codes.includes('central_behind'), `the engine reported it (${codes.join(', ')})`);
       assert.equal(engine.state(), 'running');
+    } finally {
+      await close();
+    }
+  });
+  it('a replay to central saved before a restart goes on from where it was', async () => {
+    // As the engine saves it in local.db: seqs 1–2 already sent again (central still had them), 3–4 to go.
+    let saved: SavedSyncState | null = {
+      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
+      replay: { after_seq: 2, through_seq: 4, started_at: new Date().toISOString(), applied: 0, duplicate: 2, rejected: 0 },
+    };
+    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    const site = 'replay-resume';
+    const own = join(dir, site);
+    mkdirSync(own);
+    const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
+    try {
+      const txs = await buffer.append(Array.from({ length: 5 }, () => {
+        const id = randomUUID();
+        return {
+          transaction_id: uuidv7(), site, created_at: new Date().toISOString(), endpoint: 'POST /executed_obs_units/start', depends_on: [],
+          steps: [{ step_id: 'obs', op: 'create' as const, table: 'executed_obs_unit', id, data: { id, obs_unit_id: 1, site, status: 'running', start_time: '2026-01-01T00:00:00.000Z' } }],
+        };
+      }));
+      // Seqs 1–4 synced (and compacted, kept whole) before the restart; 5 written since, pending.
+      await buffer.settle((await buffer.claim(4, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      await buffer.compact(4, 3600);
+      engine.start();
+      await until('the replay to end and the pending one to be sent', async () => saved?.replay === null && (await buffer.stats()).applied_total === 5, 10_000);
+      const { rows } = await central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
+      assert.deepEqual(rows.map((r) => Number(r.seq)), [3, 4, 5], 'only what was left of the replay, then what was pending, in order');
+      assert.equal(rows.length, txs.length - 2);
     } finally {
       await close();
     }

@@ -117,6 +117,14 @@ export const CreateSite = z
  * query is strict) ignores it.
  */
 export const SINCE_ID_HEADER = 'x-opsdb-since-id';
+/**
+ * Sent by an edge with a batch: where its replica is in central's feed, as
+ * `<position> <position_id>`. Central refuses the batch, applying nothing
+ * (409 `central_went_back`), when its feed does not have that position as the
+ * edge read it: its database went back in time, and the edge must first send
+ * again what central lost. A central older than it ignores it.
+ */
+export const REPLICA_HEADER = 'x-opsdb-replica';
 /** Sent by an edge with every sync request: its process's id, a UUIDv7 made at its start (so it tells when). */
 export const EDGE_ID_HEADER = 'x-opsdb-edge-id';
 /** Sent by an edge with every sync request: when the request was made (ISO time, the edge's clock). */

@@ -10,13 +10,18 @@ import type { Logger } from '../lib/logger.js';
 import type { Backlog, Change, ChangesPage, SyncBatch, SyncBatchResult, SyncItemResult } from '../lib/api/sync-schemas.js';
 import { createSiteAccount } from './accounts.js';
 
-/** The feed position this transaction's changes got, or the current one when it changed nothing. */
-async function commitPosition(c: Client): Promise<number> {
+/** A feed position's id (`xid@µs`, see positionId) from feed_tx's row `f`. */
+const POSITION_ID_SQL = `f.xid::text || '@' || (extract(epoch FROM f.committed_at) * 1000000)::bigint`;
+
+/** The feed position this transaction's changes got, or the current one when it changed nothing, with its id. */
+async function commitPosition(c: Client): Promise<{ position: number; position_id?: string }> {
   await c.query('SET CONSTRAINTS change_log_assign IMMEDIATE');
   const { rows } = await c.query(
-    `SELECT coalesce(nullif(current_setting('opsdb.feed_pos', true), '')::bigint, (SELECT pos FROM feed_position WHERE id = 1)) AS pos`,
+    `SELECT p.pos, ${POSITION_ID_SQL} AS id
+       FROM (SELECT coalesce(nullif(current_setting('opsdb.feed_pos', true), '')::bigint, (SELECT pos FROM feed_position WHERE id = 1)) AS pos) p
+       LEFT JOIN feed_tx f ON f.pos = p.pos`,
   );
-  return Number(rows[0].pos);
+  return { position: Number(rows[0].pos), ...(rows[0].id ? { position_id: rows[0].id as string } : {}) };
 }
 
 /**
@@ -125,7 +130,7 @@ async function applyInOrder(
       [batch.site, maxApplied, batch.backlog ? JSON.stringify(batch.backlog) : null, batch.batch_id?.toLowerCase() ?? null,
         batch.backlog?.last_seq ?? null],
     );
-    return { results, position: await commitPosition(c) };
+    return { results, ...(await commitPosition(c)) };
   });
 }
 
@@ -260,7 +265,7 @@ const MAX_SCANNED_POSITIONS = 4096;
 async function positionId(pool: Pool, pos: number): Promise<string | null> {
   if (pos === 0) return null;
   const { rows } = await pool.query<{ id: string }>(
-    `SELECT xid::text || '@' || (extract(epoch FROM committed_at) * 1000000)::bigint AS id FROM feed_tx WHERE pos = $1`,
+    `SELECT ${POSITION_ID_SQL} AS id FROM feed_tx f WHERE pos = $1`,
     [pos],
   );
   return rows[0]?.id ?? null;

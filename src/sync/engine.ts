@@ -73,6 +73,14 @@ export interface SavedSyncState {
   central_reachable: boolean | null;
   /** A replay to central still under way (absent in what older builds saved). */
   replay?: CentralReplay | null;
+  /** The position (and its id) central answered the last batch with (absent in what older builds saved). */
+  last_batch_position?: FeedPosition | null;
+}
+
+/** A position of central's feed as this edge saw it: the number and what it is in central's history. */
+export interface FeedPosition {
+  position: number;
+  id: string;
 }
 
 export interface SyncMemory {
@@ -154,8 +162,15 @@ export class SyncEngine implements SyncView {
       this.failures = saved.consecutive_failures;
       this.reachable = saved.central_reachable;
       this.replay = saved.replay ?? null;
+      this.lastBatchPosition = saved.last_batch_position ?? null;
     }
   }
+
+  /**
+   * The position central answered the last batch with: the replica may be behind it (pulls are few while
+   * a backlog drains), and a central restored to a point between the two has lost that batch.
+   */
+  private lastBatchPosition: FeedPosition | null = null;
 
   /** A replay to central under way (see CentralReplay), or null. */
   private replay: CentralReplay | null = null;
@@ -168,6 +183,7 @@ export class SyncEngine implements SyncView {
     try {
       this.o.memory.save({
         last_sync_at: this.lastOk, last_error: this.error, consecutive_failures: this.failures, central_reachable: this.reachable, replay: this.replay,
+        last_batch_position: this.lastBatchPosition,
       });
       this.savedAt = performance.now();
     } catch (err) {
@@ -508,6 +524,7 @@ export class SyncEngine implements SyncView {
       return { seq: t.seq, outcome: r.result, central_result: { result: r.result, position: body.position, at: now } };
     });
     await this.o.buffer.settle(outcomes);
+    this.noteBatchPosition(body);
     this.succeed();
     this.batchSize = Math.min(this.o.batchSize, this.batchSize * 2);
     this.applied.push({ at: performance.now(), n: applied });
@@ -706,11 +723,14 @@ export class SyncEngine implements SyncView {
    * replay (CentralReplay) sends again every synced transaction the buffer
    * still has whole, before anything newer.
    */
-  private async centralWentBack(head: number | undefined, replica: number): Promise<Failure> {
-    const where = head !== undefined && head < replica
-      ? `central's change feed is at position ${head}, behind this edge's replica at ${replica}`
-      // Detected by position_id: the feed went back, then on past the replica's position before this pull.
-      : `central's change feed has given position ${replica}, where this edge's replica is, to another change than the one this edge read there`;
+  private async centralWentBack(head: number | undefined, replica: number, onPush = false): Promise<Failure> {
+    const where = onPush
+      // Refused a batch (REPLICA_HEADER): the replica's position, or the position of the last batch's answer.
+      ? `central's change feed does not have position ${replica} as this edge saw it`
+      : head !== undefined && head < replica
+        ? `central's change feed is at position ${head}, behind this edge's replica at ${replica}`
+        // Detected by position_id: the feed went back, then on past the replica's position before this pull.
+        : `central's change feed has given position ${replica}, where this edge's replica is, to another change than the one this edge read there`;
     const keptHours = Math.round((this.o.keepSyncedSeconds ?? 0) / 360) / 10;
     const message = `${where}: central's database went back in time ` +
       '(restored from a backup, or failed over to a copy that was behind). The edge reads central\'s feed again from the start, ' +
@@ -718,6 +738,8 @@ export class SyncEngine implements SyncView {
       'Any synced before that may be missing at central';
     this.o.log.error({ central_position: head, replica_position: replica }, message);
     const through = (await this.o.buffer.stats()).last_seq;
+    // Positions of the history central lost mean nothing now.
+    this.lastBatchPosition = null;
     // Found again during a replay: from the start once more, through what is synced now.
     this.replay = { after_seq: 0, through_seq: through, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 };
     this.o.replica.apply([], 0, new Set(), new Map());
@@ -726,10 +748,20 @@ export class SyncEngine implements SyncView {
     return f;
   }
 
-  /** REPLICA_HEADER: where the replica is in central's feed, checked by central before it applies a batch. */
+  /** Keeps the newest position a batch was answered with (an older central sends no id: nothing kept). */
+  private noteBatchPosition({ position, position_id }: { position: number; position_id?: string }): void {
+    if (position_id && position > (this.lastBatchPosition?.position ?? 0)) this.lastBatchPosition = { position, id: position_id };
+  }
+
+  /**
+   * REPLICA_HEADER: the newest position of central's feed this edge knows, the replica's or the last
+   * batch's, checked by central before it applies a batch.
+   */
   private replicaHeader(): Record<string, string> | undefined {
     const pos = this.o.replica.position();
     const id = this.o.replica.positionId?.() ?? null;
+    const last = this.lastBatchPosition;
+    if (last && last.position > pos) return { [REPLICA_HEADER]: `${last.position} ${last.id}` };
     return pos > 0 && id !== null ? { [REPLICA_HEADER]: `${pos} ${id}` } : undefined;
   }
 
@@ -740,10 +772,10 @@ export class SyncEngine implements SyncView {
    * then, and it is not reported twice.
    */
   private async centralWentBackOnPush(position: number): Promise<Failure> {
-    if (this.o.replica.position() === 0 && this.replay?.after_seq === 0 && this.error?.code === 'central_behind') {
+    if (this.o.replica.position() === 0 && this.lastBatchPosition === null && this.replay?.after_seq === 0 && this.error?.code === 'central_behind') {
       return { kind: 'transient', code: 'central_behind', message: this.error.message, retryAfterMs: null, answeredBy: 'central', shrink: false };
     }
-    return this.centralWentBack(undefined, Number.isFinite(position) ? position : this.o.replica.position());
+    return this.centralWentBack(undefined, Number.isFinite(position) ? position : this.o.replica.position(), true);
   }
 
   /**
@@ -793,6 +825,7 @@ export class SyncEngine implements SyncView {
     }
     this.heard(reply);
     this.reachable = true;
+    this.noteBatchPosition(parsed.data);
     return this.replayed(r, batch, parsed.data.results, started);
   }
 

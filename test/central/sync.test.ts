@@ -120,6 +120,8 @@ describe('central sync endpoints', () => {
     assert.equal(await n(), before, 'nothing applied');
     const ok = await north.post('/api/sync/transactions', { body: { site: 'north', transactions: [startTx('north', 51)] }, headers: { 'x-opsdb-replica': `${page.position} ${page.position_id}` } });
     assert.equal(ok.status, 200, ok.text);
+    const head = (await north.get('/api/sync/changes?since=0&max_rows=50000')).body;
+    assert.deepEqual([ok.body.position, ok.body.position_id], [head.position, head.position_id], 'a batch answer names its position as the feed does');
     const none = await north.post('/api/sync/transactions', { body: { site: 'north', transactions: [startTx('north', 52)] } });
     assert.equal(none.status, 200, 'an edge that sends no header (older builds) is not checked');
     assert.equal(await n(), before + 2);

@@ -8,6 +8,8 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -49,6 +51,35 @@ async function restore(s: Scenario, dbUrl: string, dbName: string, dump: string)
   s.central = await spawnCentral({ DATABASE_URL: dbUrl });
   s.proxy.setTarget(s.central.port);
   await s.proxy.setMode('pass');
+}
+
+/** An HTTP proxy to `target` that answers 503 to the change feed while `blocked`: pushes go through, pulls do not. */
+async function feedBlocker(target: string) {
+  const t = new URL(target);
+  const server = http.createServer((req, res) => {
+    if (state.blocked && req.url?.startsWith('/api/sync/changes')) {
+      req.resume();
+      res.writeHead(503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'service_unavailable', message: 'the test holds the feed', details: null } }));
+      return;
+    }
+    const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const state = {
+    blocked: false,
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
+  return state;
 }
 
 for (const backend of ['sqlite', 'redis'] as const) {
@@ -99,3 +130,46 @@ for (const backend of ['sqlite', 'redis'] as const) {
     });
   });
 }
+
+describe('central restored to a point between the edge\'s replica and its last batches', () => {
+  after(() => killAllProcesses());
+
+  // Pulls held (a drain pulls rarely; here the feed is blocked), pushes going through: the replica's
+  // position is still in the restored central's history, and only the last batch's position tells.
+  it('is found at the next batch all the same, and what central lost is sent again first', async () => {
+    const db = await centralDatabase('restore-gap');
+    const s = await startScenario(db, 'restore-gap');
+    const blocker = await feedBlocker(s.proxy.url);
+    const dir = await tempDir('opsdb-restore-gap-');
+    try {
+      s.env.CENTRAL_URL = blocker.url;
+      await s.restartEdge();
+      const admin = s.admin();
+      for (let i = 0; i < 4; i++) assert.equal((await createObservation(admin, s.acked)).status, 201);
+      await untilCompacted(s, 4);
+      const dump = join(dir.path, 'central.dump');
+      await run(join(pgBinDir(), 'pg_dump'), ['-Fc', '-f', dump, db.url]);
+
+      blocker.blocked = true;
+      for (let i = 0; i < 5; i++) assert.equal((await createObservation(admin, s.acked)).status, 201);
+      await waitFor(async () => ((await stats(s)).applied_total === 9 ? true : null), 30_000, 'the five applied at central (not compacted: no pull)');
+      await restore(s, db.url, db.database.name, dump);
+      for (let i = 0; i < 3; i++) assert.equal((await createObservation(admin, s.acked)).status, 201);
+      await waitFor(async () => {
+        const st = await stats(s);
+        return st.central_replay === null && st.applied_total === 12 && st.pending_transactions === 0 ? st : null;
+      }, 30_000, 'the replay to end and the new writes to sync, with the feed still held');
+      blocker.blocked = false;
+
+      await s.verify();
+      const { rows } = await db.pool.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [s.site]);
+      assert.deepEqual(rows.map((r) => Number(r.seq)), Array.from({ length: 12 }, (_, i) => i + 1), 'applied in seq order');
+      assert.match(s.edge.lines.find((l) => l.includes('sent again to central what it may have lost')) ?? '', /5 applied again/);
+    } finally {
+      await blocker.close();
+      await s.stop();
+      await db.drop();
+      await dir.cleanup();
+    }
+  });
+});

@@ -54,7 +54,11 @@ export const SyncItemResult = z
 export type SyncItemResult = z.infer<typeof SyncItemResult>;
 
 export const SyncBatchResult = z
-  .object({ results: z.array(SyncItemResult), position: z.number().int().nonnegative() })
+  .object({
+    results: z.array(SyncItemResult), position: z.number().int().nonnegative(),
+    /** What `position` is in central's history, as a changes page's `position_id` (absent from older centrals, and at 0). */
+    position_id: z.string().optional(),
+  })
   .openapi('SyncBatchResult');
 export type SyncBatchResult = z.infer<typeof SyncBatchResult>;
 
@@ -118,8 +122,9 @@ export const CreateSite = z
  */
 export const SINCE_ID_HEADER = 'x-opsdb-since-id';
 /**
- * Sent by an edge with a batch: where its replica is in central's feed, as
- * `<position> <position_id>`. Central refuses the batch, applying nothing
+ * Sent by an edge with a batch: the newest position of central's feed it
+ * knows (its replica's, or its last batch's answer), as `<position>
+ * <position_id>`. Central refuses the batch, applying nothing
  * (409 `central_went_back`), when its feed does not have that position as the
  * edge read it: its database went back in time, and the edge must first send
  * again what central lost. A central older than it ignores it.

@@ -53,5 +53,14 @@ export function registerEdgeMetrics(m: AppMetrics, buffer: TransactionBuffer, en
       this.set(engine?.state() === 'paused' ? 1 : 0);
     },
   });
+  new Gauge({
+    name: 'opsdb_sync_central_replay_remaining_seqs',
+    help: "While the edge sends again what a central restored from a backup lost: seqs still to go (through_seq - after_seq); 0 otherwise",
+    registers,
+    collect() {
+      const r = engine?.centralReplay();
+      this.set(r ? Math.max(0, r.through_seq - r.after_seq) : 0);
+    },
+  });
   engine?.on({ error: (kind) => errors.inc({ kind }) });
 }

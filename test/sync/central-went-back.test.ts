@@ -15,6 +15,8 @@ import { engineFor } from '../support/engine.js';
 import { randomUUID } from 'node:crypto';
 import { uuidv7 } from '../../src/lib/uuid.js';
 import type { SavedSyncState } from '../../src/sync/engine.js';
+import { createMetrics } from '../../src/lib/metrics.js';
+import { registerEdgeMetrics } from '../../src/edge/metrics.js';
 
 describe('central\'s feed goes back behind the edge', () => {
   let central: TestCentral;
@@ -106,11 +108,15 @@ describe('central\'s feed goes back behind the edge', () => {
       // Seqs 1–4 synced (and compacted, kept whole) before the restart; 5 written since, pending.
       await buffer.settle((await buffer.claim(4, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
       await buffer.compact(4, 3600);
+      const metrics = createMetrics(false);
+      registerEdgeMetrics(metrics, buffer, engine);
+      assert.match(await metrics.registry.metrics(), /^opsdb_sync_central_replay_remaining_seqs 2$/m, 'seqs 3 and 4 to go, in /metrics');
       engine.start();
       await until('the replay to end and the pending one to be sent', async () => saved?.replay === null && (await buffer.stats()).applied_total === 5, 10_000);
       const { rows } = await central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
       assert.deepEqual(rows.map((r) => Number(r.seq)), [3, 4, 5], 'only what was left of the replay, then what was pending, in order');
       assert.equal(rows.length, txs.length - 2);
+      assert.match(await metrics.registry.metrics(), /^opsdb_sync_central_replay_remaining_seqs 0$/m);
     } finally {
       await close();
     }

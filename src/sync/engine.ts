@@ -4,7 +4,7 @@
  * into the replica; compacts what the replica has caught up with.
  * Storage- and framework-neutral: a buffer interface, a client, a sink.
  */
-import type { Outcome, TransactionBuffer, TxError, TxState, BufferedTransaction, ReplayableTransaction } from '../edge/buffer/buffer.js';
+import { BufferLeaseLostError, type Outcome, type TransactionBuffer, type TxError, type TxState, type BufferedTransaction, type ReplayableTransaction } from '../edge/buffer/buffer.js';
 import type { SyncView } from '../edge/sync-view.js';
 import { ChangesPage, EDGE_CONFLICT_HEADER, REPLICA_HEADER, SINCE_ID_HEADER, SyncBatchResult, type Backlog } from '../lib/api/sync-schemas.js';
 import type { Logger } from '../lib/logger.js';
@@ -311,6 +311,14 @@ export class SyncEngine implements SyncView {
         if (failure?.kind === 'transient') await this.backoff(failure);
         else if (batch.length === 0 && !failure) await this.sleep(this.o.intervalMs);
       } catch (err) {
+        if (err instanceof BufferLeaseLostError) {
+          // Another daemon syncs this buffer: what is in flight is that one's (or this one's, answered
+          // and settled as it comes), so nothing is released here; only claims stop.
+          if (this.error?.code !== 'lease_lost') this.o.log.error({ problem: err.message }, 'sync stopped taking work from the buffer: ' + err.message);
+          this.fail({ kind: 'transient', code: 'lease_lost', message: err.message, retryAfterMs: null, answeredBy: null, shrink: false });
+          await this.waitToRetry(Math.min(this.o.retryMaxMs, 5000), false);
+          continue;
+        }
         // A local fault (the buffer itself): report it and try again later, never spin. Whatever this
         // engine had claimed goes back to pending, so nothing is stranded in flight or overtaken.
         this.o.log.error({ err }, 'sync engine step failed');

@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { BufferNotDurableError, BufferUnavailableError, RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
+import { BufferLeaseLostError, BufferNotDurableError, BufferUnavailableError, RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
 import { RedisBuffer } from '../../src/edge/buffer/redis.js';
 import { freePort } from '../support/ports.js';
 import { redisKeyPrefix, redisUrl, startRedisServer, tempDir, type RedisServer, type TempDir } from '../support/services.js';
@@ -569,6 +569,36 @@ describe('Redis at maxmemory', () => {
       assert.deepEqual(v.problems, []);
     } finally {
       await withClient(server.url, (r) => r.config('SET', 'maxmemory', '0'));
+      await b.close();
+    }
+  });
+});
+
+// Found in review: the lease kept a daemon whose lease another took (it was frozen past the lease) from
+// taking writes, but its sync engine went on claiming from the shared backlog beside the other's: two
+// engines sending one site's backlog at once, so a child could reach central before its parent.
+describe('Redis buffer lease and sync', () => {
+  it('a daemon claims only while it holds the lease; a caller without one (the CLI) is not held', async () => {
+    const keyPrefix = redisKeyPrefix('lease-claim');
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix, daemon: { who: 'host-a /var/lib/a' } });
+    const cli = await RedisBuffer.open({ url: redisUrl(), keyPrefix });
+    try {
+      await b.append([tx(), tx()]);
+      assert.equal((await b.claim(1, 1e9)).length, 1, 'its own lease: claims');
+      await withClient(redisUrl(), (r) => r.set(`${keyPrefix}daemon`, 'host-b /var/lib/b pid 4242', 'PX', 15_000));
+      await assert.rejects(b.claim(10, 1e9), (err: Error) => {
+        assert.ok(err instanceof BufferLeaseLostError, err.constructor.name);
+        assert.match(err.message, /another edge daemon holds the Redis buffer's lease \(host-b \/var\/lib\/b pid 4242\): this one does not sync from it/);
+        return true;
+      });
+      assert.equal((await b.stats()).in_flight, 1, 'nothing claimed by the refused call');
+      // Expired, and not renewed yet (its renewal timer stopped here, as in a process frozen past the lease).
+      clearInterval((b as unknown as { renewal: NodeJS.Timeout }).renewal);
+      await withClient(redisUrl(), (r) => r.del(`${keyPrefix}daemon`));
+      await assert.rejects(b.claim(10, 1e9), /lease on the Redis buffer expired/);
+      assert.equal((await cli.claim(10, 1e9)).length, 1, 'the CLI holds no lease and is not asked for one');
+    } finally {
+      await cli.close();
       await b.close();
     }
   });

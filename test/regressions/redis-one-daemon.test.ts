@@ -12,6 +12,15 @@ import { edgeDir, startEdgeProcess, createObservation, Acked } from '../support/
 import { runCli } from '../support/cli.js';
 import { client } from '../support/http.js';
 import { until } from '../support/daemon.js';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { startTestCentral } from '../support/central.js';
+import { RedisBuffer } from '../../src/edge/buffer/redis.js';
+import { LocalStore } from '../../src/edge/local-store.js';
+import { SyncEngine } from '../../src/sync/engine.js';
+import { httpClient } from '../../src/sync/transport.js';
+import { createLogger } from '../../src/lib/logger.js';
+import { uuidv7 } from '../../src/lib/uuid.js';
 
 /** One Redis and two edge data directories of one site; `done` stops and removes them all. */
 async function twoPlaces(label: string) {
@@ -97,6 +106,67 @@ describe('one edge daemon per Redis buffer', () => {
     } finally {
       await first.kill('SIGKILL').catch(() => {});
       await second?.kill('SIGKILL').catch(() => {});
+      await done();
+    }
+  });
+
+  // Found in review: the lease stopped a daemon that lost it from taking writes, not from syncing: its
+  // engine went on claiming beside the other daemon's, and after an error released every transaction in
+  // flight, the other's included. It now stops claiming, and leaves what is in flight alone.
+  it('a sync engine whose daemon lost the lease takes nothing from the buffer and releases nothing, until it has the lease again', { timeout: 60_000 }, async () => {
+    const { a, base, done } = await twoPlaces('redis-lease-sync');
+    const local = new LocalStore(join(a.dataDir, 'local.db'));
+    const central = await startTestCentral('lease-sync');
+    const keyPrefix = 'opsdb:observatory:';
+    const ours = await RedisBuffer.open({ url: base.REDIS_URL, keyPrefix, daemon: { who: 'host-a /var/lib/a' } });
+    const theirs = await RedisBuffer.open({ url: base.REDIS_URL, keyPrefix }); // the other daemon's claims, through a lease-less handle
+    const token = (await central.admin.post('/api/sites/', { body: { name: 'observatory' } })).body.token as string;
+    const stop = new AbortController();
+    const errors: string[] = [];
+    const engine = new SyncEngine({
+      site: 'observatory', buffer: ours, client: httpClient(central.url, 10_000, stop.signal), replica: local, token: () => token,
+      log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: 50, retryBaseMs: 20, retryMaxMs: 200,
+    });
+    engine.on({ error: (code) => errors.push(code) });
+    const obs = (site: string) => {
+      const id = randomUUID();
+      return {
+        transaction_id: uuidv7(), site, created_at: new Date().toISOString(), endpoint: 'POST /executed_obs_units/start', depends_on: [],
+        steps: [{ step_id: 'obs', op: 'create' as const, table: 'executed_obs_unit' as const, id, data: { id, obs_unit_id: 1, site, status: 'running', start_time: '2026-01-01T00:00:00.000Z' } }],
+      };
+    };
+    const withRedis = async <T>(fn: (r: Redis) => Promise<T>) => {
+      const r = new Redis(base.REDIS_URL);
+      try {
+        return await fn(r);
+      } finally {
+        r.disconnect();
+      }
+    };
+    try {
+      await ours.append([obs('observatory'), obs('observatory'), obs('observatory')]);
+      // The other daemon took the lease, and has the first transaction in flight.
+      await withRedis((r) => r.set(`${keyPrefix}daemon`, 'host-b /var/lib/b pid 4242', 'PX', 60_000));
+      assert.equal((await theirs.claim(1, 1e9)).length, 1);
+      engine.start();
+      await until('the engine to report the lease', async () => errors.includes('lease_lost'), 10_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const s = await ours.stats();
+      assert.deepEqual([s.in_flight, s.pending], [1, 2], "the other's claim still in flight, nothing claimed here");
+      assert.equal(engine.lastError()?.code, 'lease_lost');
+      assert.match(engine.lastError()!.message, /another edge daemon holds the Redis buffer's lease \(host-b \/var\/lib\/b pid 4242\)/);
+      const { rows } = await central.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM applied_transaction WHERE site = 'observatory'`);
+      assert.equal(rows[0]!.n, 0, 'nothing sent');
+      // That daemon stops (its lease goes); this one renews it and sends what is pending.
+      await withRedis((r) => r.del(`${keyPrefix}daemon`));
+      await until('the pending ones to be sent', async () => (await ours.stats()).pending === 0 && (await ours.stats()).in_flight === 1, 20_000);
+    } finally {
+      stop.abort();
+      await engine.stop();
+      await theirs.close();
+      await ours.close();
+      local.close();
+      await central.stop();
       await done();
     }
   });

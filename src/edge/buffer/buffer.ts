@@ -326,6 +326,12 @@ export class OutcomeUnknownError extends BufferUnavailableError {}
  */
 export class BufferNotDurableError extends BufferUnavailableError {}
 
+/**
+ * Another daemon holds this buffer's lease (Redis: two daemons of one site on one Redis): this process
+ * must not take work from it, or two sync engines would send one backlog out of order.
+ */
+export class BufferLeaseLostError extends BufferUnavailableError {}
+
 const UNAVAILABLE_CODES = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|CORRUPT|NOTADB|READONLY)|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT)/;
 
 /** True for errors that mean the storage under the buffer is not answering (not a bug, not bad input). */

@@ -168,6 +168,10 @@ return {'ok', last + 1}
 // discarded or just-blocked parent goes to blocked instead, so it is never sent ahead of its parent.
 const CLAIM_LUA = `
 local now, maxCount, maxBytes, notAfterInFlight = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+-- A daemon claims only while it holds the buffer's lease (ARGV[6], its value; '' for a caller that holds none).
+if ARGV[6] ~= '' and redis.call('GET', K('daemon')) ~= ARGV[6] then
+  return redis.error_reply('OPSDB_LEASE ' .. (redis.call('GET', K('daemon')) or 'nobody'))
+end
 local BLOCKING = {failed = true, blocked = true, discarded = true}
 local out, bytes, blockedNow, after = {}, 0, {}, '-inf'
 while #out < maxCount do

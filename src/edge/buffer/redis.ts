@@ -30,6 +30,7 @@ import { Redis, ReplyError } from 'ioredis';
 import {
   BufferUnavailableError,
   BufferBehindError,
+  BufferLeaseLostError,
   BufferNotDurableError,
   DuplicateTransactionError,
   OutcomeUnknownError,
@@ -502,7 +503,15 @@ export class RedisBuffer implements TransactionBuffer {
   }
 
   async claim(maxCount: number, maxBytes: number, opts: { notAfterInFlight?: boolean } = {}): Promise<BufferedTransaction[]> {
-    const rows = await this.run<string[][]>('claim', new Date().toISOString(), maxCount, maxBytes, opts.notAfterInFlight ? '1' : '0');
+    const lease = this.opts.daemon ? this.leaseValue : '';
+    const rows = await this.run<string[][]>('claim', new Date().toISOString(), maxCount, maxBytes, opts.notAfterInFlight ? '1' : '0', lease)
+      .catch((err: Error) => {
+        const holder = /^OPSDB_LEASE (.*)$/.exec((err.cause as Error | undefined)?.message ?? '')?.[1];
+        if (holder === undefined) throw err;
+        throw new BufferLeaseLostError(holder === 'nobody'
+          ? "this daemon's lease on the Redis buffer expired (it could not renew it in time); it syncs again once it has renewed it"
+          : `another edge daemon holds the Redis buffer's lease (${holder}): this one does not sync from it until that one stops`);
+      });
     return rows.map(fromHash);
   }
 

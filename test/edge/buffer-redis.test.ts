@@ -574,6 +574,64 @@ describe('Redis at maxmemory', () => {
   });
 });
 
+// Found in review: kept copies (SYNCED_RETENTION_HOURS) on Redis. Expired ones are dropped from the `kept`
+// index only by compaction, and none runs during a replay: replayable() took `limit` entries of the index,
+// found them expired, and the replay went on past the live ones behind them. And the copies hold Redis
+// memory that BUFFER_MAX_BYTES does not count: at maxmemory they must give way to new writes.
+describe('Redis kept copies', () => {
+  const applyAll = async (b: RedisBuffer) => b.settle((await b.claim(1000, 1e12)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+
+  it('replayable reads past kept entries that expired, to the live ones', async () => {
+    const b = await RedisBuffer.open({ url: redisUrl(), keyPrefix: redisKeyPrefix('kept-expired') });
+    try {
+      const old = await b.append([tx(), tx(), tx()]);
+      await applyAll(b);
+      await b.compact(old.at(-1)!.seq, 1);
+      const live = await b.append([tx(), tx(), tx()]);
+      await applyAll(b);
+      await b.compact(live.at(-1)!.seq, 3600);
+      await b.append([tx(), tx(), tx()]);
+      await applyAll(b); // synced, still held
+      await new Promise((r) => setTimeout(r, 2100)); // the first three expire; no compaction runs
+      assert.deepEqual((await b.replayable(0, 3)).map((t) => t.seq), live.map((t) => t.seq));
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('give way when Redis refuses a write for maxmemory, and compaction keeps none for a while', async () => {
+    const dir = await tempDir('redis-kept-oom');
+    const server = await startRedisServer(dir.path);
+    const keyPrefix = redisKeyPrefix('kept-oom');
+    const b = await RedisBuffer.open({ url: server.url, keyPrefix });
+    try {
+      const synced = await b.append(Array.from({ length: 300 }, () => tx([], 'x'.repeat(4000))));
+      await applyAll(b);
+      await b.compact(synced.at(-1)!.seq, 3600);
+      assert.equal((await b.replayable(0, 1000)).length, 300);
+      await withClient(server.url, async (r) => {
+        const used = Number(/used_memory:(\d+)/.exec(await r.info('memory'))![1]);
+        await r.config('SET', 'maxmemory-policy', 'noeviction');
+        await r.config('SET', 'maxmemory', String(used + 256 * 1024));
+      });
+      let refused: Error | null = null;
+      for (let i = 0; i < 2000 && !refused; i++) await b.append([tx([], 'x'.repeat(4000))]).catch((err: Error) => (refused = err));
+      assert.match(String((refused as Error | null)?.message), /OOM/, 'Redis reached maxmemory');
+      assert.deepEqual(await b.replayable(0, 1000), [], 'the kept copies went');
+      assert.deepEqual(await withClient(server.url, (r) => r.keys(`${keyPrefix}kept*`)), []);
+      await b.append([tx()]); // and writes fit again
+      const more = await b.claim(5000, 1e12);
+      await b.settle(more.map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      await b.compact(more.at(-1)!.seq, 3600);
+      assert.deepEqual(await b.replayable(0, 1000), [], 'compaction keeps none while Redis is short of memory');
+    } finally {
+      await b.close();
+      await server.stop();
+      await dir.cleanup();
+    }
+  });
+});
+
 // Found in review: the lease kept a daemon whose lease another took (it was frozen past the lease) from
 // taking writes, but its sync engine went on claiming from the shared backlog beside the other's: two
 // engines sending one site's backlog at once, so a child could reach central before its parent.

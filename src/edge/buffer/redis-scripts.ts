@@ -373,19 +373,40 @@ end
 return #seqs
 `;
 
-// REPLAYABLE (read): synced transactions with seq > ARGV[2], at most ARGV[3] of each kind, as flat
+// REPLAYABLE: synced transactions with seq > ARGV[2], at most ARGV[3] of each kind, as flat
 // {seq, transaction_id, site, endpoint, created_at, steps} lists: those kept after compaction, then those
-// still held. The caller merges them by seq.
+// still held. The caller merges them by seq. Kept entries whose hash expired are dropped from the index
+// as they are met, and the read goes on past them: ARGV[3] live ones, or the end of the index.
 const REPLAYABLE_LUA = `
-local after, limit = '(' .. ARGV[2], tonumber(ARGV[3])
+local after, limit = ARGV[2], tonumber(ARGV[3])
 local out = {}
 local function take(key, seq)
   local v = redis.call('HMGET', key, 'transaction_id', 'site', 'endpoint', 'created_at', 'steps')
-  if v[1] and v[5] then out[#out + 1] = {seq, v[1], v[2], v[3], v[4], v[5]} end
+  if v[1] and v[5] then out[#out + 1] = {seq, v[1], v[2], v[3], v[4], v[5]}; return true end
+  return false
 end
-for _, seq in ipairs(redis.call('ZRANGEBYSCORE', K('kept'), after, '+inf', 'LIMIT', 0, limit)) do take(K('kept:' .. seq), seq) end
-for _, seq in ipairs(redis.call('ZRANGEBYSCORE', setKey('synced'), after, '+inf', 'LIMIT', 0, limit)) do take(txKey(seq), seq) end
+local live, from = 0, '(' .. after
+while live < limit do
+  local seqs = redis.call('ZRANGEBYSCORE', K('kept'), from, '+inf', 'LIMIT', 0, limit)
+  if #seqs == 0 then break end
+  for _, seq in ipairs(seqs) do
+    if live < limit then
+      if take(K('kept:' .. seq), seq) then live = live + 1 else redis.call('ZREM', K('kept'), seq) end
+    end
+    from = '(' .. seq
+  end
+end
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', setKey('synced'), '(' .. after, '+inf', 'LIMIT', 0, limit)) do take(txKey(seq), seq) end
 return out
+`;
+
+// DROP_KEPT: up to ARGV[2] of the kept copies, oldest first (Redis is short of memory: they give way
+// first; they are at central). Deletes only, so it runs at maxmemory. Returns how many went.
+const DROP_KEPT_LUA = `
+local seqs = redis.call('ZRANGE', K('kept'), 0, tonumber(ARGV[2]) - 1)
+for _, seq in ipairs(seqs) do redis.call('DEL', K('kept:' .. seq)) end
+if #seqs > 0 then redis.call('ZREMRANGEBYRANK', K('kept'), 0, #seqs - 1) end
+return #seqs
 `;
 
 // GET (read): one transaction by id, from one snapshot.
@@ -515,7 +536,7 @@ return r
 export const SCRIPTS = {
   append: mutating(APPEND_LUA), claim: mutating(CLAIM_LUA), settle: mutating(SETTLE_LUA), release: mutating(RELEASE_LUA),
   retry: mutating(RETRY_LUA), retryAll: mutating(RETRY_ALL_LUA), discard: mutating(DISCARD_LUA), skipTo: SKIP_TO_LUA,
-  compact: mutating(COMPACT_LUA), replayable: REPLAYABLE_LUA, get: GET_LUA, list: LIST_LUA,
+  compact: mutating(COMPACT_LUA), replayable: REPLAYABLE_LUA, dropKept: DROP_KEPT_LUA, get: GET_LUA, list: LIST_LUA,
   states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, idIndex: ID_INDEX_LUA, unindexed: UNINDEXED_LUA, indexDeps: INDEX_DEPS_LUA,
 };
 export type ScriptName = keyof typeof SCRIPTS;

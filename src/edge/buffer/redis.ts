@@ -251,6 +251,12 @@ function maybeRan(err: unknown): boolean {
   return !/Stream isn't writeable/.test(String((err as Error | undefined)?.message));
 }
 
+/** After Redis refused a write for maxmemory, compaction keeps no copies for this long. */
+const MEMORY_SHORT_MS = 10 * 60_000;
+
+/** Redis refused the call for maxmemory (`OOM command not allowed …`). */
+const isOom = (err: unknown) => /^OOM /.test(((err as Error).cause as Error | undefined)?.message ?? '');
+
 /** The retry scripts' answer: released seqs, and [seq, id, parent seq, parent id, parent state] for each one held. */
 type RawRetryOutcome = [released: number[], held: [number, string, number, string, string][]];
 const retryOutcome = ([released, held]: RawRetryOutcome): RetryOutcome => ({
@@ -487,6 +493,7 @@ export class RedisBuffer implements TransactionBuffer {
     try {
       reply = await this.run<[string, string | number]>('append', now, txs.length, ...args, this.highest);
     } catch (err) {
+      if (isOom(err)) await this.giveWayToWrites();
       if (!maybeRan((err as Error).cause)) throw err;
       // Sent, and then no answer: Redis may have run the script (a stall past COMMAND_TIMEOUT_MS, or the
       // connection cut before the reply). The writers must not be told that nothing was stored.
@@ -586,9 +593,27 @@ export class RedisBuffer implements TransactionBuffer {
     return toStats(await this.run<unknown[]>('stats'));
   }
 
+  /**
+   * Redis refused a write for maxmemory: the kept copies of synced transactions go (they are at central),
+   * and compaction keeps none for a while. The write itself is still refused; the next may fit.
+   */
+  private async giveWayToWrites(): Promise<void> {
+    this.memoryShortAt = Date.now();
+    try {
+      while ((await this.run<number>('dropKept', 1000)) === 1000);
+    } catch {
+      // Best effort: the write's own error is what its caller hears.
+    }
+  }
+
+  /** When Redis last refused a write for maxmemory (Date.now()). */
+  private memoryShortAt = Number.NEGATIVE_INFINITY;
+
   async compact(upToSeq: number, keepSeconds = 0): Promise<number> {
     const now = new Date().toISOString();
-    const keep = Math.floor(Math.min(keepSeconds, RECEIPT_DAYS * 86_400));
+    // Kept copies would take back the memory compaction frees, while writes are refused for want of it.
+    const short = Date.now() - this.memoryShortAt < MEMORY_SHORT_MS;
+    const keep = short ? 0 : Math.floor(Math.min(keepSeconds, RECEIPT_DAYS * 86_400));
     let total = 0;
     for (;;) {
       const n = await this.run<number>('compact', String(upToSeq), now, RECEIPT_DAYS * 86_400, COMPACT_CHUNK, keep);

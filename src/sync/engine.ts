@@ -292,9 +292,11 @@ export class SyncEngine implements SyncView {
           await this.o.buffer.releaseInFlight();
           this.releaseOwed = false;
         }
-        // What central may have lost goes before anything newer.
+        // What central may have lost goes before anything newer. Pulls go on between its batches, as
+        // while a backlog drains: central's changes (a revoked token) must not wait for a long replay.
         if (this.replay) {
-          const failure = await this.replayStep(this.replay);
+          let failure = await this.replayStep(this.replay);
+          if (!failure && this.status === 'running' && this.pullDue(true)) failure = await this.pull(false, BUSY_PULL_PAGES, BUSY_PULL_PAGE_ROWS);
           if (failure?.kind === 'transient') await this.backoff(failure);
           continue;
         }
@@ -756,9 +758,14 @@ export class SyncEngine implements SyncView {
     return f;
   }
 
-  /** Keeps the newest position a batch was answered with (an older central sends no id: nothing kept). */
+  /**
+   * Keeps the newest position a batch was answered with (an older central sends no id: nothing kept),
+   * saved at once: a restart must not forget it and check only the replica's older position.
+   */
   private noteBatchPosition({ position, position_id }: { position: number; position_id?: string }): void {
-    if (position_id && position > (this.lastBatchPosition?.position ?? 0)) this.lastBatchPosition = { position, id: position_id };
+    if (!position_id || position <= (this.lastBatchPosition?.position ?? 0)) return;
+    this.lastBatchPosition = { position, id: position_id };
+    this.remember();
   }
 
   /**
@@ -863,6 +870,8 @@ export class SyncEngine implements SyncView {
 
   /** Drops synced transactions whose results the replica has caught up with (seq order, stop at the first it has not). */
   private async compact(): Promise<void> {
+    // Not while a replay runs: what it has still to send must stay whole, however short of room the buffer is.
+    if (this.replay) return;
     const pos = this.o.replica.position();
     const seqs: number[] = [];
     let after = 0;

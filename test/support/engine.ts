@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import type { TestCentral } from './central.js';
 import { SyncEngine, type SyncMemory } from '../../src/sync/engine.js';
-import { httpClient } from '../../src/sync/transport.js';
+import { httpClient, type CentralClient } from '../../src/sync/transport.js';
 import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
 import { LocalStore } from '../../src/edge/local-store.js';
 import { createLogger } from '../../src/lib/logger.js';
@@ -16,25 +16,33 @@ export interface InProcessEngine {
   engine: SyncEngine;
   local: LocalStore;
   buffer: SqliteBuffer;
+  /** The site token it syncs with. */
+  token: string;
   /** Stops the engine and closes the buffer and the local store. */
   close(): Promise<void>;
 }
 
 export async function engineFor(
   central: TestCentral, site: string, dir: string,
-  opts: { intervalMs?: number; retryMaxMs?: number; memory?: SyncMemory; keepSyncedSeconds?: number } = {},
+  opts: {
+    intervalMs?: number; retryMaxMs?: number; memory?: SyncMemory; keepSyncedSeconds?: number;
+    /** Wraps the engine's real client (to slow it down, or to watch what it sends). */
+    client?: (real: CentralClient) => CentralClient;
+    /** The site's token, when the site is registered already (an engine started again): else it is registered. */
+    token?: string;
+  } = {},
 ): Promise<InProcessEngine> {
-  const token = (await central.admin.post('/api/sites/', { body: { name: site } })).body.token as string;
+  const token = opts.token ?? ((await central.admin.post('/api/sites/', { body: { name: site } })).body.token as string);
   const stop = new AbortController();
   const local = new LocalStore(join(dir, 'local.db'));
   const buffer = new SqliteBuffer(join(dir, 'buffer.db'));
   const engine = new SyncEngine({
-    site, buffer, client: httpClient(central.url, 10_000, stop.signal), replica: local, token: () => token,
+    site, buffer, client: (opts.client ?? ((c) => c))(httpClient(central.url, 10_000, stop.signal)), replica: local, token: () => token,
     log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: opts.intervalMs ?? 200, retryBaseMs: 50,
     retryMaxMs: opts.retryMaxMs ?? 500, memory: opts.memory, keepSyncedSeconds: opts.keepSyncedSeconds,
   });
   return {
-    engine, local, buffer,
+    engine, local, buffer, token,
     async close() {
       stop.abort();
       await engine.stop();

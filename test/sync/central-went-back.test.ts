@@ -15,8 +15,18 @@ import { engineFor } from '../support/engine.js';
 import { randomUUID } from 'node:crypto';
 import { uuidv7 } from '../../src/lib/uuid.js';
 import type { SavedSyncState } from '../../src/sync/engine.js';
+import type { CentralClient } from '../../src/sync/transport.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { registerEdgeMetrics } from '../../src/edge/metrics.js';
+
+/** A buffered start of an observation, as the edge makes one. */
+function observation(site: string) {
+  const id = randomUUID();
+  return {
+    transaction_id: uuidv7(), site, created_at: new Date().toISOString(), endpoint: 'POST /executed_obs_units/start', depends_on: [],
+    steps: [{ step_id: 'obs', op: 'create' as const, table: 'executed_obs_unit' as const, id, data: { id, obs_unit_id: 1, site, status: 'running', start_time: '2026-01-01T00:00:00.000Z' } }],
+  };
+}
 
 describe('central\'s feed goes back behind the edge', () => {
   let central: TestCentral;
@@ -98,13 +108,7 @@ describe('central\'s feed goes back behind the edge', () => {
     mkdirSync(own);
     const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
     try {
-      const txs = await buffer.append(Array.from({ length: 5 }, () => {
-        const id = randomUUID();
-        return {
-          transaction_id: uuidv7(), site, created_at: new Date().toISOString(), endpoint: 'POST /executed_obs_units/start', depends_on: [],
-          steps: [{ step_id: 'obs', op: 'create' as const, table: 'executed_obs_unit', id, data: { id, obs_unit_id: 1, site, status: 'running', start_time: '2026-01-01T00:00:00.000Z' } }],
-        };
-      }));
+      const txs = await buffer.append(Array.from({ length: 5 }, () => observation(site)));
       // Seqs 1–4 synced (and compacted, kept whole) before the restart; 5 written since, pending.
       await buffer.settle((await buffer.claim(4, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
       await buffer.compact(4, 3600);
@@ -119,6 +123,76 @@ describe('central\'s feed goes back behind the edge', () => {
       assert.match(await metrics.registry.metrics(), /^opsdb_sync_central_replay_remaining_seqs 0$/m);
     } finally {
       await close();
+    }
+  });
+  // Found in review: the replay ran before any pull, with the replica read again from the start, so
+  // central's changes (a revoked token) waited for the whole replay: hours over the site's link.
+  it("central's changes reach the replica while a long replay runs", async () => {
+    const site = 'replay-pulls';
+    const own = join(dir, site);
+    mkdirSync(own);
+    let saved: SavedSyncState | null = {
+      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
+      replay: { after_seq: 0, through_seq: 3000, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 },
+    };
+    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    // 100 ms per batch: the site's long link.
+    const slow = (real: CentralClient): CentralClient => ({
+      get: real.get.bind(real),
+      post: async (...a) => (await new Promise((r) => setTimeout(r, 100)), real.post(...a)),
+    });
+    const { engine, buffer, local, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600, client: slow });
+    try {
+      for (let i = 0; i < 30; i++) await buffer.append(Array.from({ length: 100 }, () => observation(site)));
+      await buffer.settle((await buffer.claim(5000, 1e12)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      await buffer.compact(3000, 3600);
+      await central.db.query(`INSERT INTO observing_program (name) VALUES ('changed at central during the replay')`);
+      engine.start();
+      await until("central's change in the replica", async () => local.listReference('observing_program').some((p) => p.name === 'changed at central during the replay'), 10_000);
+      assert.ok(engine.centralReplay() !== null, 'while the replay still runs');
+      await until('the replay to end', async () => engine.centralReplay() === null, 30_000);
+      const { rows } = await central.db.query<{ n: number }>('SELECT count(*)::int AS n FROM applied_transaction WHERE site = $1', [site]);
+      assert.equal(rows[0]!.n, 3000, 'every one sent again, and none dropped by a compaction during the replay');
+    } finally {
+      await close();
+    }
+  });
+
+  // Found in review: the position of the last batch was saved with the engine's state at most every 10 s,
+  // so a restart right after a batch checked only the replica's older position, which a central restored
+  // to between the two still has: the batches after it were lost without a word.
+  it('a restart right after a batch still knows its position: a restore to before it is found', async () => {
+    const site = 'replay-restart';
+    const own = join(dir, site);
+    mkdirSync(own);
+    let saved: SavedSyncState | null = null;
+    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = JSON.parse(JSON.stringify(st)) as SavedSyncState; } };
+    // Pulls at start only, as while a backlog drains.
+    let e = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600, intervalMs: 60_000 });
+    const token = e.token;
+    e.engine.start();
+    await until('the first pull', async () => e.local.position() > 0, 10_000);
+    const replicaAt = e.local.position();
+    const lost = await e.buffer.append(Array.from({ length: 5 }, () => observation(site)));
+    e.engine.nudge();
+    await until('the five applied', async () => (await e.buffer.stats()).applied_total === 5, 10_000);
+    await e.close(); // a clean restart (an upgrade), within seconds of the batch
+
+    // Central restored to the replica's position: the five are gone from it.
+    await central.db.query('DELETE FROM applied_transaction WHERE site = $1', [site]);
+    await central.db.query('DELETE FROM executed_obs_unit WHERE id = ANY($1::uuid[])', [lost.map((t) => (t.steps[0] as { id: string }).id)]);
+    await central.db.query('DELETE FROM feed_tx WHERE pos > $1', [replicaAt]);
+    await central.db.query('UPDATE feed_position SET pos = $1 WHERE id = 1', [replicaAt]);
+
+    e = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600, token });
+    try {
+      await e.buffer.append([observation(site)]);
+      e.engine.start();
+      await until('all six at central', async () => (await central.db.query('SELECT 1 FROM applied_transaction WHERE site = $1', [site])).rowCount === 6, 10_000);
+      const { rows } = await central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
+      assert.deepEqual(rows.map((r) => Number(r.seq)), [1, 2, 3, 4, 5, 6], 'the five sent again, then the new one');
+    } finally {
+      await e.close();
     }
   });
 });

@@ -8,8 +8,6 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -17,6 +15,7 @@ import {
   centralDatabase, createObservation, killAllProcesses, spawnCentral, startScenario, waitFor, type Scenario,
 } from '../support/processes.js';
 import { pgAdminUrl, pgBinDir, redisUrl, tempDir } from '../support/services.js';
+import { feedBlocker } from '../support/feed-blocker.js';
 
 const run = promisify(execFile);
 
@@ -51,35 +50,6 @@ async function restore(s: Scenario, dbUrl: string, dbName: string, dump: string)
   s.central = await spawnCentral({ DATABASE_URL: dbUrl });
   s.proxy.setTarget(s.central.port);
   await s.proxy.setMode('pass');
-}
-
-/** An HTTP proxy to `target` that answers 503 to the change feed while `blocked`: pushes go through, pulls do not. */
-async function feedBlocker(target: string) {
-  const t = new URL(target);
-  const server = http.createServer((req, res) => {
-    if (state.blocked && req.url?.startsWith('/api/sync/changes')) {
-      req.resume();
-      res.writeHead(503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 'service_unavailable', message: 'the test holds the feed', details: null } }));
-      return;
-    }
-    const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
-    up.on('error', () => res.destroy());
-    req.pipe(up);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const state = {
-    blocked: false,
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => new Promise<void>((r) => {
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
-  };
-  return state;
 }
 
 for (const backend of ['sqlite', 'redis'] as const) {

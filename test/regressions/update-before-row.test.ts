@@ -8,12 +8,11 @@
 // A real central (one CHECK constraint added to make it reject the finish) and real edges.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { startTestCentral } from '../support/central.js';
 import { startTestEdge } from '../support/edge.js';
 import { until } from '../support/daemon.js';
 import { FaultProxy } from '../support/fault-proxy.js';
+import { feedBlocker } from '../support/feed-blocker.js';
 
 describe('an update of a row the edge does not hold yet', () => {
   const stops: (() => Promise<unknown>)[] = [];
@@ -71,7 +70,7 @@ describe('an update of a row the edge does not hold yet', () => {
     const central = await startTestCentral('update-before-row-synced', { LOG_LEVEL: 'silent' });
     stops.push(() => central.stop());
     const token = (await central.admin.post('/api/sites/', { body: { name: 'ubrs' } })).body.token as string;
-    const feed = await feedBlockingProxy(central.url);
+    const feed = await feedBlocker(central.url);
     stops.push(() => feed.close());
     const fast = { SITE_NAME: 'ubrs', SITE_TOKEN: token, SYNC_INTERVAL_MS: 50, RETRY_BASE_MS: 20, RETRY_MAX_MS: 200 };
 
@@ -104,33 +103,3 @@ describe('an update of a row the edge does not hold yet', () => {
     assert.ok(aborted.some((o) => o.id === obs.id), 'a filter on the edge finds it as central does');
   });
 });
-
-/** Passes every request to central, but answers 503 to the change feed while `blocked`. */
-async function feedBlockingProxy(target: string) {
-  const t = new URL(target);
-  const state = {
-    blocked: false,
-    url: '',
-    close: () => new Promise<void>((r) => {
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
-  };
-  const server = http.createServer((req, res) => {
-    if (state.blocked && req.url?.startsWith('/api/sync/changes')) {
-      req.resume();
-      res.writeHead(503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 'service_unavailable', message: 'the test holds the feed', details: null } }));
-      return;
-    }
-    const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
-    up.on('error', () => res.destroy());
-    req.pipe(up);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return state;
-}

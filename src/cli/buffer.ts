@@ -133,7 +133,7 @@ export const bufferRetryCommand: Command = {
 };
 
 export const bufferRetryFailedCommand: Command = {
-  summary: 'send every failed and blocked transaction again',
+  summary: 'send every failed and blocked transaction again (not those that need a discarded one)',
   usage: 'opsdb buffer retry-failed',
   async run({ config }) {
     const { released, held } = await withBuffer(config, (b) => b.retryAll(actor()));

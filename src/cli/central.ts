@@ -70,7 +70,9 @@ export const userAddCommand: Command = {
     if (roles.length === 0) throw new UsageError('--role is required');
     const bad = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
     if (bad.length) throw new UsageError(`unknown role(s) ${bad.join(', ')}; roles are ${ROLES.join(', ')}`);
-    if (!atEdge(config) && isSiteAccountName(name)) {
+    // At an edge too: central's site accounts reach the edge with the feed, and a local one of that name
+    // would be renamed out of the way (name@local) when it came.
+    if (isSiteAccountName(name)) {
       throw new UsageError(
         `"${name}": user names starting with "${SITE_ACCOUNT_PREFIX}" are kept for site accounts at central (opsdb site add NAME makes ${SITE_ACCOUNT_PREFIX}NAME); choose another name`,
       );

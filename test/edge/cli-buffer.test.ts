@@ -142,6 +142,9 @@ describe('accounts made at an edge with the CLI', () => {
     const site = await runCli(['user', 'add', 'fake-site', '--role', 'site'], env);
     assert.equal(site.code, 2);
     assert.match(site.stderr, /a local user at an edge cannot have it/);
+    const siteName = await runCli(['user', 'add', 'Site-observatory', '--role', 'admin'], env);
+    assert.equal(siteName.code, 2, 'a site account\'s name is kept at an edge too: central\'s would arrive with the feed');
+    assert.match(siteName.stderr, /user names starting with "site-" are kept for site accounts/);
     const tok = await runCli(['token', 'create', '--user', 'night-operator'], env);
     assert.equal(tok.code, 0, tok.stderr);
     const e = await startTestEdge('cli-accounts', { dataDir, seed: false });

@@ -244,7 +244,9 @@ export class SqliteBuffer implements TransactionBuffer {
           SELECT * FROM (SELECT transaction_id, site, seq, created_at, endpoint, steps FROM tx
                           WHERE state = 'synced' AND seq > @after ORDER BY seq LIMIT @limit))
         ORDER BY seq LIMIT @limit`),
-      receipt: db.prepare('SELECT * FROM receipt WHERE transaction_id = ? AND compacted_at >= ?'),
+      // Not the kept steps: a receipt is the record without them.
+      receipt: db.prepare(`SELECT transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result,
+                                  updated_at, compacted_at FROM receipt WHERE transaction_id = ? AND compacted_at >= ?`),
     };
   }
 

@@ -12,6 +12,7 @@ import type { CentralClient, Reply } from './transport.js';
 import type { HeldChange, ReplicaSink } from './replica.js';
 import { classifyError, classifyReply, errorCode, retryDelayMs, type Failure } from './classify.js';
 import { Health } from '../lib/api/schemas.js';
+import { WRITABLE_TABLES } from '../lib/api/tables.js';
 import { uuidv7 } from '../lib/uuid.js';
 
 export interface EngineOptions {
@@ -100,6 +101,8 @@ export interface EngineEvents {
 const RATE_WINDOW_MS = 60_000;
 /** States of a row's last local writer in which the replica keeps the local row over central's copy. */
 const LOCAL_CHANGE_STANDS: ReadonlySet<TxState | undefined> = new Set<TxState>(['pending', 'in_flight', 'blocked', 'failed']);
+/** The tables an edge writes: their rows' changes are held back from the replica while a replay runs. */
+const WRITABLE: ReadonlySet<string> = new Set(WRITABLE_TABLES);
 
 const notAnAnswer = (r: Reply): Failure => ({
   kind: 'transient', code: 'bad_reply', message: `HTTP ${r.status} with a body that is not central's answer`,
@@ -658,6 +661,17 @@ export class SyncEngine implements SyncView {
       // A row whose last local change is still on its way (or failed, for an operator to retry) keeps it;
       // one whose change was synced, or discarded, takes central's copy.
       const keep = new Set([...origins].filter(([, seq]) => LOCAL_CHANGE_STANDS.has(states.get(seq))).map(([k]) => k));
+      // While a replay runs, central's copy of a row this site writes may be older than this edge's (central
+      // lost the change, and the replay has not sent it again yet): every such change is held back, to be
+      // put in place, or replaced by the newer copy the replay makes, once the replay is done (settleHeld).
+      if (this.replay) {
+        for (const c of body.changes) {
+          if (!WRITABLE.has(c.table)) continue;
+          const k = `${c.table}:${c.key}`;
+          keep.add(k);
+          if (!origins.has(k)) origins.set(k, this.replay.through_seq);
+        }
+      }
       const deferred = this.o.replica.deferredSeqs?.(body.changes) ?? [];
       const deferredStates = deferred.length ? await this.o.buffer.states(deferred) : new Map<number, TxState>();
       // The same rule for an update buffered before its row was here: once synced (compacted too) or
@@ -693,6 +707,8 @@ export class SyncEngine implements SyncView {
    * this edge wrote it.
    */
   private async settleHeld(): Promise<void> {
+    // During a replay central's copies may be older than this edge's rows: all stay held until it is done.
+    if (this.replay) return;
     const held = this.o.replica.heldChanges?.() ?? [];
     if (held.length === 0) return;
     const seqs = [...new Set(held.flatMap((h) => (h.origin === null ? [h.heldBy] : [h.heldBy, h.origin])))];

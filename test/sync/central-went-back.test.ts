@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { uuidv7 } from '../../src/lib/uuid.js';
 import type { SavedSyncState } from '../../src/sync/engine.js';
 import type { CentralClient } from '../../src/sync/transport.js';
+import type { NewTransaction } from '../../src/edge/buffer/buffer.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { registerEdgeMetrics } from '../../src/edge/metrics.js';
 
@@ -193,6 +194,67 @@ describe('central\'s feed goes back behind the edge', () => {
       assert.deepEqual(rows.map((r) => Number(r.seq)), [1, 2, 3, 4, 5, 6], 'the five sent again, then the new one');
     } finally {
       await e.close();
+    }
+  });
+  // Found by the fault-injection runs (a central restored under load): during the replay, a pull read
+  // central's feed again and put central's restored copy of a row over this edge's newer one, whose
+  // change was synced (and compacted) but lost at central and not sent again yet: an observation finished
+  // here read `running` again, until the replay and a later pull put the finish back.
+  it("during a replay, a row central lost a change of keeps this edge's copy", async () => {
+    const site = 'replay-keeps-rows';
+    const own = join(dir, site);
+    mkdirSync(own);
+    let slowPosts = false;
+    const slow = (real: CentralClient): CentralClient => ({
+      get: real.get.bind(real),
+      post: async (...a) => (slowPosts && (await new Promise((r) => setTimeout(r, 1500))), real.post(...a)),
+    });
+    const { engine, buffer, local, close } = await engineFor(central, site, own, { keepSyncedSeconds: 3600, client: slow, intervalMs: 100 });
+    const write = async (txs: NewTransaction[]) => local.applyBuffered(await buffer.append(txs));
+    try {
+      const start = observation(site);
+      const obsId = (start.steps[0] as { id: string }).id;
+      await write([start, ...Array.from({ length: 499 }, () => observation(site))]);
+      const finish: NewTransaction = { ...observation(site), endpoint: 'PUT /executed_obs_units/{id}/finish',
+        steps: [{ step_id: 'finish', op: 'update', table: 'executed_obs_unit', id: obsId, data: { status: 'success', end_time: '2026-01-01T01:00:00.000Z' } }] };
+      await write([finish]);
+      engine.start();
+      await until('all synced and compacted', async () => {
+        const st = await buffer.stats();
+        return st.applied_total === 501 && st.synced === 0;
+      }, 20_000);
+      const status = () => local.findRow('executed_obs_unit', obsId)?.status;
+      assert.equal(status(), 'success');
+
+      // Central restored to before the finish: the row as it was, its inbox without the finish, its feed
+      // back to a position before it (written with triggers off, as a restore writes nothing to the feed).
+      const finishedAt = ((await buffer.receipt(finish.transaction_id))!.central_result as { position: number }).position;
+      const before = { pos: finishedAt - 1 };
+      const c = await central.db.connect();
+      try {
+        await c.query(`SET session_replication_role = replica`);
+        await c.query(`UPDATE executed_obs_unit SET status = 'running', end_time = NULL WHERE id = $1`, [obsId]);
+        await c.query('DELETE FROM applied_transaction WHERE site = $1 AND seq = 501', [site]);
+      } finally {
+        c.release();
+      }
+      slowPosts = true;
+      await central.db.query('DELETE FROM feed_tx WHERE pos > $1', [before.pos]);
+      await central.db.query('UPDATE feed_position SET pos = $1 WHERE id = 1', [before.pos]);
+
+      // Batches of 100 at 1.5 s each; pulls come every 5 s while a replay (or a drain) runs.
+      await until('a pull during the replay, with the finish not sent again yet', async () => {
+        const r = engine.centralReplay();
+        return r !== null && r.after_seq > 0 && r.after_seq < 501 && local.position() > 0;
+      }, 20_000);
+      assert.equal(status(), 'success', "this edge's finish, not central's restored copy");
+      await until('the replay to end', async () => engine.centralReplay() === null, 20_000);
+      const { rows: [atCentral] } = await central.db.query<{ status: string }>('SELECT status FROM executed_obs_unit WHERE id = $1', [obsId]);
+      assert.equal(atCentral!.status, 'success', 'central has the finish again');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(status(), 'success');
+    } finally {
+      await close();
     }
   });
 });

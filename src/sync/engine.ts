@@ -64,6 +64,8 @@ export interface CentralReplay {
   applied: number;
   duplicate: number;
   rejected: number;
+  /** The feed position central answered the replay's last batch with (absent before the first). */
+  position?: number;
 }
 
 /** What the engine knew of the link when it last changed; restored at start. */
@@ -76,6 +78,8 @@ export interface SavedSyncState {
   replay?: CentralReplay | null;
   /** The position (and its id) central answered the last batch with (absent in what older builds saved). */
   last_batch_position?: FeedPosition | null;
+  /** The last replay's last seq, and the position central answered its last batch with (see compact). */
+  replayed_up_to?: { seq: number; position: number } | null;
 }
 
 /** A position of central's feed as this edge saw it: the number and what it is in central's history. */
@@ -103,6 +107,9 @@ const RATE_WINDOW_MS = 60_000;
 const LOCAL_CHANGE_STANDS: ReadonlySet<TxState | undefined> = new Set<TxState>(['pending', 'in_flight', 'blocked', 'failed']);
 /** The tables an edge writes: their rows' changes are held back from the replica while a replay runs. */
 const WRITABLE: ReadonlySet<string> = new Set(WRITABLE_TABLES);
+
+/** The position a 409 `central_went_back` names (the one the edge sent), or NaN. */
+const wentBackPosition = (r: Reply): number => Number((r.body as { error: { details?: { position?: unknown } } }).error.details?.position);
 
 const notAnAnswer = (r: Reply): Failure => ({
   kind: 'transient', code: 'bad_reply', message: `HTTP ${r.status} with a body that is not central's answer`,
@@ -166,6 +173,7 @@ export class SyncEngine implements SyncView {
       this.reachable = saved.central_reachable;
       this.replay = saved.replay ?? null;
       this.lastBatchPosition = saved.last_batch_position ?? null;
+      this.replayedUpTo = saved.replayed_up_to ?? null;
     }
   }
 
@@ -174,6 +182,13 @@ export class SyncEngine implements SyncView {
    * a backlog drains), and a central restored to a point between the two has lost that batch.
    */
   private lastBatchPosition: FeedPosition | null = null;
+
+  /**
+   * The last replay's last seq and the position of its last answer. A synced transaction still held up
+   * to that seq records a position from the history central lost, maybe beyond its feed now; it was sent
+   * again, and central's copy of it is at or before that position (see compact).
+   */
+  private replayedUpTo: { seq: number; position: number } | null = null;
 
   /** A replay to central under way (see CentralReplay), or null. */
   private replay: CentralReplay | null = null;
@@ -186,7 +201,7 @@ export class SyncEngine implements SyncView {
     try {
       this.o.memory.save({
         last_sync_at: this.lastOk, last_error: this.error, consecutive_failures: this.failures, central_reachable: this.reachable, replay: this.replay,
-        last_batch_position: this.lastBatchPosition,
+        last_batch_position: this.lastBatchPosition, replayed_up_to: this.replayedUpTo,
       });
       this.savedAt = performance.now();
     } catch (err) {
@@ -511,7 +526,7 @@ export class SyncEngine implements SyncView {
     if (reply.status === 409 && errorCode(reply.body) === 'central_went_back') {
       // Nothing of it was applied: it goes back to pending, behind the replay of what central lost.
       this.heard(reply);
-      const f = await this.centralWentBackOnPush(Number((reply.body as { error: { details?: { position?: unknown } } }).error.details?.position));
+      const f = await this.centralWentBackOnPush(wentBackPosition(reply));
       await this.o.buffer.settle(batch.map((t) => ({ seq: t.seq, outcome: 'retry' as const, error: { code: f.code, message: f.message, at: new Date().toISOString() } })));
       return f;
     }
@@ -766,6 +781,7 @@ export class SyncEngine implements SyncView {
     const through = (await this.o.buffer.stats()).last_seq;
     // Positions of the history central lost mean nothing now.
     this.lastBatchPosition = null;
+    this.replayedUpTo = null;
     // Found again during a replay: from the start once more, through what is synced now.
     this.replay = { after_seq: 0, through_seq: through, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 };
     this.o.replica.apply([], 0, new Set(), new Map());
@@ -818,6 +834,7 @@ export class SyncEngine implements SyncView {
     const batch = (await this.o.buffer.replayable(r.after_seq, this.batchSize)).filter((t) => t.seq <= r.through_seq);
     if (batch.length === 0) {
       this.replay = null;
+      this.replayedUpTo = { seq: r.through_seq, position: r.position ?? 0 };
       this.remember();
       this.o.log.warn({ ...r, after_seq: undefined },
         `sent again to central what it may have lost: ${r.applied} applied again (central had lost them), ` +
@@ -830,11 +847,17 @@ export class SyncEngine implements SyncView {
     }));
     let reply: Reply;
     try {
-      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog: await this.backlog() }, this.o.token());
+      // With the position check too: central may go back again while a replay runs (restored once more).
+      reply = await this.o.client.post('/api/sync/transactions', { site: this.o.site, transactions, backlog: await this.backlog() }, this.o.token(), this.replicaHeader());
     } catch (err) {
       const f = classifyError(err);
       this.fail(f);
       return f;
+    }
+    if (reply.status === 409 && errorCode(reply.body) === 'central_went_back') {
+      // Nothing of it was applied, and central lost more: the replay starts again from the first seq.
+      this.heard(reply);
+      return this.centralWentBackOnPush(wentBackPosition(reply));
     }
     const parsed = reply.status === 200 ? SyncBatchResult.safeParse(reply.body) : null;
     if (!parsed?.success) {
@@ -852,18 +875,20 @@ export class SyncEngine implements SyncView {
         this.batchSize = Math.max(1, Math.floor(batch.length / 2));
         return null;
       }
-      return this.replayed(r, batch, [{ transaction_id: batch[0]!.transaction_id, result: 'rejected', code: f.code, reason: f.message }], started);
+      return this.replayed(r, batch, [{ transaction_id: batch[0]!.transaction_id, result: 'rejected', code: f.code, reason: f.message }], null, started);
     }
     this.heard(reply);
     this.reachable = true;
     this.noteBatchPosition(parsed.data);
-    return this.replayed(r, batch, parsed.data.results, started);
+    return this.replayed(r, batch, parsed.data.results, parsed.data.position, started);
   }
 
   /** Records a replay batch's answers and moves the replay past it. */
   private replayed(
-    r: CentralReplay, batch: ReplayableTransaction[], results: { transaction_id: string; result: string; code?: string; reason?: string }[], started: number,
+    r: CentralReplay, batch: ReplayableTransaction[], results: { transaction_id: string; result: string; code?: string; reason?: string }[],
+    position: number | null, started: number,
   ): null {
+    if (position !== null) r.position = Math.max(r.position ?? 0, position);
     const byId = new Map(results.map((x) => [x.transaction_id, x]));
     for (const t of batch) {
       const x = byId.get(t.transaction_id);
@@ -901,8 +926,11 @@ export class SyncEngine implements SyncView {
     };
     for (;;) {
       const synced = await this.o.buffer.list({ state: 'synced', after_seq: after, limit: 1000 });
+      const ru = this.replayedUpTo;
       for (const t of synced) {
-        const p = (t.central_result as { position?: number } | null)?.position ?? Infinity;
+        let p = (t.central_result as { position?: number } | null)?.position ?? Infinity;
+        // Sent again by the last replay: its position then, not the one from the history central lost.
+        if (ru && t.seq <= ru.seq && ru.position > 0) p = Math.min(p, ru.position);
         if (p > pos) return drop();
         seqs.push(t.seq);
       }

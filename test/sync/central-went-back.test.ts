@@ -257,4 +257,82 @@ describe('central\'s feed goes back behind the edge', () => {
       await close();
     }
   });
+  // Found by the fault-injection runs: transactions synced but not compacted when central went back kept
+  // the positions central had answered them with in the history it lost; the restored feed may never
+  // reach them again, so they stayed `synced_awaiting_replica` for good. After the replay sent them again,
+  // the replay's position stands for theirs.
+  it('what the replay sent again is compacted once the replica has central\'s new copy', async () => {
+    const site = 'replay-compacts';
+    const own = join(dir, site);
+    mkdirSync(own);
+    let saved: SavedSyncState | null = {
+      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
+      replay: { after_seq: 0, through_seq: 5, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 },
+    };
+    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
+    try {
+      await buffer.append(Array.from({ length: 5 }, () => observation(site)));
+      // Synced before central went back, at positions of the history it lost (far beyond its feed now).
+      const at = new Date().toISOString();
+      await buffer.settle((await buffer.claim(5, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const, central_result: { result: 'applied', position: 999_999, at } })));
+      engine.start();
+      await until('the replay to end', async () => saved?.replay === null, 10_000);
+      await until('them compacted', async () => (await buffer.stats()).synced === 0, 10_000);
+    } finally {
+      await close();
+    }
+  });
+
+  // Found by the fault-injection runs: central restored a second time, to a backup taken during the replay.
+  // Replay batches carried no position check, so the replay went on from where it was, past what central
+  // had lost again, and the newer writes followed ahead of them.
+  it('central going back again during a replay is found by the replay, which starts again', async () => {
+    const site = 'replay-twice';
+    const own = join(dir, site);
+    mkdirSync(own);
+    let slowPosts = false;
+    const slow = (real: CentralClient): CentralClient => ({
+      get: real.get.bind(real),
+      post: async (...a) => (slowPosts && (await new Promise((r) => setTimeout(r, 700))), real.post(...a)),
+    });
+    const { engine, buffer, local, close } = await engineFor(central, site, own, { keepSyncedSeconds: 3600, client: slow, intervalMs: 100 });
+    const txs = await buffer.append(Array.from({ length: 300 }, () => observation(site)));
+    local.applyBuffered(txs);
+    const ids = txs.map((t) => (t.steps[0] as { id: string }).id);
+    /** A restore: central without the site's transactions after seq `kept`, its feed back to `pos`. */
+    const restore = async (kept: number, pos: number) => {
+      const c = await central.db.connect();
+      try {
+        await c.query('SET session_replication_role = replica');
+        await c.query('DELETE FROM applied_transaction WHERE site = $1 AND seq > $2', [site, kept]);
+        await c.query('DELETE FROM executed_obs_unit WHERE id = ANY($1::uuid[])', [ids.slice(kept)]);
+      } finally {
+        c.release();
+      }
+      await central.db.query('DELETE FROM feed_tx WHERE pos > $1', [pos]);
+      await central.db.query('UPDATE feed_position SET pos = $1 WHERE id = 1', [pos]);
+    };
+    try {
+      engine.start();
+      await until('all synced and compacted', async () => {
+        const st = await buffer.stats();
+        return st.applied_total === 300 && st.synced === 0;
+      }, 20_000);
+      const positionOf = async (seq: number) => ((await buffer.receipt(txs[seq - 1]!.transaction_id))!.central_result as { position: number }).position;
+      slowPosts = true;
+      await restore(150, (await positionOf(151)) - 1);
+      await until('the replay to have sent seqs 1–200', async () => (engine.centralReplay()?.after_seq ?? 0) >= 200, 20_000);
+      const { rows: [head] } = await central.db.query<{ pos: string }>('SELECT pos FROM feed_position WHERE id = 1');
+      // Restored again, to a backup taken after the replay's first batch: seqs 151–200 sent again are lost again.
+      await restore(150, Number(head!.pos) - 1);
+      await until('the replay to end', async () => engine.centralReplay() === null && (await central.db.query(
+        'SELECT 1 FROM applied_transaction WHERE site = $1', [site])).rowCount === 300, 30_000);
+      const { rows } = await central.db.query<{ seq: string; n: number }>(
+        'SELECT seq, count(*)::int AS n FROM applied_transaction WHERE site = $1 GROUP BY seq ORDER BY seq', [site]);
+      assert.deepEqual(rows.map((r) => Number(r.seq)), Array.from({ length: 300 }, (_, i) => i + 1), 'every one at central, once');
+    } finally {
+      await close();
+    }
+  });
 });

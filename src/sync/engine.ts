@@ -730,10 +730,14 @@ export class SyncEngine implements SyncView {
     const states = await this.o.buffer.states(seqs);
     const release: HeldChange[] = [];
     const drop: HeldChange[] = [];
+    const ru = this.replayedUpTo;
     for (const h of held) {
+      // Held by the last replay (every change of the site's rows was, see pull): central's change is the
+      // row now, also for a row that is central's copy here, or not here at all.
+      const byReplay = ru !== null && h.heldBy === ru.seq;
       // The row is central's copy again (a later change of it was applied), or gone: nothing to put back.
-      if (h.origin === null) drop.push(h);
-      else if (![h.heldBy, h.origin].some((seq) => LOCAL_CHANGE_STANDS.has(states.get(seq)))) release.push(h);
+      if (h.origin === null && !byReplay) drop.push(h);
+      else if (![h.heldBy, h.origin].some((seq) => seq !== null && LOCAL_CHANGE_STANDS.has(states.get(seq)))) release.push(h);
     }
     if (release.length || drop.length) this.o.replica.settleHeld?.(release, drop);
   }

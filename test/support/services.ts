@@ -206,7 +206,14 @@ export async function startRedisServer(dir: string, opts: { port?: number; confi
   const pidFile = path.join(dir, 'redis.pid');
   const logFile = path.join(dir, 'redis.log');
   let lastError = '';
-  for (let attempt = 1; attempt <= (opts.port ? 1 : 3); attempt++) {
+  // A port of its own: three tries on fresh ports. A given port (a restart where a killed server ran): a few
+  // tries on it, while the killed server's last process lets the port go (seen under load: "bind: Address
+  // already in use" a moment after the server's pid was gone).
+  for (let attempt = 1; attempt <= (opts.port ? 6 : 3); attempt++) {
+    if (opts.port && attempt > 1) {
+      if (!/Address already in use/.test(lastError)) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
     const port = opts.port ?? (await freePort());
     await rm(pidFile, { force: true });
     const args = [

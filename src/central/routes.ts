@@ -7,7 +7,7 @@ import { route, type ApiContext } from '../lib/api/route.js';
 import { AppError, ForbiddenError } from '../lib/errors.js';
 import { ADMIN_ROLES, type Principal } from '../lib/auth.js';
 import { Backlog, ChangesPage, ChangesQuery, CreateSite, CreatedSite, EDGE_CONFLICT_HEADER, EDGE_ID_HEADER, REPLICA_HEADER, SINCE_ID_HEADER, SiteInfo, SyncBatch, SyncBatchResult, SENT_AT_HEADER } from '../lib/api/sync-schemas.js';
-import { applyBatch, centralBufferStats, createSite, feedHasPosition, listSites, noteEdge, readChanges, touchSite } from './sync.js';
+import { applyBatch, centralBufferStats, createSite, listSites, noteEdge, readChanges, touchSite } from './sync.js';
 import { UUID_RE } from '../lib/uuid.js';
 
 
@@ -57,17 +57,12 @@ export function centralRoutes(api: ApiContext, pool: Pool, log: Logger, metrics:
       if (foreign) throw new ForbiddenError(`Transaction ${foreign.transaction_id} is for site "${foreign.site}", not "${site}"`);
       await tellOtherEdge(ctx, site);
       const replica = /^(\d+) (\S+)$/.exec(ctx.get(REPLICA_HEADER));
-      if (replica && !(await feedHasPosition(pool, Number(replica[1]), replica[2]!))) {
-        throw new AppError(409, 'central_went_back',
-          `Central's change feed does not have position ${replica[1]} as this edge read it: central's database went back in time ` +
-          '(restored from a backup, or failed over to a copy that was behind). Nothing of this batch was applied; ' +
-          'the edge first sends again what central may have lost', { position: Number(replica[1]) });
-      }
       // A client that gave up (an edge past its timeout sends the batch again) stops this one's waiting.
       const gone = new AbortController();
       const hangUp = () => gone.abort();
       ctx.req.socket.once('close', hangUp);
-      const out = await applyBatch(pool, body, principal.userId, log, undefined, gone.signal)
+      const out = await applyBatch(pool, body, principal.userId, log, undefined, gone.signal,
+        replica ? { pos: Number(replica[1]), id: replica[2]! } : undefined)
         .finally(() => ctx.req.socket.off('close', hangUp));
       const counts = { applied: 0, duplicate: 0, rejected: 0 };
       for (const r of out.results) counts[r.result] += 1;

@@ -40,6 +40,7 @@ const ORDER_WAIT_MS = 20_000;
  */
 export async function applyBatch(
   pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger, orderWaitMs = ORDER_WAIT_MS, signal?: AbortSignal,
+  replica?: ReplicaPosition,
 ): Promise<SyncBatchResult> {
   const txs = [...batch.transactions].sort((a, b) => a.seq - b.seq);
   // Transactions central will not even try are answered without touching the database.
@@ -55,7 +56,7 @@ export async function applyBatch(
   });
   const deadline = Date.now() + orderWaitMs;
   for (let waitMs = 5; ; waitMs = Math.min(waitMs * 2, 100)) {
-    const out = await applyInOrder(pool, batch, appliedBy, log, txs, prepared);
+    const out = await applyInOrder(pool, batch, appliedBy, log, txs, prepared, replica);
     if (out !== WAIT && out !== BUSY) return out;
     if (Date.now() >= deadline || signal?.aborted) {
       if (out === BUSY) {
@@ -70,6 +71,9 @@ export async function applyBatch(
   }
 }
 
+/** The position of central's feed an edge last knew, and the id it had then (REPLICA_HEADER). */
+export interface ReplicaPosition { pos: number; id: string }
+
 /** applyInOrder's answers when it wrote nothing: the batch it follows is not applied yet; another batch of the site holds it. */
 const WAIT = Symbol('wait');
 const BUSY = Symbol('busy');
@@ -83,11 +87,13 @@ const LOCK_TIMEOUT = '5s';
  * having written nothing, when that one has not, and BUSY when another batch
  * of the site holds its row: the caller waits without a connection, so
  * batches resent by an edge that gave up on them can never fill the pool
- * and starve the other sites.
+ * and starve the other sites. `replica` is checked in the same transaction: a
+ * database that went back in time (a restore, a failover to a copy that was
+ * behind) between a check and the apply could not take the batch anyway.
  */
 async function applyInOrder(
   pool: Pool, batch: SyncBatch, appliedBy: number, log: Logger,
-  txs: SyncBatch['transactions'], prepared: (PreparedTransaction | AppError)[],
+  txs: SyncBatch['transactions'], prepared: (PreparedTransaction | AppError)[], replica?: ReplicaPosition,
 ): Promise<SyncBatchResult | typeof WAIT | typeof BUSY> {
   return withTransaction(pool, async (c) => {
     await c.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
@@ -100,6 +106,12 @@ async function applyInOrder(
       return BUSY;
     }
     if (batch.after_batch && siteRows[0]!.last_batch_id !== batch.after_batch.toLowerCase()) return WAIT;
+    if (replica && (await positionId(c, replica.pos)) !== replica.id) {
+      throw new AppError(409, 'central_went_back',
+        `Central's change feed does not have position ${replica.pos} as this edge read it: central's database went back in time ` +
+        '(restored from a backup, or failed over to a copy that was behind). Nothing of this batch was applied; ' +
+        'the edge first sends again what central may have lost', { position: replica.pos });
+    }
     prepared = await scopeToSite(c, batch.site, prepared);
     const raw = await applyPrepared(c, batch.site, appliedBy, prepared.filter((p): p is PreparedTransaction => !(p instanceof AppError)));
     let next = 0;
@@ -262,21 +274,13 @@ const MAX_SCANNED_POSITIONS = 4096;
  * What a feed position is in this database's history: the transaction that took it and when. After a
  * restore from a backup, the same position is given out again, to another transaction at a later time.
  */
-async function positionId(pool: Pool, pos: number): Promise<string | null> {
+async function positionId(pool: Pool | Client, pos: number): Promise<string | null> {
   if (pos === 0) return null;
   const { rows } = await pool.query<{ id: string }>(
     `SELECT ${POSITION_ID_SQL} AS id FROM feed_tx f WHERE pos = $1`,
     [pos],
   );
   return rows[0]?.id ?? null;
-}
-
-/**
- * Whether this database's feed has position `pos` as the transaction `id` names (REPLICA_HEADER); false
- * after a restore from a backup that gave the position to another transaction, or does not reach it.
- */
-export async function feedHasPosition(pool: Pool, pos: number, id: string): Promise<boolean> {
-  return (await positionId(pool, pos)) === id;
 }
 
 /**

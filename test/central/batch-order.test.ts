@@ -77,4 +77,23 @@ describe('batches sent early (after_batch)', () => {
     assert.equal(r.status, 422, r.text);
     assert.deepEqual(await applied('early'), [1, 2, 3, 4, 5, 6, 7]);
   });
+
+  it("checks the edge's replica position when the batch applies, not when it arrives: central may go back in between", async () => {
+    const site = client(c.url, (await c.admin.post('/api/sites/', { body: { name: 'restored' } })).body.token);
+    const page = (await site.get('/api/sync/changes?since=0&max_rows=50000')).body;
+    const header = { 'x-opsdb-replica': `${page.position} ${page.position_id}` };
+    const first = { site: 'restored', batch_id: uuidv7(), after_batch: null, transactions: [startTx('restored', 1)] };
+    const second = { site: 'restored', batch_id: uuidv7(), after_batch: first.batch_id, transactions: [startTx('restored', 2)] };
+    const late = site.post('/api/sync/transactions', { body: second, headers: header });
+    await new Promise((r) => setTimeout(r, 300));
+    // While the second batch waits for the first, central's database goes back: the position the edge
+    // names now belongs to another transaction, as after a restore that gave it out again.
+    await c.db.query(`UPDATE feed_tx SET committed_at = committed_at - interval '1 second' WHERE pos = $1`, [page.position]);
+    const a = await site.post('/api/sync/transactions', { body: first });
+    assert.equal(a.status, 200, a.text);
+    const b = await late;
+    assert.equal(b.status, 409, b.text);
+    assert.equal(b.body.error.code, 'central_went_back');
+    assert.deepEqual(await applied('restored'), [1], 'nothing of the refused batch was applied');
+  });
 });

@@ -887,21 +887,38 @@ export class SyncEngine implements SyncView {
     return this.replayed(r, batch, parsed.data.results, parsed.data.position, started);
   }
 
-  /** Records a replay batch's answers and moves the replay past it. */
-  private replayed(
+  /**
+   * Records a replay batch's answers and moves the replay past it. A transaction central refuses now (it lost
+   * it, and cannot take it any more: a row it needs went back too, say) goes back to the dead-letter queue,
+   * failed with central's reason, for the operator to see, retry once central has what it needs, or discard.
+   */
+  private async replayed(
     r: CentralReplay, batch: ReplayableTransaction[], results: { transaction_id: string; result: string; code?: string; reason?: string }[],
     position: number | null, started: number,
-  ): null {
+  ): Promise<null> {
     if (position !== null) r.position = Math.max(r.position ?? 0, position);
     const byId = new Map(results.map((x) => [x.transaction_id, x]));
+    const refused: { seq: number; error: TxError }[] = [];
+    const at = new Date().toISOString();
     for (const t of batch) {
       const x = byId.get(t.transaction_id);
       if (x?.result === 'applied') r.applied += 1;
       else if (x?.result === 'duplicate') r.duplicate += 1;
       else {
         r.rejected += 1;
-        this.o.log.error({ transaction_id: t.transaction_id, seq: t.seq, code: x?.code ?? 'no_result', reason: x?.reason ?? 'central sent no result for it' },
-          'a synced transaction sent again to central after it went back in time was refused: compare it with central by hand');
+        refused.push({ seq: t.seq, error: { code: x?.code ?? 'no_result', message: x?.reason ?? 'central sent no result for it', at } });
+      }
+    }
+    if (refused.length > 0) {
+      const moved = new Set(await this.o.buffer.failSynced(refused));
+      for (const f of refused) {
+        const t = batch.find((b) => b.seq === f.seq)!;
+        this.o.log.error({ transaction_id: t.transaction_id, seq: t.seq, code: f.error.code, reason: f.error.message },
+          moved.has(f.seq)
+            ? 'central lost this synced transaction (it went back in time) and refused it when it was sent again: it is failed ' +
+              'again, in the dead-letter queue; retry it once central has what it needs, or discard it'
+            : 'central lost this synced transaction (it went back in time) and refused it when it was sent again; the buffer ' +
+              'no longer holds it whole: compare it with central by hand');
       }
     }
     r.after_seq = batch.at(-1)!.seq;

@@ -568,6 +568,55 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await assertLedger(b);
     });
 
+    it('failSynced: synced transactions central refused when sent again go back to the dead-letter queue, whole', async () => {
+      const applied = (t: { seq: number }) => ({ seq: t.seq, outcome: 'applied' as const });
+      const refused = (seq: number) => ({ seq, error: err('not_found') });
+      const [a0, a1, a2] = await b.append([tx(), tx(), tx()]);
+      const [a3] = await b.append([tx([a1!.seq])]);
+      await b.settle((await b.claim(10, 1e9)).map(applied));
+      const [a5] = await b.append([tx([a1!.seq])]); // pending, waits on a1
+      const [a6] = await b.append([tx()]); // pending, unrelated
+      assert.equal(await b.compact(a1!.seq, 3600), 2, 'a0 and a1 compacted, their steps kept (a1 leaves the dependency index)');
+      const before = await b.stats();
+      const moved = await b.failSynced([refused(a3!.seq), refused(a1!.seq), refused(a2!.seq), refused(a6!.seq), refused(a0!.seq)]);
+      assert.deepEqual(moved, [a0!.seq, a1!.seq, a2!.seq, a3!.seq], 'the held and the kept ones; not the pending one');
+      const got1 = await b.get(a1!.transaction_id);
+      assert.equal(got1?.state, 'failed', 'compacted, kept whole: failed again');
+      assert.deepEqual(got1?.steps, a1!.steps, 'with its steps');
+      assert.equal(got1?.last_error?.code, 'not_found');
+      assert.equal((await b.get(a2!.transaction_id))?.state, 'failed', 'held and synced: failed');
+      assert.equal((await b.get(a0!.transaction_id))?.state, 'failed');
+      assert.equal((await b.get(a3!.transaction_id))?.state, 'blocked', 'its parent was refused in the same call: blocked, as settle does');
+      assert.equal(await b.receipt(a1!.transaction_id), null, 'the receipt went: the transaction is held again');
+      assert.equal((await b.get(a5!.transaction_id))?.state, 'blocked', 'a pending one that waits on a refused one is blocked');
+      assert.equal((await b.get(a6!.transaction_id))?.state, 'pending', 'an unrelated pending one is not');
+      const after = await b.stats();
+      assert.equal(after.applied_total, before.applied_total - 4, 'four are applied no more');
+      assert.equal(after.failed, 3);
+      assert.deepEqual((await b.replayable(0, 10)).map((t) => t.seq).filter((s) => s <= a3!.seq), [], 'nothing of them is replayable now');
+      await assertLedger(b);
+      assert.deepEqual(await b.failSynced([refused(a1!.seq)]), [], 'a second time: no longer synced, left as it is');
+
+      // The operator's retry of the parent takes its dependents with it: the dependency index names them again.
+      const r = await b.retry(a1!.transaction_id, 'op');
+      assert.deepEqual(r.released, [a1!.seq, a3!.seq, a5!.seq]);
+      await b.settle((await b.claim(10, 1e9)).map(applied));
+      assert.equal((await b.get(a5!.transaction_id))?.state, 'synced');
+      await assertLedger(b);
+      b = await factory.reopen(b);
+      assert.equal((await b.get(a0!.transaction_id))?.state, 'failed', 'kept across a restart');
+      await assertLedger(b);
+    });
+
+    it('failSynced leaves a transaction compacted without its steps as it is', async () => {
+      const [a] = await b.append([tx()]);
+      await b.settle((await b.claim(1, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(a!.seq), 1);
+      assert.deepEqual(await b.failSynced([{ seq: a!.seq, error: err('not_found') }]), []);
+      assert.equal((await b.receipt(a!.transaction_id))?.seq, a!.seq, 'its receipt stays');
+      await assertLedger(b);
+    });
+
     it('compacts any number at once (more than one Redis script call takes)', async () => {
       const all = await b.append(Array.from({ length: 2500 }, () => tx()));
       const claimed = await b.claim(5000, 1e12);

@@ -295,6 +295,52 @@ describe('central\'s feed goes back behind the edge', () => {
     }
   });
 
+  // Found in review: a transaction central refused when the replay sent it again was only logged. It had been
+  // applied, central lost it, and the edge had it as synced: an acknowledged observation gone from central,
+  // seen by nobody who does not read the log, and with no way to send it again.
+  it('a synced transaction central refuses when sent again goes back to the dead-letter queue, and a retry sends it', async () => {
+    const site = 'replay-refused';
+    const own = join(dir, site);
+    mkdirSync(own);
+    let saved: SavedSyncState | null = {
+      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
+      replay: { after_seq: 0, through_seq: 3, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 },
+    };
+    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
+    try {
+      // Seq 2 names an observation unit central lost when it went back (it no longer has it).
+      const lost = 900_000 + Math.floor(Math.random() * 1000);
+      const second = observation(site);
+      (second.steps[0]!.data as { obs_unit_id: number }).obs_unit_id = lost;
+      const txs = await buffer.append([observation(site), second, observation(site)]);
+      await buffer.settle((await buffer.claim(3, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      assert.equal(await buffer.compact(2, 3600), 2, 'seqs 1 and 2 compacted, kept whole; 3 still held');
+      engine.start();
+      await until('the replay to end', async () => saved?.replay === null, 10_000);
+      const applied = async () => (await central.db.query<{ seq: string }>(
+        'SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site])).rows.map((r) => Number(r.seq));
+      assert.deepEqual(await applied(), [1, 3], 'central took the others');
+      const refused = await buffer.get(txs[1]!.transaction_id);
+      assert.equal(refused?.state, 'failed', 'the refused one is failed again, in the dead-letter queue');
+      assert.match(refused!.last_error!.message, /obs_unit|not found|does not exist/i, refused!.last_error!.message);
+      const stats = await buffer.stats();
+      assert.equal(stats.failed, 1);
+      assert.equal(stats.applied_total, 2, 'applied no more');
+      assert.deepEqual((await buffer.verify()).problems, []);
+
+      // The operator gives central back what it lost, and retries: it is sent, and applied, after the others.
+      const { rows: prog } = await central.db.query<{ id: number }>('SELECT id FROM observing_program ORDER BY id LIMIT 1');
+      await central.db.query('INSERT INTO obs_unit (id, name, observing_program_id) VALUES ($1, $2, $3)', [lost, `restored-${lost}`, prog[0]!.id]);
+      assert.deepEqual((await buffer.retry(txs[1]!.transaction_id, 'operator')).released, [2]);
+      await until('the retried one applied', async () => (await buffer.stats()).applied_total === 3, 10_000);
+      assert.deepEqual(await applied(), [1, 3, 2]);
+      assert.deepEqual((await buffer.verify()).problems, []);
+    } finally {
+      await close();
+    }
+  });
+
   // Found by the fault-injection runs: central restored a second time, to a backup taken during the replay.
   // Replay batches carried no position check, so the replay went on from where it was, past what central
   // had lost again, and the newer writes followed ahead of them.

@@ -243,6 +243,17 @@ export interface TransactionBuffer {
   replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]>;
 
   /**
+   * Synced transactions central refused when they were sent again (a replay after central went back in
+   * time: it lost them, and now cannot take them), each back in the dead-letter queue with its error, whole,
+   * for the operator to see, retry or discard: `failed`, or `blocked` when a parent refused in the same call
+   * holds it (as settle does). Found held, or compacted with its steps kept (then its receipt goes). The
+   * ledger moves each from applied to failed (or blocked); pending transactions that wait on one are
+   * blocked, and the dependency index names them again. Returns the seqs moved, in order: one no longer
+   * whole (compacted without its steps), or not synced, is left as it is.
+   */
+  failSynced(refusals: { seq: number; error: TxError }[]): Promise<number[]>;
+
+  /**
    * Bytes inside the buffer's own files that new transactions take before the files grow (SQLite: the
    * free pages compaction leaves). The disk watermark counts them as free: compaction does not hand
    * space back to the file system, and without them writes refused for MIN_FREE_DISK_BYTES stayed

@@ -400,6 +400,79 @@ for _, seq in ipairs(redis.call('ZRANGEBYSCORE', setKey('synced'), '(' .. after,
 return out
 `;
 
+// FAIL_SYNCED: synced transactions central refused when sent again (ARGV[3..]: seq, error JSON pairs, in seq
+// order; ARGV[2]: now) back to failed, or blocked under a parent refused in this call: held ones moved, compacted
+// ones made whole again from their kept copy and receipt (both go). Applied no more: applied_total goes down.
+// Returns the seqs moved. Their dependents still held are indexed again by CHILDREN_OF (compaction dropped them).
+const FAIL_SYNCED_LUA = `
+local now = ARGV[2]
+local moved, out = {}, {}
+for i = 3, #ARGV, 2 do
+  local seq, err = ARGV[i], ARGV[i + 1]
+  local state, to, deps = field(seq, 'state'), nil, nil
+  if moved[seq] then state = 'done' end
+  if state == 'synced' then
+    deps = field(seq, 'depends_on')
+    to = dependsOn(seq, moved) and 'blocked' or 'failed'
+    move(seq, 'synced', to, now)
+    redis.call('HSET', txKey(seq), 'last_error', err)
+  elseif not state then
+    local v = redis.call('HMGET', K('kept:' .. seq), 'transaction_id', 'site', 'endpoint', 'created_at', 'steps')
+    if v[1] and v[5] then
+      MOVED = true
+      local raw = redis.call('GET', K('receipt:' .. v[1]))
+      local r = raw and cjson.decode(raw) or {}
+      deps = r.depends_on or '[]'
+      local bytes = tonumber(r.bytes) or (#v[5] + #v[3] + 128)
+      redis.call('HSET', txKey(seq), 'seq', seq, 'transaction_id', v[1], 'site', v[2], 'endpoint', v[3], 'created_at', v[4],
+        'steps', v[5], 'depends_on', deps, 'bytes', bytes, 'attempts', r.attempts or '0', 'last_error', err, 'updated_at', now)
+      if r.central_result then redis.call('HSET', txKey(seq), 'central_result', r.central_result) end
+      to = dependsOn(seq, moved) and 'blocked' or 'failed'
+      redis.call('HSET', txKey(seq), 'state', to)
+      redis.call('HSET', K('ids'), v[1], seq)
+      redis.call('ZADD', setKey(to), seq, seq)
+      redis.call('HINCRBY', K('counters'), 'bytes_' .. to, bytes)
+      redis.call('DEL', K('kept:' .. seq), K('receipt:' .. v[1]))
+      redis.call('ZREM', K('kept'), seq)
+    end
+  end
+  if to then
+    redis.call('HINCRBY', K('counters'), 'applied_total', -1)
+    indexChild(seq, deps)
+    moved[seq] = true
+    out[#out + 1] = tonumber(seq)
+  end
+end
+return out
+`;
+
+// CHILDREN_OF: seqs ARGV[3]+1 … ARGV[3]+ARGV[4] (a chunk): each not yet synced whose depends_on names one of
+// ARGV[2] (a JSON array of seqs FAIL_SYNCED moved) is indexed under it again, and, pending, blocked, as is one
+// whose parent is blocked (so chains go, chunk after chunk, in seq order). Returns the last seq looked at.
+const CHILDREN_OF_LUA = `
+local parents = {}
+for _, p in ipairs(cjson.decode(ARGV[2])) do parents[tostring(p)] = true end
+local from, n, now = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local last = math.min(from + n, tonumber(redis.call('GET', K('seq')) or '0'))
+for seq = from + 1, last do
+  local v = redis.call('HMGET', txKey(seq), 'state', 'depends_on')
+  if v[1] and v[1] ~= 'synced' and v[1] ~= 'discarded' and v[2] and v[2] ~= '[]' then
+    local stuck = false
+    for _, d in ipairs(cjson.decode(v[2])) do
+      local parent = tostring(d)
+      if parents[parent] then
+        redis.call('ZADD', K('children:' .. parent), seq, seq)
+        stuck = true
+      elseif field(parent, 'state') == 'blocked' then
+        stuck = true
+      end
+    end
+    if stuck and v[1] == 'pending' then move(tostring(seq), 'pending', 'blocked', now) end
+  end
+end
+return last
+`;
+
 // DROP_KEPT: up to ARGV[2] of the kept copies, oldest first (Redis is short of memory: they give way
 // first; they are at central). Deletes only, so it runs at maxmemory. Returns how many went.
 const DROP_KEPT_LUA = `
@@ -536,7 +609,7 @@ return r
 export const SCRIPTS = {
   append: mutating(APPEND_LUA), claim: mutating(CLAIM_LUA), settle: mutating(SETTLE_LUA), release: mutating(RELEASE_LUA),
   retry: mutating(RETRY_LUA), retryAll: mutating(RETRY_ALL_LUA), discard: mutating(DISCARD_LUA), skipTo: SKIP_TO_LUA,
-  compact: mutating(COMPACT_LUA), replayable: REPLAYABLE_LUA, dropKept: DROP_KEPT_LUA, get: GET_LUA, list: LIST_LUA,
+  compact: mutating(COMPACT_LUA), failSynced: mutating(FAIL_SYNCED_LUA), childrenOf: mutating(CHILDREN_OF_LUA), replayable: REPLAYABLE_LUA, dropKept: DROP_KEPT_LUA, get: GET_LUA, list: LIST_LUA,
   states: STATES_LUA, stats: STATS_LUA, verify: VERIFY_LUA, idIndex: ID_INDEX_LUA, unindexed: UNINDEXED_LUA, indexDeps: INDEX_DEPS_LUA,
 };
 export type ScriptName = keyof typeof SCRIPTS;

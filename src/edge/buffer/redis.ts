@@ -49,6 +49,7 @@ import {
   type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
+  type TxError,
   type TxState,
   type VerifyReport,
 } from './buffer.js';
@@ -620,6 +621,18 @@ export class RedisBuffer implements TransactionBuffer {
       total += n;
       if (n < COMPACT_CHUNK) return total;
     }
+  }
+
+  async failSynced(refusals: { seq: number; error: TxError }[]): Promise<number[]> {
+    if (refusals.length === 0) return [];
+    const now = new Date().toISOString();
+    const sorted = [...refusals].sort((a, b) => a.seq - b.seq);
+    const moved = await this.run<number[]>('failSynced', now, ...sorted.flatMap((r) => [String(r.seq), JSON.stringify(r.error)]));
+    if (moved.length === 0) return moved;
+    // Their dependents still held, a chunk of seqs per call: Redis runs one script at a time.
+    const last = (await this.stats()).last_seq;
+    for (let from = moved[0]!; from < last;) from = await this.run<number>('childrenOf', JSON.stringify(moved), from, DEPS_INDEX_CHUNK, now);
+    return moved;
   }
 
   async replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]> {

@@ -7,6 +7,7 @@
 import { withFileProblem } from '../data-dir-lock.js';
 import Database from 'better-sqlite3';
 import {
+  type TxError,
   BufferNotDurableError,
   BufferUnavailableError,
   DuplicateTransactionError,
@@ -244,6 +245,18 @@ export class SqliteBuffer implements TransactionBuffer {
           SELECT * FROM (SELECT transaction_id, site, seq, created_at, endpoint, steps FROM tx
                           WHERE state = 'synced' AND seq > @after ORDER BY seq LIMIT @limit))
         ORDER BY seq LIMIT @limit`),
+      keptBySeq: db.prepare(`SELECT * FROM receipt WHERE seq = ? AND steps IS NOT NULL`),
+      insertFailed: db.prepare(`INSERT INTO tx (seq, transaction_id, site, endpoint, created_at, steps, depends_on, bytes, state, attempts,
+                                                last_error, central_result, updated_at)
+                                VALUES (@seq, @transaction_id, @site, @endpoint, @created_at, @steps, @depends_on, @bytes, @state, @attempts,
+                                        @last_error, @central_result, @updated_at)`),
+      dropReceipt: db.prepare('DELETE FROM receipt WHERE transaction_id = ?'),
+      parentExists: db.prepare('SELECT 1 FROM tx WHERE seq = ?'),
+      // Transactions still to send that name one of the seqs (a JSON array) in depends_on: compaction dropped those edges.
+      indexChildrenOf: db.prepare(`INSERT OR IGNORE INTO dep (parent, child)
+          SELECT CAST(j.value AS INTEGER), tx.seq FROM tx, json_each(tx.depends_on) AS j
+          WHERE tx.seq > @after AND tx.state IN ('pending','in_flight','blocked','failed') AND tx.depends_on <> '[]'
+            AND j.value IN (SELECT value FROM json_each(@parents))`),
       // Not the kept steps: a receipt is the record without them.
       receipt: db.prepare(`SELECT transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result,
                                   updated_at, compacted_at FROM receipt WHERE transaction_id = ? AND compacted_at >= ?`),
@@ -266,9 +279,11 @@ export class SqliteBuffer implements TransactionBuffer {
   private readonly deltas = new Map<string, number>();
 
   private shift(from: TxState, to: TxState, bytes: number, n = 1): void {
-    for (const [name, d] of [[`n_${from}`, -n], [`n_${to}`, n], [`bytes_${from}`, -bytes], [`bytes_${to}`, bytes]] as const) {
-      this.deltas.set(name, (this.deltas.get(name) ?? 0) + d);
-    }
+    for (const [name, d] of [[`n_${from}`, -n], [`n_${to}`, n], [`bytes_${from}`, -bytes], [`bytes_${to}`, bytes]] as const) this.tally(name, d);
+  }
+
+  private tally(name: string, d: number): void {
+    this.deltas.set(name, (this.deltas.get(name) ?? 0) + d);
   }
 
   /** Runs `fn` in one SQLite transaction, with the counter changes it made by `shift`. */
@@ -546,6 +561,42 @@ export class SqliteBuffer implements TransactionBuffer {
   async replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]> {
     const rows = this.stmt.replayable.all({ after: afterSeq, limit }) as (Omit<ReplayableTransaction, 'steps'> & { steps: string })[];
     return rows.map((r) => ({ ...r, steps: JSON.parse(r.steps) as ReplayableTransaction['steps'] }));
+  }
+
+  async failSynced(refusals: { seq: number; error: TxError }[]): Promise<number[]> {
+    const now = new Date().toISOString();
+    return this.atomic(() => {
+      const moved = new Set<number>();
+      for (const r of [...refusals].sort((a, b) => a.seq - b.seq)) {
+        if (moved.has(r.seq)) continue;
+        const held = this.stmt.bySeq.get(r.seq) as Row | undefined;
+        const kept = held ? undefined : this.stmt.keptBySeq.get(r.seq) as (Row & { compacted_at: string }) | undefined;
+        const row = held ?? kept;
+        if (!row || (held && held.state !== 'synced')) continue;
+        const deps = JSON.parse(row.depends_on) as number[];
+        const to: TxState = deps.some((d) => moved.has(d)) ? 'blocked' : 'failed';
+        const lastError = JSON.stringify(r.error);
+        if (held) {
+          this.stmt.settle.run({ seq: r.seq, state: to, inc: 0, last_error: lastError, central_result: null, now });
+          this.shift('synced', to, row.bytes);
+        } else {
+          this.stmt.insertFailed.run({ ...row, state: to, last_error: lastError, updated_at: now });
+          this.stmt.dropReceipt.run(row.transaction_id);
+          // Held again: counted in its state (compaction had taken it out of the synced ones).
+          this.tally(`n_${to}`, 1);
+          this.tally(`bytes_${to}`, row.bytes);
+        }
+        this.stmt.bump.run(-1, 'applied_total');
+        for (const d of deps) if (this.stmt.parentExists.get(d)) this.stmt.addDep.run(d, r.seq);
+        moved.add(r.seq);
+      }
+      if (moved.size > 0) {
+        const seqs = [...moved];
+        this.stmt.indexChildrenOf.run({ after: Math.min(...seqs), parents: JSON.stringify(seqs) });
+        this.blockDependents(new Set(seqs), now);
+      }
+      return [...moved];
+    });
   }
 
   async receipt(transactionId: string): Promise<TransactionReceipt | null> {

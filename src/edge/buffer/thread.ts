@@ -27,6 +27,7 @@ import {
   type RetryOutcome,
   type TransactionBuffer,
   type TransactionReceipt,
+  type TxError,
   type TxState,
   type VerifyReport,
 } from './buffer.js';
@@ -267,6 +268,9 @@ export class ThreadedSqliteBuffer implements TransactionBuffer {
   }
   replayable(afterSeq: number, limit: number): Promise<ReplayableTransaction[]> {
     return this.call('replayable', afterSeq, limit);
+  }
+  failSynced(refusals: { seq: number; error: TxError }[]): Promise<number[]> {
+    return this.call('failSynced', refusals);
   }
   reusableBytes(): Promise<number> {
     return this.call('reusableBytes');

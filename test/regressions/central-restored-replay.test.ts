@@ -101,6 +101,62 @@ for (const backend of ['sqlite', 'redis'] as const) {
   });
 }
 
+describe('central restored from a backup that lacks a row the edge\'s transactions need', () => {
+  after(() => killAllProcesses());
+
+  // Found in review: central refused such a transaction when the replay sent it again, and the edge only
+  // logged it; it kept the transaction as synced, so an acknowledged observation was gone from central with
+  // nothing to see in /buffer-stats and no way to send it again.
+  it('the refused transactions are failed again at the edge, and sent once central has the row again', async () => {
+    const db = await centralDatabase('restore-refused');
+    const s = await startScenario(db, 'restore-refused');
+    const dir = await tempDir('opsdb-restore-refused-');
+    try {
+      const admin = s.admin();
+      assert.equal((await createObservation(admin, s.acked)).status, 201);
+      await untilCompacted(s, 1);
+      const dump = join(dir.path, 'central.dump');
+      await run(join(pgBinDir(), 'pg_dump'), ['-Fc', '-f', dump, db.url]);
+
+      // An observation unit made at central after the backup, and two observations of it made at the edge.
+      const { rows: [unit] } = await db.pool.query<{ id: number; observing_program_id: number }>(
+        `INSERT INTO obs_unit (name, observing_program_id) SELECT 'after-the-backup', id FROM observing_program ORDER BY id LIMIT 1
+         RETURNING id, observing_program_id`);
+      const write = () => createObservation(admin, s.acked, unit!.id);
+      await waitFor(async () => ((await write()).status === 201 ? true : null), 30_000, 'the edge to know the new unit (from the feed)');
+      assert.equal((await write()).status, 201);
+      assert.equal((await createObservation(admin, s.acked)).status, 201);
+      await untilCompacted(s, 4);
+      await restore(s, db.url, db.database.name, dump);
+
+      const after = await waitFor(async () => {
+        const st = await stats(s) as ReplayStats & { failed_transactions: number };
+        return st.central_replay === null && st.failed_transactions === 2 ? st : null;
+      }, 30_000, 'the replay to end with the two refused');
+      assert.equal(after.applied_total, 2, 'the two refused are failed, not applied');
+      assert.equal(await s.centralApplied(), 2);
+      const failed = (await admin.get('/api/buffer/failed')).body as { transaction_id: string }[];
+      assert.deepEqual(failed.map((t) => t.transaction_id).sort(), s.acked.transactions.slice(1, 3).sort(), 'the two, in the dead-letter queue');
+      const obs = await admin.get(`/executed_obs_units/${s.acked.observations[1]}`);
+      assert.equal(obs.body.sync_status, 'failed', 'and their rows say so');
+
+      // The operator gives central the unit back (same id), and retries: every acknowledged write is at central once.
+      await db.pool.query('INSERT INTO obs_unit (id, name, observing_program_id) VALUES ($1, $2, $3)',
+        [unit!.id, 'after-the-backup', unit!.observing_program_id]);
+      const retried = await admin.post('/api/buffer/retry-failed', {});
+      assert.equal(retried.status, 200, retried.text);
+      assert.equal(retried.body.count, 2);
+      await s.verify();
+      assert.ok(s.edge.lines.some((l) => l.includes('"level":50') && l.includes('it is failed again, in the dead-letter queue')),
+        'each refusal is logged at level error');
+    } finally {
+      await s.stop();
+      await db.drop();
+      await dir.cleanup();
+    }
+  });
+});
+
 describe('central restored to a point between the edge\'s replica and its last batches', () => {
   after(() => killAllProcesses());
 

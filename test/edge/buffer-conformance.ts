@@ -576,6 +576,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       await b.settle((await b.claim(10, 1e9)).map(applied));
       const [a5] = await b.append([tx([a1!.seq])]); // pending, waits on a1
       const [a6] = await b.append([tx()]); // pending, unrelated
+      const [a7] = await b.append([tx([a2!.seq])]); // pending, waits on a2 (which stays held)
       assert.equal(await b.compact(a1!.seq, 3600), 2, 'a0 and a1 compacted, their steps kept (a1 leaves the dependency index)');
       const before = await b.stats();
       const moved = await b.failSynced([refused(a3!.seq), refused(a1!.seq), refused(a2!.seq), refused(a6!.seq), refused(a0!.seq)]);
@@ -589,6 +590,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       assert.equal((await b.get(a3!.transaction_id))?.state, 'blocked', 'its parent was refused in the same call: blocked, as settle does');
       assert.equal(await b.receipt(a1!.transaction_id), null, 'the receipt went: the transaction is held again');
       assert.equal((await b.get(a5!.transaction_id))?.state, 'blocked', 'a pending one that waits on a refused one is blocked');
+      assert.equal((await b.get(a7!.transaction_id))?.state, 'blocked', 'also one that waits on a refused one still held');
       assert.equal((await b.get(a6!.transaction_id))?.state, 'pending', 'an unrelated pending one is not');
       const after = await b.stats();
       assert.equal(after.applied_total, before.applied_total - 4, 'four are applied no more');
@@ -600,6 +602,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       // The operator's retry of the parent takes its dependents with it: the dependency index names them again.
       const r = await b.retry(a1!.transaction_id, 'op');
       assert.deepEqual(r.released, [a1!.seq, a3!.seq, a5!.seq]);
+      assert.deepEqual((await b.retry(a2!.transaction_id, 'op')).released, [a2!.seq, a7!.seq]);
       await b.settle((await b.claim(10, 1e9)).map(applied));
       assert.equal((await b.get(a5!.transaction_id))?.state, 'synced');
       await assertLedger(b);

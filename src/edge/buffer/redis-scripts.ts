@@ -403,10 +403,11 @@ return out
 // FAIL_SYNCED: synced transactions central refused when sent again (ARGV[3..]: seq, error JSON pairs, in seq
 // order; ARGV[2]: now) back to failed, or blocked under a parent refused in this call: held ones moved, compacted
 // ones made whole again from their kept copy and receipt (both go). Applied no more: applied_total goes down.
-// Returns the seqs moved. Their dependents still held are indexed again by CHILDREN_OF (compaction dropped them).
+// Their pending dependents in the dependency index are blocked, as settle does. Returns {moved seqs, those of
+// them that had been compacted}: compaction dropped their entries in the index, which CHILDREN_OF puts back.
 const FAIL_SYNCED_LUA = `
 local now = ARGV[2]
-local moved, out = {}, {}
+local moved, out, revived = {}, {}, {}
 for i = 3, #ARGV, 2 do
   local seq, err = ARGV[i], ARGV[i + 1]
   local state, to, deps = field(seq, 'state'), nil, nil
@@ -434,6 +435,7 @@ for i = 3, #ARGV, 2 do
       redis.call('HINCRBY', K('counters'), 'bytes_' .. to, bytes)
       redis.call('DEL', K('kept:' .. seq), K('receipt:' .. v[1]))
       redis.call('ZREM', K('kept'), seq)
+      revived[#revived + 1] = tonumber(seq)
     end
   end
   if to then
@@ -443,11 +445,23 @@ for i = 3, #ARGV, 2 do
     out[#out + 1] = tonumber(seq)
   end
 end
-return out
+local queue = {}
+for _, seq in ipairs(out) do queue[#queue + 1] = tostring(seq) end
+while #queue > 0 do
+  local p = table.remove(queue)
+  for _, row in ipairs(children(p)) do
+    if not moved[row[1]] then
+      moved[row[1]] = true
+      queue[#queue + 1] = row[1]
+      if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
+    end
+  end
+end
+return {out, revived}
 `;
 
 // CHILDREN_OF: seqs ARGV[3]+1 … ARGV[3]+ARGV[4] (a chunk): each not yet synced whose depends_on names one of
-// ARGV[2] (a JSON array of seqs FAIL_SYNCED moved) is indexed under it again, and, pending, blocked, as is one
+// ARGV[2] (a JSON array of the compacted seqs FAIL_SYNCED made whole again) is indexed under it again, and, pending, blocked, as is one
 // whose parent is blocked (so chains go, chunk after chunk, in seq order). Returns the last seq looked at.
 const CHILDREN_OF_LUA = `
 local parents = {}

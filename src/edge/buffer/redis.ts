@@ -627,11 +627,12 @@ export class RedisBuffer implements TransactionBuffer {
     if (refusals.length === 0) return [];
     const now = new Date().toISOString();
     const sorted = [...refusals].sort((a, b) => a.seq - b.seq);
-    const moved = await this.run<number[]>('failSynced', now, ...sorted.flatMap((r) => [String(r.seq), JSON.stringify(r.error)]));
-    if (moved.length === 0) return moved;
-    // Their dependents still held, a chunk of seqs per call: Redis runs one script at a time.
+    const [moved, revived] = await this.run<[number[], number[]]>('failSynced', now, ...sorted.flatMap((r) => [String(r.seq), JSON.stringify(r.error)]));
+    if (revived.length === 0) return moved;
+    // Compaction dropped the revived ones' entries in the dependency index: their dependents still held are
+    // found by their depends_on, a chunk of seqs per call (Redis runs one script at a time).
     const last = (await this.stats()).last_seq;
-    for (let from = moved[0]!; from < last;) from = await this.run<number>('childrenOf', JSON.stringify(moved), from, DEPS_INDEX_CHUNK, now);
+    for (let from = revived[0]!; from < last;) from = await this.run<number>('childrenOf', JSON.stringify(revived), from, DEPS_INDEX_CHUNK, now);
     return moved;
   }
 

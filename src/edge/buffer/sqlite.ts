@@ -567,6 +567,7 @@ export class SqliteBuffer implements TransactionBuffer {
     const now = new Date().toISOString();
     return this.atomic(() => {
       const moved = new Set<number>();
+      const revived: number[] = [];
       for (const r of [...refusals].sort((a, b) => a.seq - b.seq)) {
         if (moved.has(r.seq)) continue;
         const held = this.stmt.bySeq.get(r.seq) as Row | undefined;
@@ -582,6 +583,7 @@ export class SqliteBuffer implements TransactionBuffer {
         } else {
           this.stmt.insertFailed.run({ ...row, state: to, last_error: lastError, updated_at: now });
           this.stmt.dropReceipt.run(row.transaction_id);
+          revived.push(r.seq);
           // Held again: counted in its state (compaction had taken it out of the synced ones).
           this.tally(`n_${to}`, 1);
           this.tally(`bytes_${to}`, row.bytes);
@@ -590,11 +592,10 @@ export class SqliteBuffer implements TransactionBuffer {
         for (const d of deps) if (this.stmt.parentExists.get(d)) this.stmt.addDep.run(d, r.seq);
         moved.add(r.seq);
       }
-      if (moved.size > 0) {
-        const seqs = [...moved];
-        this.stmt.indexChildrenOf.run({ after: Math.min(...seqs), parents: JSON.stringify(seqs) });
-        this.blockDependents(new Set(seqs), now);
-      }
+      // Compaction dropped the revived ones' edges (a held one keeps its own): their dependents still held are
+      // found by their depends_on, a read of what is held after the first of them.
+      if (revived.length > 0) this.stmt.indexChildrenOf.run({ after: revived[0], parents: JSON.stringify(revived) });
+      if (moved.size > 0) this.blockDependents(new Set(moved), now);
       return [...moved];
     });
   }

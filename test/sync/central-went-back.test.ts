@@ -41,6 +41,21 @@ describe('central\'s feed goes back behind the edge', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** A directory of its own for the site's local.db and buffer. */
+  const siteDir = (site: string) => {
+    const own = join(dir, site);
+    mkdirSync(own);
+    return own;
+  };
+  /** The engine's saved state (local.db keeps it) with a replay under way after `after_seq` through `through_seq`. */
+  const replayUnderWay = (after_seq: number, through_seq: number, duplicate = 0) => {
+    let saved: SavedSyncState = {
+      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
+      replay: { after_seq, through_seq, started_at: new Date().toISOString(), applied: 0, duplicate, rejected: 0 },
+    };
+    return { memory: { load: () => saved, save: (st: SavedSyncState) => { saved = st; } }, state: () => saved };
+  };
+
   it('the edge says so and receives the changes made after it', async () => {
     const { engine, local, close } = await engineFor(central, 'went-back', dir, { retryMaxMs: 200 });
     const codes: string[] = [];
@@ -99,14 +114,9 @@ describe('central\'s feed goes back behind the edge', () => {
   });
   it('a replay to central saved before a restart goes on from where it was', async () => {
     // As the engine saves it in local.db: seqs 1–2 already sent again (central still had them), 3–4 to go.
-    let saved: SavedSyncState | null = {
-      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
-      replay: { after_seq: 2, through_seq: 4, started_at: new Date().toISOString(), applied: 0, duplicate: 2, rejected: 0 },
-    };
-    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    const { memory, state } = replayUnderWay(2, 4, 2);
     const site = 'replay-resume';
-    const own = join(dir, site);
-    mkdirSync(own);
+    const own = siteDir(site);
     const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
     try {
       const txs = await buffer.append(Array.from({ length: 5 }, () => observation(site)));
@@ -117,7 +127,7 @@ describe('central\'s feed goes back behind the edge', () => {
       registerEdgeMetrics(metrics, buffer, engine);
       assert.match(await metrics.registry.metrics(), /^opsdb_sync_central_replay_remaining_seqs 2$/m, 'seqs 3 and 4 to go, in /metrics');
       engine.start();
-      await until('the replay to end and the pending one to be sent', async () => saved?.replay === null && (await buffer.stats()).applied_total === 5, 10_000);
+      await until('the replay to end and the pending one to be sent', async () => state().replay === null && (await buffer.stats()).applied_total === 5, 10_000);
       const { rows } = await central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
       assert.deepEqual(rows.map((r) => Number(r.seq)), [3, 4, 5], 'only what was left of the replay, then what was pending, in order');
       assert.equal(rows.length, txs.length - 2);
@@ -130,13 +140,8 @@ describe('central\'s feed goes back behind the edge', () => {
   // central's changes (a revoked token) waited for the whole replay: hours over the site's link.
   it("central's changes reach the replica while a long replay runs", async () => {
     const site = 'replay-pulls';
-    const own = join(dir, site);
-    mkdirSync(own);
-    let saved: SavedSyncState | null = {
-      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
-      replay: { after_seq: 0, through_seq: 3000, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 },
-    };
-    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    const own = siteDir(site);
+    const { memory, state } = replayUnderWay(0, 3000);
     // 100 ms per batch: the site's long link.
     const slow = (real: CentralClient): CentralClient => ({
       get: real.get.bind(real),
@@ -164,8 +169,7 @@ describe('central\'s feed goes back behind the edge', () => {
   // to between the two still has: the batches after it were lost without a word.
   it('a restart right after a batch still knows its position: a restore to before it is found', async () => {
     const site = 'replay-restart';
-    const own = join(dir, site);
-    mkdirSync(own);
+    const own = siteDir(site);
     let saved: SavedSyncState | null = null;
     const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = JSON.parse(JSON.stringify(st)) as SavedSyncState; } };
     // Pulls at start only, as while a backlog drains.
@@ -202,8 +206,7 @@ describe('central\'s feed goes back behind the edge', () => {
   // here read `running` again, until the replay and a later pull put the finish back.
   it("during a replay, a row central lost a change of keeps this edge's copy", async () => {
     const site = 'replay-keeps-rows';
-    const own = join(dir, site);
-    mkdirSync(own);
+    const own = siteDir(site);
     let slowPosts = false;
     const slow = (real: CentralClient): CentralClient => ({
       get: real.get.bind(real),
@@ -274,13 +277,8 @@ describe('central\'s feed goes back behind the edge', () => {
   // the replay's position stands for theirs.
   it('what the replay sent again is compacted once the replica has central\'s new copy', async () => {
     const site = 'replay-compacts';
-    const own = join(dir, site);
-    mkdirSync(own);
-    let saved: SavedSyncState | null = {
-      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
-      replay: { after_seq: 0, through_seq: 5, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 },
-    };
-    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    const own = siteDir(site);
+    const { memory, state } = replayUnderWay(0, 5);
     const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
     try {
       await buffer.append(Array.from({ length: 5 }, () => observation(site)));
@@ -288,7 +286,7 @@ describe('central\'s feed goes back behind the edge', () => {
       const at = new Date().toISOString();
       await buffer.settle((await buffer.claim(5, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const, central_result: { result: 'applied', position: 999_999, at } })));
       engine.start();
-      await until('the replay to end', async () => saved?.replay === null, 10_000);
+      await until('the replay to end', async () => state().replay === null, 10_000);
       await until('them compacted', async () => (await buffer.stats()).synced === 0, 10_000);
     } finally {
       await close();
@@ -300,13 +298,8 @@ describe('central\'s feed goes back behind the edge', () => {
   // seen by nobody who does not read the log, and with no way to send it again.
   it('a synced transaction central refuses when sent again goes back to the dead-letter queue, and a retry sends it', async () => {
     const site = 'replay-refused';
-    const own = join(dir, site);
-    mkdirSync(own);
-    let saved: SavedSyncState | null = {
-      last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
-      replay: { after_seq: 0, through_seq: 3, started_at: new Date().toISOString(), applied: 0, duplicate: 0, rejected: 0 },
-    };
-    const memory = { load: () => saved, save: (st: SavedSyncState) => { saved = st; } };
+    const own = siteDir(site);
+    const { memory, state } = replayUnderWay(0, 3);
     const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
     try {
       // Seq 2 names an observation unit central lost when it went back (it no longer has it).
@@ -317,7 +310,7 @@ describe('central\'s feed goes back behind the edge', () => {
       await buffer.settle((await buffer.claim(3, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
       assert.equal(await buffer.compact(2, 3600), 2, 'seqs 1 and 2 compacted, kept whole; 3 still held');
       engine.start();
-      await until('the replay to end', async () => saved?.replay === null, 10_000);
+      await until('the replay to end', async () => state().replay === null, 10_000);
       const applied = async () => (await central.db.query<{ seq: string }>(
         'SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site])).rows.map((r) => Number(r.seq));
       assert.deepEqual(await applied(), [1, 3], 'central took the others');
@@ -346,8 +339,7 @@ describe('central\'s feed goes back behind the edge', () => {
   // had lost again, and the newer writes followed ahead of them.
   it('central going back again during a replay is found by the replay, which starts again', async () => {
     const site = 'replay-twice';
-    const own = join(dir, site);
-    mkdirSync(own);
+    const own = siteDir(site);
     let slowPosts = false;
     const slow = (real: CentralClient): CentralClient => ({
       get: real.get.bind(real),

@@ -90,6 +90,20 @@ local function children(seq)
   end
   return rows
 end
+-- Every dependent (transitively, through the dependency index) of the seqs in queue that is not in stuck
+-- (keyed by seq string; both grow as it goes): pending ones become blocked.
+local function blockDependents(queue, stuck, now)
+  while #queue > 0 do
+    local p = table.remove(queue)
+    for _, row in ipairs(children(p)) do
+      if not stuck[row[1]] then
+        stuck[row[1]] = true
+        queue[#queue + 1] = row[1]
+        if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
+      end
+    end
+  end
+end
 -- Blocked dependents of seq back to pending: those startsFn names, and those waiting on one in freed
 -- (which grows, so whole chains go), found through the dependency index; not one that another parent
 -- still holds (the claim would block it again). Returns their seqs, in order.
@@ -230,16 +244,7 @@ for i = 0, n - 1 do
     end
   end
 end
-while #queue > 0 do
-  local p = table.remove(queue)
-  for _, row in ipairs(children(p)) do
-    if not stuck[row[1]] then
-      stuck[row[1]] = true
-      queue[#queue + 1] = row[1]
-      if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
-    end
-  end
-end
+blockDependents(queue, stuck, now)
 return 0
 `;
 
@@ -447,16 +452,7 @@ for i = 3, #ARGV, 2 do
 end
 local queue = {}
 for _, seq in ipairs(out) do queue[#queue + 1] = tostring(seq) end
-while #queue > 0 do
-  local p = table.remove(queue)
-  for _, row in ipairs(children(p)) do
-    if not moved[row[1]] then
-      moved[row[1]] = true
-      queue[#queue + 1] = row[1]
-      if row[2] == 'pending' then move(row[1], 'pending', 'blocked', now) end
-    end
-  end
-end
+blockDependents(queue, moved, now)
 return {out, revived}
 `;
 

@@ -569,7 +569,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
     });
 
     it('failSynced: synced transactions central refused when sent again go back to the dead-letter queue, whole', async () => {
-      const applied = (t: { seq: number }) => ({ seq: t.seq, outcome: 'applied' as const });
+      const applied = (t: { seq: number }) => ({ seq: t.seq, outcome: 'applied' as const, central_result: { result: 'applied', position: 7 } });
       const refused = (seq: number) => ({ seq, error: err('not_found') });
       const [a0, a1, a2] = await b.append([tx(), tx(), tx()]);
       const [a3] = await b.append([tx([a1!.seq])]);
@@ -579,12 +579,15 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       const [a7] = await b.append([tx([a2!.seq])]); // pending, waits on a2 (which stays held)
       assert.equal(await b.compact(a1!.seq, 3600), 2, 'a0 and a1 compacted, their steps kept (a1 leaves the dependency index)');
       const before = await b.stats();
+      assert.deepEqual((await b.get(a2!.transaction_id))?.central_result, { result: 'applied', position: 7 });
       const moved = await b.failSynced([refused(a3!.seq), refused(a1!.seq), refused(a2!.seq), refused(a6!.seq), refused(a0!.seq)]);
       assert.deepEqual(moved, [a0!.seq, a1!.seq, a2!.seq, a3!.seq], 'the held and the kept ones; not the pending one');
       const got1 = await b.get(a1!.transaction_id);
       assert.equal(got1?.state, 'failed', 'compacted, kept whole: failed again');
       assert.deepEqual(got1?.steps, a1!.steps, 'with its steps');
       assert.equal(got1?.last_error?.code, 'not_found');
+      assert.equal(got1?.central_result, null, "central's answer then no longer stands");
+      assert.equal((await b.get(a2!.transaction_id))?.central_result, null);
       assert.equal((await b.get(a2!.transaction_id))?.state, 'failed', 'held and synced: failed');
       assert.equal((await b.get(a0!.transaction_id))?.state, 'failed');
       assert.equal((await b.get(a3!.transaction_id))?.state, 'blocked', 'its parent was refused in the same call: blocked, as settle does');

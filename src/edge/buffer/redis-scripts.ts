@@ -422,6 +422,8 @@ for i = 3, #ARGV, 2 do
     to = dependsOn(seq, moved) and 'blocked' or 'failed'
     move(seq, 'synced', to, now)
     redis.call('HSET', txKey(seq), 'last_error', err)
+    -- Central's answer then (applied, at a position of the history it lost) no longer stands.
+    redis.call('HDEL', txKey(seq), 'central_result')
   elseif not state then
     local v = redis.call('HMGET', K('kept:' .. seq), 'transaction_id', 'site', 'endpoint', 'created_at', 'steps')
     if v[1] and v[5] then
@@ -432,7 +434,6 @@ for i = 3, #ARGV, 2 do
       local bytes = tonumber(r.bytes) or (#v[5] + #v[3] + 128)
       redis.call('HSET', txKey(seq), 'seq', seq, 'transaction_id', v[1], 'site', v[2], 'endpoint', v[3], 'created_at', v[4],
         'steps', v[5], 'depends_on', deps, 'bytes', bytes, 'attempts', r.attempts or '0', 'last_error', err, 'updated_at', now)
-      if r.central_result then redis.call('HSET', txKey(seq), 'central_result', r.central_result) end
       to = dependsOn(seq, moved) and 'blocked' or 'failed'
       redis.call('HSET', txKey(seq), 'state', to)
       redis.call('HSET', K('ids'), v[1], seq)

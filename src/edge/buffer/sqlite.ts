@@ -251,6 +251,8 @@ export class SqliteBuffer implements TransactionBuffer {
                                 VALUES (@seq, @transaction_id, @site, @endpoint, @created_at, @steps, @depends_on, @bytes, @state, @attempts,
                                         @last_error, @central_result, @updated_at)`),
       dropReceipt: db.prepare('DELETE FROM receipt WHERE transaction_id = ?'),
+      // Central's answer then (applied, at a position of the history it lost) no longer stands.
+      refuseSynced: db.prepare('UPDATE tx SET state = @state, last_error = @last_error, central_result = NULL, updated_at = @now WHERE seq = @seq'),
       parentExists: db.prepare('SELECT 1 FROM tx WHERE seq = ?'),
       // Transactions still to send that name one of the seqs (a JSON array) in depends_on: compaction dropped those edges.
       indexChildrenOf: db.prepare(`INSERT OR IGNORE INTO dep (parent, child)
@@ -578,10 +580,10 @@ export class SqliteBuffer implements TransactionBuffer {
         const to: TxState = deps.some((d) => moved.has(d)) ? 'blocked' : 'failed';
         const lastError = JSON.stringify(r.error);
         if (held) {
-          this.stmt.settle.run({ seq: r.seq, state: to, inc: 0, last_error: lastError, central_result: null, now });
+          this.stmt.refuseSynced.run({ seq: r.seq, state: to, last_error: lastError, now });
           this.shift('synced', to, row.bytes);
         } else {
-          this.stmt.insertFailed.run({ ...row, state: to, last_error: lastError, updated_at: now });
+          this.stmt.insertFailed.run({ ...row, state: to, last_error: lastError, central_result: null, updated_at: now });
           this.stmt.dropReceipt.run(row.transaction_id);
           revived.push(r.seq);
           // Held again: counted in its state (compaction had taken it out of the synced ones).

@@ -457,9 +457,10 @@ blockDependents(queue, moved, now)
 return {out, revived}
 `;
 
-// CHILDREN_OF: seqs ARGV[3]+1 … ARGV[3]+ARGV[4] (a chunk): each not yet synced whose depends_on names one of
-// ARGV[2] (a JSON array of the compacted seqs FAIL_SYNCED made whole again) is indexed under it again, and, pending, blocked, as is one
-// whose parent is blocked (so chains go, chunk after chunk, in seq order). Returns the last seq looked at.
+// CHILDREN_OF: seqs ARGV[3]+1 … ARGV[3]+ARGV[4] (a chunk): each not yet synced whose depends_on names one
+// of ARGV[2] (a JSON array of the compacted seqs FAIL_SYNCED made whole again) is indexed under it again and,
+// pending, blocked; so is a pending one whose parent is blocked (chains go, chunk after chunk, in seq order).
+// Returns the last seq looked at.
 const CHILDREN_OF_LUA = `
 local parents = {}
 for _, p in ipairs(cjson.decode(ARGV[2])) do parents[tostring(p)] = true end

@@ -590,7 +590,7 @@ export class SqliteBuffer implements TransactionBuffer {
           this.tally(`n_${to}`, 1);
           this.tally(`bytes_${to}`, row.bytes);
         }
-        this.stmt.bump.run(-1, 'applied_total');
+        this.tally('applied_total', -1);
         for (const d of deps) if (this.stmt.parentExists.get(d)) this.stmt.addDep.run(d, r.seq);
         moved.add(r.seq);
       }

@@ -651,6 +651,7 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
         return Math.floor((rnd / 2 ** 31) * n); // high bits: an LCG's low bits cycle fast
       };
       const held: number[] = [];
+      let putBack = 0;
       for (let round = 0; round < 40; round++) {
         const deps = held.length && rand(3) === 0 ? [held[rand(held.length)]!] : [];
         const added = await b.append([tx(deps), tx()]);
@@ -668,9 +669,15 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
           const failed = await b.list({ state: 'failed', limit: 1 });
           if (failed[0]) await b.discard(failed[0].transaction_id, 'fuzz', 'random');
         }
-        if (rand(6) === 0) await b.compact(held[rand(held.length)]!);
+        if (rand(6) === 0) await b.compact(held[rand(held.length)]!, rand(2) * 3600);
+        if (rand(6) === 0) {
+          // Central went back and refuses some of what it had applied: held or compacted, whole or not.
+          const some = Array.from({ length: 1 + rand(3) }, () => ({ seq: held[rand(held.length)]!, error: err('not_found') }));
+          putBack += (await b.failSynced(some)).length;
+        }
         await assertLedger(b);
       }
+      assert.ok(putBack > 0, 'the mix put some synced transactions back');
     });
   });
 }

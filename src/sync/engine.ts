@@ -147,6 +147,11 @@ export class SyncEngine implements SyncView {
   private pullRows = PULL_PAGE_ROWS;
   /** When the last pull ended (performance.now(): intervals are measured on the monotonic clock, so a step of the wall clock neither stops nor hurries pulls and backoffs). */
   private lastPull = Number.NEGATIVE_INFINITY;
+  /** Pulls failed in a row while pushes went on, and when the next pull may be tried (see pullFailed). */
+  private pullFailures = 0;
+  private pullRetryAt = Number.NEGATIVE_INFINITY;
+  /** The last pull's failure while pushes go on: shown as last_error until a pull succeeds (a push's success does not hide it). */
+  private pullError: TxError | null = null;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private stopping = false;
@@ -226,7 +231,7 @@ export class SyncEngine implements SyncView {
     return this.lastOk;
   }
   lastError() {
-    return this.pausedReason ?? this.error;
+    return this.pausedReason ?? this.error ?? this.pullError;
   }
   consecutiveFailures() {
     return this.failures;
@@ -313,23 +318,25 @@ export class SyncEngine implements SyncView {
         // What central may have lost goes before anything newer. Pulls go on between its batches, as
         // while a backlog drains: central's changes (a revoked token) must not wait for a long replay.
         if (this.replay) {
-          let failure = await this.replayStep(this.replay);
-          if (!failure && this.status === 'running' && this.pullDue(true)) failure = await this.pull(false, BUSY_PULL_PAGES, BUSY_PULL_PAGE_ROWS);
+          const failure = await this.replayStep(this.replay);
+          const pulled = !failure && this.status === 'running' && this.pullDue(true) ? await this.pull(false, BUSY_PULL_PAGES, BUSY_PULL_PAGE_ROWS) : null;
           if (failure?.kind === 'transient') await this.backoff(failure);
+          else if (pulled?.kind === 'transient') await this.pullFailed(pulled, true);
           continue;
         }
         const batch = await this.o.buffer.claim(this.batchSize, this.o.batchMaxBytes);
-        let failure: Failure | null = null;
-        if (batch.length > 0) failure = await this.pushPipelined(batch);
+        const failure = batch.length > 0 ? await this.pushPipelined(batch) : null;
+        let pulled: Failure | null = null;
         if (!failure && this.status === 'running' && this.pullDue(batch.length > 0)) {
           // While a backlog drains, a pull takes a few pages and lets the pushes go on: getting the data
           // to central comes first, and the replica catches up once the backlog is gone.
           // (Unless the buffer is more than half full: then compaction, which needs the pull, comes first.)
           const busy = batch.length > 0 && !(await this.bufferPressed());
-          failure = await this.pull(false, busy ? BUSY_PULL_PAGES : MAX_PULL_PAGES, busy ? BUSY_PULL_PAGE_ROWS : PULL_PAGE_ROWS);
+          pulled = await this.pull(false, busy ? BUSY_PULL_PAGES : MAX_PULL_PAGES, busy ? BUSY_PULL_PAGE_ROWS : PULL_PAGE_ROWS);
         }
         if (failure?.kind === 'transient') await this.backoff(failure);
-        else if (batch.length === 0 && !failure) await this.sleep(this.o.intervalMs);
+        else if (pulled?.kind === 'transient') await this.pullFailed(pulled, batch.length > 0);
+        else if (batch.length === 0 && !failure && !pulled) await this.sleep(this.o.intervalMs);
       } catch (err) {
         if (err instanceof BufferLeaseLostError) {
           // Another daemon syncs this buffer: what is in flight is that one's (or this one's, answered
@@ -391,6 +398,24 @@ export class SyncEngine implements SyncView {
     this.reachable = true;
     this.lastOk = new Date().toISOString();
     if (recovered || performance.now() - this.savedAt >= SAVE_OK_EVERY_MS) this.remember();
+  }
+
+  /**
+   * A pull failed. When pushes get through (a batch just went, or central itself answered the pull: its
+   * feed fails, not the link), the pull waits out a backoff of its own and pushes go on meanwhile: a feed
+   * that fails must not hold back observations on their way. Otherwise (no answer, and nothing sent)
+   * the link is likely down, and the engine waits as after any failure, ending the wait when central's
+   * /health answers again.
+   */
+  private async pullFailed(f: Extract<Failure, { kind: 'transient' }>, pushed: boolean): Promise<void> {
+    if (!pushed && f.answeredBy !== 'central') {
+      await this.backoff(f);
+      return;
+    }
+    this.pullFailures += 1;
+    this.pullError = { code: f.code, message: `pulling central's changes failed (pushes go on): ${f.message}`, at: new Date().toISOString() };
+    this.pullRetryAt = performance.now() + retryDelayMs(this.pullFailures, this.o.retryBaseMs, this.o.retryMaxMs, f.retryAfterMs, this.o.random);
+    if (!pushed) await this.sleep(this.o.intervalMs);
   }
 
   /** Waits out the backoff (Retry-After, if longer, up to RETRY_MAX_MS). */
@@ -591,7 +616,8 @@ export class SyncEngine implements SyncView {
 
   /** While draining a backlog, pull now and then (the feed then brings whole batches back at once); when idle, every interval. */
   private pullDue(draining: boolean): boolean {
-    return performance.now() - this.lastPull >= (draining ? Math.max(this.o.intervalMs, BUSY_PULL_MS) : this.o.intervalMs);
+    const now = performance.now();
+    return now >= this.pullRetryAt && now - this.lastPull >= (draining ? Math.max(this.o.intervalMs, BUSY_PULL_MS) : this.o.intervalMs);
   }
 
   private async bufferPressed(): Promise<boolean> {
@@ -701,6 +727,9 @@ export class SyncEngine implements SyncView {
       }
     }
     this.lastPull = performance.now();
+    this.pullFailures = 0;
+    this.pullRetryAt = Number.NEGATIVE_INFINITY;
+    this.pullError = null;
     this.pullRows = Math.min(PULL_PAGE_ROWS, this.pullRows * 2);
     this.succeed();
     // Only with the whole feed read: a pull that stopped part way (while a backlog drains, or after the feed

@@ -25,7 +25,7 @@ export interface InProcessEngine {
 export async function engineFor(
   central: TestCentral, site: string, dir: string,
   opts: {
-    intervalMs?: number; retryMaxMs?: number; memory?: SyncMemory; keepSyncedSeconds?: number;
+    intervalMs?: number; retryBaseMs?: number; retryMaxMs?: number; memory?: SyncMemory; keepSyncedSeconds?: number;
     /** Wraps the engine's real client (to slow it down, or to watch what it sends). */
     client?: (real: CentralClient) => CentralClient;
     /** The site's token, when the site is registered already (an engine started again): else it is registered. */
@@ -38,7 +38,7 @@ export async function engineFor(
   const buffer = new SqliteBuffer(join(dir, 'buffer.db'));
   const engine = new SyncEngine({
     site, buffer, client: (opts.client ?? ((c) => c))(httpClient(central.url, 10_000, stop.signal)), replica: local, token: () => token,
-    log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: opts.intervalMs ?? 200, retryBaseMs: 50,
+    log: createLogger('silent'), batchSize: 100, batchMaxBytes: 1 << 20, intervalMs: opts.intervalMs ?? 200, retryBaseMs: opts.retryBaseMs ?? 50,
     retryMaxMs: opts.retryMaxMs ?? 500, memory: opts.memory, keepSyncedSeconds: opts.keepSyncedSeconds,
   });
   return {

@@ -1,0 +1,90 @@
+// Found in review: a pull that failed made the whole engine wait out a backoff, pushes included. With
+// central's change feed failing (a 500 on GET /api/sync/changes, a feed page that times out) while
+// batches went through, the backlog moved one pipelined round per backoff, and with nothing pending a
+// new write waited for the pull's backoff to end: observations held back by a failure that was not
+// theirs. A pull now waits out a backoff of its own, and pushes go on. The real engine and central, a
+// real SQLite buffer; the client in between answers the feed with a failure.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { startTestCentral, type TestCentral } from '../support/central.js';
+import { until } from '../support/daemon.js';
+import { engineFor } from '../support/engine.js';
+import { uuidv7 } from '../../src/lib/uuid.js';
+import { TransportError, type CentralClient } from '../../src/sync/transport.js';
+
+function observation(site: string) {
+  const id = randomUUID();
+  return {
+    transaction_id: uuidv7(), site, created_at: new Date().toISOString(), endpoint: 'POST /executed_obs_units/start', depends_on: [],
+    steps: [{ step_id: 'obs', op: 'create' as const, table: 'executed_obs_unit' as const, id, data: { id, obs_unit_id: 1, site, status: 'running', start_time: '2026-01-01T00:00:00.000Z' } }],
+  };
+}
+
+/** Central's feed fails (`how`); everything else goes through. Counts the pulls tried. */
+function feedFails(how: 'http_500' | 'timeout') {
+  const seen = { pulls: 0 };
+  const wrap = (real: CentralClient): CentralClient => ({
+    post: real.post.bind(real),
+    async get(path, token, headers) {
+      if (!path.startsWith('/api/sync/changes')) return real.get(path, token, headers);
+      seen.pulls += 1;
+      if (how === 'timeout') throw new TransportError('timeout', 'no answer from central in time');
+      return { status: 500, headers: new Headers({ 'content-type': 'application/json' }), body: { error: { code: 'internal', message: 'the feed broke' } } };
+    },
+  });
+  return { seen, wrap };
+}
+
+describe('a failing pull does not hold back pushes', () => {
+  let central: TestCentral;
+  let dir: string;
+  before(async () => {
+    central = await startTestCentral('pull-failure');
+    dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-pull-failure-'));
+  });
+  after(async () => {
+    await central?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const how of ['http_500', 'timeout'] as const) {
+    it(`a backlog drains while every pull fails (${how}), and the failure shows`, async () => {
+      const site = `pull-fails-${how}`;
+      const { seen, wrap } = feedFails(how);
+      // A backoff far longer than the wait below: only pushes that do not wait on it can drain in time.
+      const { engine, buffer, close } = await engineFor(central, site, mkdtempSync(join(dir, `${site}-`)),
+        { client: wrap, intervalMs: 50, retryBaseMs: 60_000, retryMaxMs: 60_000 });
+      try {
+        for (let i = 0; i < 10; i++) await buffer.append(Array.from({ length: 100 }, () => observation(site)));
+        engine.start();
+        await until('the backlog applied at central', async () => (await buffer.stats()).applied_total === 1000, 15_000);
+        assert.ok(seen.pulls >= 1, 'pulls were tried');
+        const { rows } = await central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
+        assert.deepEqual(rows.map((r) => Number(r.seq)), Array.from({ length: 1000 }, (_, i) => i + 1), 'once each, in order');
+        await until('the failed pull in last_error', async () => engine.lastError()?.code === how, 5_000);
+      } finally {
+        await close();
+      }
+    });
+  }
+
+  it('with nothing pending, a new write is sent at once while pulls keep failing', async () => {
+    const site = 'pull-fails-idle';
+    const { seen, wrap } = feedFails('http_500');
+    const { engine, buffer, close } = await engineFor(central, site, mkdtempSync(join(dir, `${site}-`)),
+      { client: wrap, intervalMs: 50, retryBaseMs: 60_000, retryMaxMs: 60_000 });
+    try {
+      engine.start();
+      await until('a pull to fail', async () => seen.pulls >= 1 && engine.lastError()?.code === 'http_500', 5_000);
+      await buffer.append([observation(site)]);
+      engine.nudge();
+      await until('the write applied at central', async () => (await buffer.stats()).applied_total === 1, 10_000);
+    } finally {
+      await close();
+    }
+  });
+});

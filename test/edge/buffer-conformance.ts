@@ -23,6 +23,11 @@ export interface BufferFactory {
    * of how far it goes not moved past `after`; then opens it again with this build. Optional, as above.
    */
   reopenAfterOlderBuildAppended?(b: TransactionBuffer, after: number): Promise<TransactionBuffer>;
+  /**
+   * Closes `b`, makes what a build from before failSynced leaves (compaction dropped a compacted parent's
+   * entries in the dependency index, and there is no mark of how far), and opens it again: an upgrade.
+   */
+  reopenAfterBuildDroppingCompactedEdges?(b: TransactionBuffer): Promise<TransactionBuffer>;
 }
 
 export function tx(depends_on: number[] = [], extra = ''): NewTransaction {
@@ -612,6 +617,21 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       b = await factory.reopen(b);
       assert.equal((await b.get(a0!.transaction_id))?.state, 'failed', 'kept across a restart');
       await assertLedger(b);
+    });
+
+    it('failSynced after an upgrade from a build that dropped compacted parents from the index finds their dependents', async (t) => {
+      if (!factory.reopenAfterBuildDroppingCompactedEdges) return t.skip('this backend has no such past');
+      const [p] = await b.append([tx()]);
+      await b.settle((await b.claim(1, 1e9)).map((x) => ({ seq: x.seq, outcome: 'applied' as const })));
+      const [c] = await b.append([tx([p!.seq])]); // waits on p
+      assert.equal(await b.compact(p!.seq, 3600), 1);
+      b = await factory.reopenAfterBuildDroppingCompactedEdges(b);
+      const [later] = await b.append([tx()]);
+      assert.deepEqual(await b.failSynced([{ seq: p!.seq, error: err('not_found') }]), [p!.seq]);
+      assert.equal((await b.get(c!.transaction_id))?.state, 'blocked', 'its dependent, found by reading the backlog');
+      assert.equal((await b.get(later!.transaction_id))?.state, 'pending');
+      await assertLedger(b);
+      assert.deepEqual((await b.retry(p!.transaction_id, 'op')).released, [p!.seq, c!.seq], 'and indexed again: a retry takes it along');
     });
 
     it('failSynced leaves a transaction compacted without its steps as it is', async () => {

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { SqliteBuffer } from '../../src/edge/buffer/sqlite.js';
 import { RECEIPT_DAYS } from '../../src/edge/buffer/buffer.js';
 import { bufferConformance, tx } from './buffer-conformance.js';
-import { dropDependencyIndex, forgetDependenciesAfter } from './sqlite-older-builds.js';
+import { dropDependencyIndex, dropEdgesOfCompacted, forgetDependenciesAfter } from './sqlite-older-builds.js';
 
 const dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-buffer-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,6 +29,12 @@ bufferConformance('SQLite (WAL, synchronous=FULL, a real file)', {
     await b.close();
     const path = (b as SqliteBuffer).path;
     forgetDependenciesAfter(path, after);
+    return new SqliteBuffer(path);
+  },
+  reopenAfterBuildDroppingCompactedEdges: async (b) => {
+    await b.close();
+    const path = (b as SqliteBuffer).path;
+    dropEdgesOfCompacted(path);
     return new SqliteBuffer(path);
   },
 });

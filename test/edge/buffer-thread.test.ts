@@ -14,7 +14,7 @@ import { ThreadedSqliteBuffer } from '../../src/edge/buffer/thread.js';
 import { BufferUnavailableError, DuplicateTransactionError, OutcomeUnknownError, isBufferUnavailable, type NewTransaction } from '../../src/edge/buffer/buffer.js';
 import { LocalStore } from '../../src/edge/local-store.js';
 import { bufferConformance, tx } from './buffer-conformance.js';
-import { dropDependencyIndex, forgetDependenciesAfter } from './sqlite-older-builds.js';
+import { dropDependencyIndex, dropEdgesOfCompacted, forgetDependenciesAfter } from './sqlite-older-builds.js';
 
 const dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-buffer-thread-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,6 +44,12 @@ bufferConformance('SQLite in the storage thread', {
     await b.close();
     const path = (b as ThreadedSqliteBuffer).path;
     forgetDependenciesAfter(path, after);
+    return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
+  },
+  reopenAfterBuildDroppingCompactedEdges: async (b) => {
+    await b.close();
+    const path = (b as ThreadedSqliteBuffer).path;
+    dropEdgesOfCompacted(path);
     return ThreadedSqliteBuffer.open(path, path.replace(/buffer-(\d+)\.db$/, 'local-$1.db'));
   },
 });

@@ -1,6 +1,7 @@
 /**
  * What builds from before the dependency index leave in a closed `buffer.db`, made by hand: the SQLite
- * backends' (plain and threaded) `reopenWithoutDependencyIndex` and `reopenAfterOlderBuildAppended`.
+ * backends' (plain and threaded) `reopenWithoutDependencyIndex`, `reopenAfterOlderBuildAppended` and
+ * `reopenAfterBuildDroppingCompactedEdges`.
  */
 import Database from 'better-sqlite3';
 
@@ -23,5 +24,13 @@ export function forgetDependenciesAfter(path: string, after: number): void {
   onFile(path, (db) => {
     db.prepare('DELETE FROM dep WHERE child > ?').run(after);
     db.prepare("UPDATE counter SET value = ? WHERE name = 'dep_through'").run(after);
+  });
+}
+
+/** A buffer whose compactions were made by a build that dropped a compacted parent's edges, and kept no mark of that. */
+export function dropEdgesOfCompacted(path: string): void {
+  onFile(path, (db) => {
+    db.exec('DELETE FROM dep WHERE NOT EXISTS (SELECT 1 FROM tx WHERE tx.seq = dep.parent)');
+    db.exec("DELETE FROM counter WHERE name = 'deps_kept_after'");
   });
 }

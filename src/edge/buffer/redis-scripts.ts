@@ -356,7 +356,9 @@ for _, seq in ipairs(seqs) do
   -- Deletes first: Redis at maxmemory refuses a script whose first write needs memory (SET), but lets
   -- one that has begun by freeing some run to its end. Compaction is what frees a full buffer.
   redis.call('HDEL', K('ids'), v[2])
-  redis.call('DEL', txKey(seq), K('children:' .. seq))
+  -- Its own children:<seq> stays while they are held (each leaves it at its compaction): a synced parent holds
+  -- nobody back, but FAIL_SYNCED may put it back, and then it needs its dependents again.
+  redis.call('DEL', txKey(seq))
   if v[6] and v[6] ~= '[]' then
     for _, d in ipairs(cjson.decode(v[6])) do redis.call('ZREM', K('children:' .. d), seq) end
   end
@@ -409,7 +411,8 @@ return out
 // order; ARGV[2]: now) back to failed, or blocked under a parent refused in this call: held ones moved, compacted
 // ones made whole again from their kept copy and receipt (both go). Applied no more: applied_total goes down.
 // Their pending dependents in the dependency index are blocked, as settle does. Returns {moved seqs, those of
-// them that had been compacted}: compaction dropped their entries in the index, which CHILDREN_OF puts back.
+// them compacted by a build that dropped their entries in the index (seq <= deps_kept_after)}: CHILDREN_OF
+// puts those back.
 const FAIL_SYNCED_LUA = `
 local now = ARGV[2]
 local moved, out, revived = {}, {}, {}
@@ -441,7 +444,7 @@ for i = 3, #ARGV, 2 do
       redis.call('HINCRBY', K('counters'), 'bytes_' .. to, bytes)
       redis.call('DEL', K('kept:' .. seq), K('receipt:' .. v[1]))
       redis.call('ZREM', K('kept'), seq)
-      revived[#revived + 1] = tonumber(seq)
+      if tonumber(seq) <= tonumber(redis.call('GET', K('deps_kept_after')) or '0') then revived[#revived + 1] = tonumber(seq) end
     end
   end
   if to then

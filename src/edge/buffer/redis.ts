@@ -19,9 +19,12 @@
  *   kept             sorted set of the seqs kept so (score = seq); each compaction drops from its start
  *                    the seqs whose hash expired
  *   children:<seq>   sorted set of the seqs whose depends_on names <seq> (the dependency index: a failure,
- *                    a retry or a discard visits the dependents, not the backlog); gone with <seq>'s compaction
+ *                    a retry or a discard visits the dependents, not the backlog); each leaves it at its
+ *                    own compaction, so it outlives a compacted <seq> while they are held
  *   deps_through     the last seq up to which every transaction is in the dependency index; each append
  *                    moves it, and at open what an older build appended after it is indexed
+ *   deps_kept_after  the last seq when this build first opened the buffer: builds before it dropped a
+ *                    compacted seq's children:<seq>; this one keeps it while those children are held
  *   epoch            bumped by every script that changes a state, a record or a count (verify's "nothing moved")
  * Every mutation is one Lua script, so it is atomic, and its reply comes after
  * the fsync. Counts by state are ZCARDs, so stats() never scans.
@@ -455,6 +458,10 @@ export class RedisBuffer implements TransactionBuffer {
    * before it, or by a build that only kept the older mark deps_indexed), every transaction is, once.
    */
   private async indexDependencies(): Promise<void> {
+    // Builds before this one dropped a compacted parent's children:<seq>: failSynced finds the dependents of a
+    // transaction up to this seq by reading the backlog, of a later one in the index.
+    const last = await this.call(() => this.redis.get(`${this.keyPrefix}seq`));
+    await this.call(() => this.redis.set(`${this.keyPrefix}deps_kept_after`, last ?? '0', 'NX'));
     let from = Number(await this.call(() => this.redis.get(`${this.keyPrefix}deps_through`)) ?? 0);
     for (;;) {
       const last = await this.run<number>('indexDeps', from, DEPS_INDEX_CHUNK);
@@ -629,8 +636,8 @@ export class RedisBuffer implements TransactionBuffer {
     const sorted = [...refusals].sort((a, b) => a.seq - b.seq);
     const [moved, revived] = await this.run<[number[], number[]]>('failSynced', now, ...sorted.flatMap((r) => [String(r.seq), JSON.stringify(r.error)]));
     if (revived.length === 0) return moved;
-    // Compaction dropped the revived ones' entries in the dependency index: their dependents still held are
-    // found by their depends_on, a chunk of seqs per call (Redis runs one script at a time).
+    // Compacted by a build that dropped their entries in the dependency index: their dependents still held
+    // are found by their depends_on, a chunk of seqs per call (Redis runs one script at a time).
     const last = (await this.stats()).last_seq;
     for (let from = revived[0]!; from < last;) from = await this.run<number>('childrenOf', JSON.stringify(revived), from, DEPS_INDEX_CHUNK, now);
     return moved;

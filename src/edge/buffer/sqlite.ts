@@ -160,6 +160,9 @@ export class SqliteBuffer implements TransactionBuffer {
   /** Is the file at `path` still the one open here? Checked before every append. */
   private readonly guard: FileGuard;
 
+  /** Transactions up to this seq were compacted by builds that dropped their edges in the dependency index. */
+  private readonly depsKeptAfter: number;
+
   constructor(readonly path: string) {
     try {
       this.db = new Database(path);
@@ -187,9 +190,15 @@ export class SqliteBuffer implements TransactionBuffer {
         const through = made ? 0 : recorded ?? 0;
         if (through < last) this.db.prepare(INDEX_DEPS_AFTER).run(through);
         if (recorded !== last) this.db.prepare("INSERT OR REPLACE INTO counter (name, value) VALUES ('dep_through', ?)").run(last);
+        // Builds before this one dropped a compacted parent's edges: failSynced finds the dependents of a
+        // transaction up to this seq by reading the backlog, of a later one in the index.
+        if (counter('deps_kept_after') === undefined) {
+          this.db.prepare("INSERT INTO counter (name, value) VALUES ('deps_kept_after', ?)").run(last);
+        }
       }).immediate();
       const seed = this.db.prepare('INSERT OR IGNORE INTO counter (name, value) VALUES (?, 0)');
       this.db.transaction(() => COUNTERS.forEach((c) => seed.run(c))).immediate();
+      this.depsKeptAfter = (this.db.prepare("SELECT value FROM counter WHERE name = 'deps_kept_after'").get() as { value: number }).value;
       this.guard = new FileGuard(path);
     } catch (err) {
       const said = withFileProblem(path, err);
@@ -218,9 +227,9 @@ export class SqliteBuffer implements TransactionBuffer {
       addDep: db.prepare('INSERT OR IGNORE INTO dep (parent, child) VALUES (?, ?)'),
       children: db.prepare(`SELECT tx.seq, tx.state, tx.bytes, tx.depends_on, tx.order_only FROM dep JOIN tx ON tx.seq = dep.child
                             WHERE dep.parent = ? AND tx.state IN ('pending','in_flight','blocked')`),
-      // Edges whose parent or child was compacted: a synced parent holds nobody back, a synced child waits for nothing.
-      dropDeps: db.prepare(`DELETE FROM dep WHERE parent <= ?
-                            AND (NOT EXISTS (SELECT 1 FROM tx WHERE tx.seq = dep.parent) OR NOT EXISTS (SELECT 1 FROM tx WHERE tx.seq = dep.child))`),
+      // Edges whose child was compacted. One whose parent was compacted stays while its child is held: a synced
+      // parent holds nobody back, but failSynced may put it back, and then it needs its dependents again.
+      dropDeps: db.prepare(`DELETE FROM dep WHERE parent <= ? AND NOT EXISTS (SELECT 1 FROM tx WHERE tx.seq = dep.child)`),
       // Two index probes on (state, seq); an IN list would scan with a million rows held.
       oldest: db.prepare(`SELECT created_at AS t FROM (
           SELECT * FROM (SELECT seq, created_at FROM tx WHERE state = 'pending' ORDER BY seq LIMIT 1)
@@ -594,9 +603,10 @@ export class SqliteBuffer implements TransactionBuffer {
         for (const d of deps) if (this.stmt.parentExists.get(d)) this.stmt.addDep.run(d, r.seq);
         moved.add(r.seq);
       }
-      // Compaction dropped the revived ones' edges (a held one keeps its own): their dependents still held are
-      // found by their depends_on, a read of what is held after the first of them.
-      if (revived.length > 0) this.stmt.indexChildrenOf.run({ after: revived[0], parents: JSON.stringify(revived) });
+      // Compaction keeps a parent's edges while its children are held; a build before that did not (up to
+      // deps_kept_after): their dependents still held are found by their depends_on, a read of the backlog.
+      const legacy = revived.filter((seq) => seq <= this.depsKeptAfter);
+      if (legacy.length > 0) this.stmt.indexChildrenOf.run({ after: legacy[0], parents: JSON.stringify(legacy) });
       if (moved.size > 0) this.blockDependents(new Set(moved), now);
       return [...moved];
     });

@@ -634,6 +634,18 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       assert.deepEqual((await b.retry(p!.transaction_id, 'op')).released, [p!.seq, c!.seq], 'and indexed again: a retry takes it along');
     });
 
+    it('failSynced blocks a child behind a parent it put back in an earlier call (another replay batch)', async () => {
+      const [p] = await b.append([tx()]);
+      const [c] = await b.append([tx([p!.seq])]);
+      await b.settle((await b.claim(2, 1e9)).map((x) => ({ seq: x.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(p!.seq, 3600), 1, 'the parent compacted, kept whole; the child still held');
+      assert.deepEqual(await b.failSynced([{ seq: p!.seq, error: err('not_found') }]), [p!.seq]);
+      assert.deepEqual(await b.failSynced([{ seq: c!.seq, error: err('not_found') }]), [c!.seq]);
+      assert.equal((await b.get(c!.transaction_id))?.state, 'blocked');
+      await assertLedger(b);
+      assert.deepEqual((await b.retry(p!.transaction_id, 'op')).released, [p!.seq, c!.seq], 'a retry of the parent takes it along');
+    });
+
     it('failSynced leaves a transaction compacted without its steps as it is', async () => {
       const [a] = await b.append([tx()]);
       await b.settle((await b.claim(1, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));

@@ -414,6 +414,15 @@ return out
 // them compacted by a build that dropped their entries in the index (seq <= deps_kept_after)}: CHILDREN_OF
 // puts those back.
 const FAIL_SYNCED_LUA = `
+-- Blocked behind a parent central refused (in this call, or before) or that waits itself, as in settle.
+local function heldBack(seq, moved)
+  if dependsOn(seq, moved) then return true end
+  for _, d in ipairs(cjson.decode(field(seq, 'depends_on'))) do
+    local st = field(d, 'state')
+    if st == 'failed' or st == 'blocked' then return true end
+  end
+  return false
+end
 local now = ARGV[2]
 local moved, out, revived = {}, {}, {}
 for i = 3, #ARGV, 2 do
@@ -422,7 +431,7 @@ for i = 3, #ARGV, 2 do
   if moved[seq] then state = 'done' end
   if state == 'synced' then
     deps = field(seq, 'depends_on')
-    to = dependsOn(seq, moved) and 'blocked' or 'failed'
+    to = heldBack(seq, moved) and 'blocked' or 'failed'
     move(seq, 'synced', to, now)
     redis.call('HSET', txKey(seq), 'last_error', err)
     -- Central's answer then (applied, at a position of the history it lost) no longer stands.
@@ -437,7 +446,7 @@ for i = 3, #ARGV, 2 do
       local bytes = tonumber(r.bytes) or (#v[5] + #v[3] + 128)
       redis.call('HSET', txKey(seq), 'seq', seq, 'transaction_id', v[1], 'site', v[2], 'endpoint', v[3], 'created_at', v[4],
         'steps', v[5], 'depends_on', deps, 'bytes', bytes, 'attempts', r.attempts or '0', 'last_error', err, 'updated_at', now)
-      to = dependsOn(seq, moved) and 'blocked' or 'failed'
+      to = heldBack(seq, moved) and 'blocked' or 'failed'
       redis.call('HSET', txKey(seq), 'state', to)
       redis.call('HSET', K('ids'), v[1], seq)
       redis.call('ZADD', setKey(to), seq, seq)

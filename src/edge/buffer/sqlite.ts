@@ -80,6 +80,9 @@ CREATE INDEX IF NOT EXISTS receipt_kept_seq ON receipt (seq) WHERE steps IS NOT 
 CREATE INDEX IF NOT EXISTS receipt_kept_at ON receipt (compacted_at) WHERE steps IS NOT NULL;
 `;
 
+/** States of a parent that hold a child back: it waits behind them, blocked. */
+const HOLDING: ReadonlySet<TxState | undefined> = new Set<TxState>(['failed', 'blocked']);
+
 /** Synced transactions dropped per SQLite transaction by compact(). */
 const COMPACT_CHUNK = 5000;
 
@@ -586,7 +589,10 @@ export class SqliteBuffer implements TransactionBuffer {
         const row = held ?? kept;
         if (!row || (held && held.state !== 'synced')) continue;
         const deps = JSON.parse(row.depends_on) as number[];
-        const to: TxState = deps.some((d) => moved.has(d)) ? 'blocked' : 'failed';
+        // Blocked behind a parent that central refused (in this call or an earlier one) or that waits itself,
+        // as a rejection is in settle: a retry of that parent takes it along.
+        const stateOf = (seq: number) => (this.stmt.stateOf.get(seq) as { state: TxState } | undefined)?.state;
+        const to: TxState = deps.some((d) => moved.has(d) || HOLDING.has(stateOf(d))) ? 'blocked' : 'failed';
         const lastError = JSON.stringify(r.error);
         if (held) {
           this.stmt.refuseSynced.run({ seq: r.seq, state: to, last_error: lastError, now });

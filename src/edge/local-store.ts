@@ -7,7 +7,7 @@ import type { Change } from '../lib/api/sync-schemas.js';
 import { decodeCursor, encodeCursor } from '../lib/cursor.js';
 import { keyedStatements, statementCache } from './statements.js';
 import type { HeldChange, ReplicaSink } from '../sync/replica.js';
-import { noteSynced } from './lost-seqs.js';
+import { noteSynced, noteUnsynced } from './lost-seqs.js';
 import { withFileProblem } from './data-dir-lock.js';
 import { ENTITY_COLUMNS, ENTITY_KEY, LOCAL_SCHEMA } from './local-schema.js';
 
@@ -409,6 +409,12 @@ export class LocalStore implements ReplicaSink {
    */
   noteSynced(seqs: readonly number[]): void {
     noteSynced(this, seqs);
+    this.flushToDisk();
+  }
+
+  /** The reverse, for synced transactions central lost and then refused (see noteUnsynced): before the buffer moves them. */
+  noteUnsynced(seqs: readonly number[]): void {
+    noteUnsynced(this, seqs);
     this.flushToDisk();
   }
 

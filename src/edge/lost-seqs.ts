@@ -54,6 +54,25 @@ export function noteSynced(local: LocalStore, seqs: readonly number[]): void {
   local.setMeta(SYNCED_KEY, JSON.stringify(merged.slice(-MAX_SYNCED_INTERVALS)));
 }
 
+/**
+ * Takes seqs out of the synced record: central lost them (restored from a backup) and refused them when
+ * they were sent again, so they are not at central; a buffer later found without them has lost them.
+ */
+export function noteUnsynced(local: LocalStore, seqs: readonly number[]): void {
+  if (seqs.length === 0) return;
+  const out = new Set(seqs);
+  const kept: Interval[] = [];
+  for (const [from, to] of syncedIntervals(local)) {
+    let start = from;
+    for (const q of [...out].filter((x) => x >= from && x <= to).sort((a, b) => a - b)) {
+      if (q > start) kept.push([start, q - 1]);
+      start = q + 1;
+    }
+    if (start <= to) kept.push([start, to]);
+  }
+  local.setMeta(SYNCED_KEY, JSON.stringify(kept));
+}
+
 /** `from`–`to` without the seqs recorded as synced. */
 function unsynced(local: LocalStore, from: number, to: number): Interval[] {
   const out: Interval[] = [];

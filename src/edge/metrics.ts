@@ -30,7 +30,8 @@ export function registerEdgeMetrics(m: AppMetrics, buffer: TransactionBuffer, en
   gauge('opsdb_buffer_discarded_total', 'Transactions an operator discarded', (s) => s.discarded_total);
 
   // The ledger's applied_total, read like the gauges: it agrees with /buffer-stats and does not start again at 0 after a
-  // restart. It only ever grows, so it stays a counter.
+  // restart. It grows, but for one case: transactions a central restored from a backup had lost and then refused
+  // when sent again go back to failed (failSynced), and leave it; Prometheus reads that drop as a counter reset.
   new Counter({
     name: 'opsdb_sync_applied_total', help: 'Transactions central applied (or had already applied) for this edge, ever (the ledger)', registers,
     async collect() {

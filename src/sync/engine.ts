@@ -860,8 +860,8 @@ export class SyncEngine implements SyncView {
 
   /**
    * Sends the next batch of the replay (CentralReplay), or ends it when nothing is left. A transaction
-   * central refuses now is logged at level error and counted; its state here stays synced (it was applied
-   * once), and the replay goes on. Returns the failure that stopped this step, or null.
+   * central refuses now goes back to the dead-letter queue (replayed), is logged at level error and
+   * counted, and the replay goes on. Returns the failure that stopped this step, or null.
    */
   private async replayStep(r: CentralReplay): Promise<Failure | null> {
     const batch = (await this.o.buffer.replayable(r.after_seq, this.batchSize)).filter((t) => t.seq <= r.through_seq);
@@ -929,27 +929,39 @@ export class SyncEngine implements SyncView {
     const byId = new Map(results.map((x) => [x.transaction_id, x]));
     const refused: { seq: number; error: TxError }[] = [];
     const at = new Date().toISOString();
+    const counts = { applied: 0, duplicate: 0, rejected: 0 };
     for (const t of batch) {
       const x = byId.get(t.transaction_id);
-      if (x?.result === 'applied') r.applied += 1;
-      else if (x?.result === 'duplicate') r.duplicate += 1;
+      if (x?.result === 'applied' || x?.result === 'duplicate') counts[x.result] += 1;
       else {
-        r.rejected += 1;
+        counts.rejected += 1;
         refused.push({ seq: t.seq, error: { code: x?.code ?? 'no_result', message: x?.reason ?? 'central sent no result for it', at } });
       }
     }
     if (refused.length > 0) {
-      const moved = new Set(await this.o.buffer.failSynced(refused));
+      // Not at central any more: a buffer lost later must count them as lost (lost-seqs.ts). First, so a crash
+      // in between errs that way.
+      this.o.replica.noteUnsynced?.(refused.map((f) => f.seq));
+      const moved = await this.o.buffer.failSynced(refused);
+      const states = await this.o.buffer.states(moved);
       for (const f of refused) {
         const t = batch.find((b) => b.seq === f.seq)!;
-        this.o.log.error({ transaction_id: t.transaction_id, seq: t.seq, code: f.error.code, reason: f.error.message },
-          moved.has(f.seq)
+        const state = states.get(f.seq);
+        this.o.log.error({ transaction_id: t.transaction_id, seq: t.seq, code: f.error.code, reason: f.error.message, state },
+          state === 'failed'
             ? 'central lost this synced transaction (it went back in time) and refused it when it was sent again: it is failed ' +
               'again, in the dead-letter queue; retry it once central has what it needs, or discard it'
-            : 'central lost this synced transaction (it went back in time) and refused it when it was sent again; the buffer ' +
-              'no longer holds it whole: compare it with central by hand');
+            : state === 'blocked'
+              ? 'central lost this synced transaction (it went back in time) and refused it when it was sent again: it is blocked, ' +
+                'in the dead-letter queue, behind a transaction it needs that central refused too; retry that one and it follows'
+              : 'central lost this synced transaction (it went back in time) and refused it when it was sent again; the buffer ' +
+                'no longer holds it whole (its kept copy expired, or gave way for room): compare it with central by hand');
       }
     }
+    // Counted once the buffer has them: a failure above sends the batch again, and it is counted then.
+    r.applied += counts.applied;
+    r.duplicate += counts.duplicate;
+    r.rejected += counts.rejected;
     r.after_seq = batch.at(-1)!.seq;
     this.batchSize = Math.min(this.o.batchSize, this.batchSize * 2);
     this.succeed();

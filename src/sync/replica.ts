@@ -44,4 +44,6 @@ export interface ReplicaSink {
    * then does not count them as lost (lost-seqs.ts).
    */
   noteSynced?(seqs: readonly number[]): void;
+  /** Takes seqs out of that record: central lost them and refused them when they were sent again. */
+  noteUnsynced?(seqs: readonly number[]): void;
 }

@@ -53,7 +53,13 @@ describe('central\'s feed goes back behind the edge', () => {
       last_sync_at: null, last_error: null, consecutive_failures: 0, central_reachable: true,
       replay: { after_seq, through_seq, started_at: new Date().toISOString(), applied: 0, duplicate, rejected: 0 },
     };
-    return { memory: { load: () => saved, save: (st: SavedSyncState) => { saved = st; } }, state: () => saved };
+    /** Every replay state saved, in order (null once it ended). */
+    const replays: SavedSyncState['replay'][] = [];
+    const save = (st: SavedSyncState) => {
+      saved = st;
+      replays.push(st.replay ? { ...st.replay } : null);
+    };
+    return { memory: { load: () => saved, save }, state: () => saved, replays };
   };
 
   it('the edge says so and receives the changes made after it', async () => {
@@ -300,7 +306,7 @@ describe('central\'s feed goes back behind the edge', () => {
     const site = 'replay-refused';
     const own = siteDir(site);
     const { memory, state } = replayUnderWay(0, 3);
-    const { engine, buffer, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
+    const { engine, buffer, local, close } = await engineFor(central, site, own, { memory, keepSyncedSeconds: 3600 });
     try {
       // Seq 2 names an observation unit central lost when it went back (it no longer has it).
       const lost = 900_000 + Math.floor(Math.random() * 1000);
@@ -308,6 +314,7 @@ describe('central\'s feed goes back behind the edge', () => {
       (second.steps[0]!.data as { obs_unit_id: number }).obs_unit_id = lost;
       const txs = await buffer.append([observation(site), second, observation(site)]);
       await buffer.settle((await buffer.claim(3, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      local.noteSynced([1, 2]); // as the engine does before it compacts
       assert.equal(await buffer.compact(2, 3600), 2, 'seqs 1 and 2 compacted, kept whole; 3 still held');
       engine.start();
       await until('the replay to end', async () => state().replay === null, 10_000);
@@ -321,6 +328,7 @@ describe('central\'s feed goes back behind the edge', () => {
       assert.equal(stats.failed, 1);
       assert.equal(stats.applied_total, 2, 'applied no more');
       assert.deepEqual((await buffer.verify()).problems, []);
+      assert.equal(local.getMeta('synced_seqs'), '[[1,1]]', 'no longer recorded as at central: a buffer lost later counts it lost');
 
       // The operator gives central back what it lost, and retries: it is sent, and applied, after the others.
       const { rows: prog } = await central.db.query<{ id: number }>('SELECT id FROM observing_program ORDER BY id LIMIT 1');
@@ -329,6 +337,35 @@ describe('central\'s feed goes back behind the edge', () => {
       await until('the retried one applied', async () => (await buffer.stats()).applied_total === 3, 10_000);
       assert.deepEqual(await applied(), [1, 3, 2]);
       assert.deepEqual((await buffer.verify()).problems, []);
+    } finally {
+      await close();
+    }
+  });
+
+  // Found in review: the replay counted a batch's answers before the buffer took its refusals; when that
+  // failed (a busy storage, a Redis timeout), the batch was sent again and counted twice.
+  it("a replay batch whose refusals the buffer could not take is sent again and counted once", async () => {
+    const { memory, state, replays } = replayUnderWay(0, 3);
+    const site = 'replay-count';
+    const { engine, buffer, close } = await engineFor(central, site, siteDir(site), { memory, keepSyncedSeconds: 3600 });
+    try {
+      const refusedOne = observation(site);
+      (refusedOne.steps[0]!.data as { obs_unit_id: number }).obs_unit_id = 900_999;
+      const txs = await buffer.append([observation(site), refusedOne, observation(site)]);
+      await buffer.settle((await buffer.claim(3, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));
+      const real = buffer.failSynced.bind(buffer);
+      let calls = 0;
+      buffer.failSynced = async (r) => {
+        if (++calls === 1) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+        return real(r);
+      };
+      engine.start();
+      await until('the replay to end', async () => state().replay === null, 20_000);
+      assert.equal(calls, 2, 'the buffer refused once, then took them');
+      assert.equal((await buffer.get(txs[1]!.transaction_id))?.state, 'failed');
+      const last = replays.filter((r) => r !== null).at(-1)!;
+      // Sent twice, central applied the two it took the first time and answered `duplicate` the second.
+      assert.deepEqual([last.applied + last.duplicate, last.rejected], [2, 1], `each counted once: ${JSON.stringify(last)}`);
     } finally {
       await close();
     }

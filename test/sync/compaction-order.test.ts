@@ -14,6 +14,7 @@ import { until } from '../support/daemon.js';
 import { engineFor } from '../support/engine.js';
 import { randomUUID } from 'node:crypto';
 import { uuidv7 } from '../../src/lib/uuid.js';
+import { LocalStore } from '../../src/edge/local-store.js';
 
 describe('compaction after the local store is on disk', () => {
   let central: TestCentral;
@@ -58,6 +59,17 @@ describe('compaction after the local store is on disk', () => {
       assert.equal((await buffer.stats()).synced, 0);
     } finally {
       await close();
+    }
+  });
+
+  it('a seq central lost and refused when sent again leaves the synced record', () => {
+    const local = new LocalStore(join(dir, 'unsynced-local.db'));
+    try {
+      local.noteSynced([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20]);
+      local.noteUnsynced([3, 7, 10, 15, 20]);
+      assert.deepEqual(JSON.parse(local.getMeta('synced_seqs')!), [[1, 2], [4, 6], [8, 9]]);
+    } finally {
+      local.close();
     }
   });
 });

@@ -135,7 +135,9 @@ export class EdgeBackend implements OpsBackend {
    * update does not turn it back (its own progress is at
    * /api/transactions/{id}), and a failed creation is not hidden behind the
    * `blocked` of an update that waits on it. A record whose creating
-   * transaction the buffer lost (lost-seqs.ts) reads `failed`.
+   * transaction the buffer lost (lost-seqs.ts) reads `failed`, and so does one
+   * whose creation a central restored from a backup lost and then refused when
+   * it was sent again (failSynced): the one way back from `synced`.
    */
   private async withStatus<T extends Row>(rows: T[]): Promise<(Omit<T, 'origin_seq' | 'created_seq'> & { sync_status: SyncStatus })[]> {
     const seqs = rows.map((r) => r.created_seq).filter((s): s is number => typeof s === 'number');

@@ -101,15 +101,16 @@ for (const backend of ['sqlite', 'redis'] as const) {
   });
 }
 
-describe('central restored from a backup that lacks a row the edge\'s transactions need', () => {
+for (const backend of ['sqlite', 'redis'] as const) describe(`central restored from a backup that lacks a row the edge's transactions need (${backend} buffer)`, () => {
   after(() => killAllProcesses());
 
   // Found in review: central refused such a transaction when the replay sent it again, and the edge only
   // logged it; it kept the transaction as synced, so an acknowledged observation was gone from central with
   // nothing to see in /buffer-stats and no way to send it again.
   it('the refused transactions are failed again at the edge, and sent once central has the row again', async () => {
-    const db = await centralDatabase('restore-refused');
-    const s = await startScenario(db, 'restore-refused');
+    const db = await centralDatabase(`restore-refused-${backend}`);
+    const edgeEnv: Record<string, string> = backend === 'redis' ? { BUFFER_BACKEND: 'redis', REDIS_URL: redisUrl() } : {};
+    const s = await startScenario(db, `restore-refused-${backend}`, { edgeEnv });
     const dir = await tempDir('opsdb-restore-refused-');
     try {
       const admin = s.admin();

@@ -646,6 +646,16 @@ export function bufferConformance(name: string, factory: BufferFactory): void {
       assert.deepEqual((await b.retry(p!.transaction_id, 'op')).released, [p!.seq, c!.seq], 'a retry of the parent takes it along');
     });
 
+    it('failSynced puts back a transaction kept whole with the parents it only follows (order_only)', async () => {
+      const [p] = await b.append([tx()]);
+      const [c] = await b.append([{ ...tx([p!.seq]), order_only: [p!.seq] }]);
+      await b.settle((await b.claim(2, 1e9)).map((x) => ({ seq: x.seq, outcome: 'applied' as const })));
+      assert.equal(await b.compact(c!.seq, 3600), 2);
+      assert.deepEqual(await b.failSynced([{ seq: c!.seq, error: err('not_found') }]), [c!.seq]);
+      assert.deepEqual((await b.get(c!.transaction_id))?.order_only, [p!.seq]);
+      await assertLedger(b);
+    });
+
     it('failSynced leaves a transaction compacted without its steps as it is', async () => {
       const [a] = await b.append([tx()]);
       await b.settle((await b.claim(1, 1e9)).map((t) => ({ seq: t.seq, outcome: 'applied' as const })));

@@ -349,6 +349,7 @@ local bytes = 0
 for _, seq in ipairs(seqs) do
   local v = redis.call('HMGET', txKey(seq), unpack(FIELDS))
   local steps = keep > 0 and field(seq, 'steps')
+  local order = keep > 0 and field(seq, 'order_only')
   local receipt = {compacted_at = ARGV[3]}
   for i, f in ipairs(FIELDS) do
     if v[i] then receipt[f] = v[i] end
@@ -366,6 +367,7 @@ for _, seq in ipairs(seqs) do
   if steps then
     -- Kept whole for keep seconds, to be sent again to a central restored from a backup (REPLAYABLE).
     redis.call('HSET', K('kept:' .. seq), 'transaction_id', v[2], 'site', v[3], 'endpoint', v[4], 'created_at', v[5], 'steps', steps)
+    if order then redis.call('HSET', K('kept:' .. seq), 'order_only', order) end
     redis.call('EXPIRE', K('kept:' .. seq), keep)
     redis.call('ZADD', K('kept'), seq, seq)
   end
@@ -437,7 +439,7 @@ for i = 3, #ARGV, 2 do
     -- Central's answer then (applied, at a position of the history it lost) no longer stands.
     redis.call('HDEL', txKey(seq), 'central_result')
   elseif not state then
-    local v = redis.call('HMGET', K('kept:' .. seq), 'transaction_id', 'site', 'endpoint', 'created_at', 'steps')
+    local v = redis.call('HMGET', K('kept:' .. seq), 'transaction_id', 'site', 'endpoint', 'created_at', 'steps', 'order_only')
     if v[1] and v[5] then
       MOVED = true
       local raw = redis.call('GET', K('receipt:' .. v[1]))
@@ -453,6 +455,7 @@ for i = 3, #ARGV, 2 do
       redis.call('HINCRBY', K('counters'), 'bytes_' .. to, bytes)
       redis.call('DEL', K('kept:' .. seq), K('receipt:' .. v[1]))
       redis.call('ZREM', K('kept'), seq)
+      if v[6] then redis.call('HSET', txKey(seq), 'order_only', v[6]) end
       if tonumber(seq) <= tonumber(redis.call('GET', K('deps_kept_after')) or '0') then revived[#revived + 1] = tonumber(seq) end
     end
   end

@@ -14,7 +14,7 @@
  *   receipt:<id>     string: a compacted transaction's record without its steps, plus compacted_at,
  *                    as JSON; it expires RECEIPT_DAYS after compaction
  *   kept:<seq>       hash: a compacted transaction kept whole (transaction_id, site, endpoint, created_at,
- *                    steps) to be sent again to a central restored from a backup; it expires after the
+ *                    steps, order_only?) to be sent again to a central restored from a backup; it expires after the
  *                    compaction's keepSeconds (SYNCED_RETENTION_HOURS)
  *   kept             sorted set of the seqs kept so (score = seq); each compaction drops from its start
  *                    the seqs whose hash expired

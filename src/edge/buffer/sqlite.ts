@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS receipt (
   central_result TEXT,
   updated_at     TEXT NOT NULL,
   compacted_at   TEXT NOT NULL,
-  steps          TEXT
+  steps          TEXT,
+  order_only     TEXT
 );
 CREATE INDEX IF NOT EXISTS receipt_compacted_at ON receipt (compacted_at);
 CREATE TABLE IF NOT EXISTS audit (
@@ -183,6 +184,7 @@ export class SqliteBuffer implements TransactionBuffer {
       // And one made before receipts kept steps gets that column (NULL: not kept).
       const receiptCols = this.db.prepare('PRAGMA table_info(receipt)').all() as { name: string }[];
       if (!receiptCols.some((c) => c.name === 'steps')) this.db.exec('ALTER TABLE receipt ADD COLUMN steps TEXT');
+      if (!receiptCols.some((c) => c.name === 'order_only')) this.db.exec('ALTER TABLE receipt ADD COLUMN order_only TEXT');
       this.db.exec(KEPT_INDEXES);
       this.db.transaction(() => {
         const made = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dep'`).get() === undefined;
@@ -244,9 +246,10 @@ export class SqliteBuffer implements TransactionBuffer {
       compactChunkEnd: db.prepare(`SELECT max(seq) AS m FROM (SELECT seq FROM tx WHERE state = 'synced' AND seq <= ? ORDER BY seq LIMIT ?)`),
       compact: db.prepare(`DELETE FROM tx WHERE state = 'synced' AND seq <= ?`),
       keepReceipts: db.prepare(`INSERT OR REPLACE INTO receipt
-          (transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, compacted_at, steps)
+          (transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, compacted_at, steps,
+           order_only)
           SELECT transaction_id, seq, site, endpoint, created_at, depends_on, bytes, attempts, last_error, central_result, updated_at, @now,
-                 CASE WHEN @keep THEN steps END
+                 CASE WHEN @keep THEN steps END, CASE WHEN @keep THEN order_only END
             FROM tx WHERE state = 'synced' AND seq <= @upTo`),
       dropReceipts: db.prepare('DELETE FROM receipt WHERE compacted_at < ?'),
       dropKeptSteps: db.prepare('UPDATE receipt SET steps = NULL WHERE steps IS NOT NULL AND compacted_at < ?'),
@@ -258,10 +261,10 @@ export class SqliteBuffer implements TransactionBuffer {
                           WHERE state = 'synced' AND seq > @after ORDER BY seq LIMIT @limit))
         ORDER BY seq LIMIT @limit`),
       keptBySeq: db.prepare(`SELECT * FROM receipt WHERE seq = ? AND steps IS NOT NULL`),
-      insertFailed: db.prepare(`INSERT INTO tx (seq, transaction_id, site, endpoint, created_at, steps, depends_on, bytes, state, attempts,
-                                                last_error, central_result, updated_at)
-                                VALUES (@seq, @transaction_id, @site, @endpoint, @created_at, @steps, @depends_on, @bytes, @state, @attempts,
-                                        @last_error, @central_result, @updated_at)`),
+      insertFailed: db.prepare(`INSERT INTO tx (seq, transaction_id, site, endpoint, created_at, steps, depends_on, order_only, bytes, state,
+                                                attempts, last_error, central_result, updated_at)
+                                VALUES (@seq, @transaction_id, @site, @endpoint, @created_at, @steps, @depends_on, @order_only, @bytes, @state,
+                                        @attempts, @last_error, @central_result, @updated_at)`),
       dropReceipt: db.prepare('DELETE FROM receipt WHERE transaction_id = ?'),
       // Central's answer then (applied, at a position of the history it lost) no longer stands.
       refuseSynced: db.prepare('UPDATE tx SET state = @state, last_error = @last_error, central_result = NULL, updated_at = @now WHERE seq = @seq'),

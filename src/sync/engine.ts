@@ -233,8 +233,9 @@ export class SyncEngine implements SyncView {
   lastError() {
     return this.pausedReason ?? this.error ?? this.pullError;
   }
+  /** Failed exchanges in a row; a pull failing while pushes go on counts its own run (so /health stays degraded). */
   consecutiveFailures() {
-    return this.failures;
+    return Math.max(this.failures, this.pullFailures);
   }
   centralReachable() {
     return this.reachable;

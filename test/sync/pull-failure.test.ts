@@ -66,6 +66,7 @@ describe('a failing pull does not hold back pushes', () => {
         const { rows } = await central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
         assert.deepEqual(rows.map((r) => Number(r.seq)), Array.from({ length: 1000 }, (_, i) => i + 1), 'once each, in order');
         await until('the failed pull in last_error', async () => engine.lastError()?.code === how, 5_000);
+        assert.ok(engine.consecutiveFailures() > 0, 'and counted, so /health says degraded');
       } finally {
         await close();
       }

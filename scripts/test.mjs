@@ -12,6 +12,9 @@
 // outside test/support, sorted); arguments starting with "-" go to node, e.g.
 // `npm test -- --test-name-pattern=durable` (use the --flag=value form).
 // OPSDB_TEST_CONCURRENCY overrides --test-concurrency (default 2).
+// `--with-services CMD…` runs CMD beside the same servers (benchmarks);
+// `--with-tools CMD…` only finds (or installs) the PostgreSQL and Redis
+// binaries and runs CMD (npm run chaos, which starts servers of its own).
 //
 // Plain Node ESM, node: builtins only.
 
@@ -281,19 +284,16 @@ function findTools() {
   };
 }
 
-function missingPackages(t) {
-  const pkgs = [];
-  if (!t.pgBin) pkgs.push('postgresql');
-  if (!t.redis) pkgs.push('redis-server');
-  if (!t.chromium) pkgs.push('chromium');
-  if (!t.systemd) pkgs.push('systemd');
-  if (!t.python) pkgs.push('python3');
-  return pkgs;
+/** Debian package of each tool. `--with-tools` needs only the servers; the tests need them all. */
+const PACKAGES = { pgBin: 'postgresql', redis: 'redis-server', chromium: 'chromium', systemd: 'systemd', python: 'python3' };
+
+function missingPackages(t, need) {
+  return need.filter((k) => !t[k]).map((k) => PACKAGES[k]);
 }
 
-async function ensureTools() {
+async function ensureTools(need = Object.keys(PACKAGES)) {
   let tools = findTools();
-  const missing = missingPackages(tools);
+  const missing = missingPackages(tools, need);
   if (missing.length === 0) return tools;
   if (!IS_ROOT) {
     log(`missing test prerequisites: ${missing.join(', ')}`);
@@ -320,7 +320,7 @@ async function ensureTools() {
     process.exit(1);
   }
   tools = findTools();
-  const still = missingPackages(tools);
+  const still = missingPackages(tools, need);
   if (still.length) {
     log(`still missing after apt-get install: ${still.join(', ')}`);
     process.exit(1);
@@ -577,7 +577,20 @@ async function runTests(files, nodeFlags, env, concurrency) {
   });
 }
 
+/**
+ * `node scripts/test.mjs --with-tools CMD ARGS…`: PostgreSQL and Redis binaries installed if missing, their
+ * places in OPSDB_TEST_PG_BINDIR / OPSDB_TEST_REDIS_SERVER, and no servers: for `npm run chaos`, which
+ * starts (and stops, as a fault) servers of its own and keeps their data when a run fails.
+ */
+async function withTools(cmd) {
+  const tools = await ensureTools(['pgBin', 'redis']);
+  const env = { ...process.env, OPSDB_TEST_PG_BINDIR: tools.pgBin, OPSDB_TEST_REDIS_SERVER: tools.redis };
+  const res = await run(cmd[0], cmd.slice(1), { env, cwd: ROOT, stdio: 'inherit', capture: false });
+  process.exit(res.code ?? 1);
+}
+
 async function main() {
+  if (process.argv[2] === '--with-tools') return withTools(process.argv.slice(3));
   // `node scripts/test.mjs --with-services CMD ARGS…`: the same throwaway servers, for a benchmark.
   const withServices = process.argv[2] === '--with-services' ? process.argv.slice(3) : null;
   const { files, nodeFlags } = withServices ? { files: ['(none)'], nodeFlags: [] } : selectFiles(process.argv.slice(2));

@@ -19,7 +19,7 @@ import { helpText, readOptions } from './options.js';
 import { poison } from './poison.js';
 import { dumps, restores } from './restore.js';
 import { finding, findingCounts, findingSummary, findings, log, openEventLog, sinceStart } from './report.js';
-import { S, faultCounts, setUp, tearDown } from './system.js';
+import { S, faultCounts, setUp, stopCentral, tearDown } from './system.js';
 import { startWriters } from './writers.js';
 
 if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -78,6 +78,9 @@ try {
   log('verifying');
   central = await checkCentral(finalStats);
   offlineStats = await checkEdge(rnd, finalStats);
+  // Centrals stop cleanly on SIGTERM (stopCentral reports a bad exit code).
+  await stopCentral(0, 'SIGTERM');
+  await stopCentral(1, 'SIGTERM');
   await monitor.stop();
   if (faultEvents() === 0) finding('no_faults_injected', faultCounts);
 } catch (err) {

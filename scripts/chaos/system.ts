@@ -230,6 +230,10 @@ export async function setUp(opts: Options, runDir: string, cluster: PgCluster): 
 /** Everything started here stopped; with `keep` false, the database and the edge's data removed. */
 export async function tearDown(keep: boolean): Promise<void> {
   if (!S) return;
+  // Through stopEdge/stopCentral, so that the logs of daemons still running are written too.
+  await stopEdge('SIGKILL');
+  await stopCentral(0, 'SIGKILL');
+  await stopCentral(1, 'SIGKILL');
   await S.proxy.close().catch(() => {});
   await S.verifyPool.end().catch(() => {});
   await S.adminPool.end().catch(() => {});

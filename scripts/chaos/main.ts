@@ -5,9 +5,9 @@
  * is removed after a pass and kept after a failure. Exit 0 only when every check passed; the last line
  * is `RESULT seed N: PASS|FAIL (kinds)|ERROR …`.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '../../test/support/services.js';
 import { checkCentral, type CentralSummary } from './checks.js';
 import { createCluster, type PgCluster } from './cluster.js';
 import { drain, heal } from './drain.js';
@@ -37,12 +37,15 @@ if (problems.length) {
   process.exit(2);
 }
 
-const runDir = mkdtempSync(join(opts.outBase ?? tmpdir(), `opsdb-chaos-${opts.seed}-`));
-chmodSync(runDir, 0o711); // the postgres user reaches its data dir inside
-openEventLog(join(runDir, 'events.log'));
 // Only this run's own cluster and directory: never a PostgreSQL the caller's environment names.
 delete process.env.OPSDB_TEST_PG_URL;
-process.env.OPSDB_TEST_TMP = runDir;
+if (opts.outBase) process.env.OPSDB_TEST_TMP = opts.outBase;
+else delete process.env.OPSDB_TEST_TMP;
+const run = await tempDir(`opsdb-chaos-${opts.seed}`); // opsdb_chaos_<seed>-XXXXXX
+const runDir = run.path;
+chmodSync(runDir, 0o711); // the postgres user reaches its data dir inside
+openEventLog(join(runDir, 'events.log'));
+process.env.OPSDB_TEST_TMP = runDir; // the edge's DATA_DIR goes in here
 
 let cluster: PgCluster | null = null;
 const onExit = () => cluster?.killSync(); // children and Redis: the exit hooks of test/support
@@ -51,7 +54,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(sig, () => {
     log(`${sig}: stopping; run directory kept: ${runDir}`);
     console.log(`RESULT seed ${opts.seed}: ERROR interrupted by ${sig}`);
-    process.exit(130);
+    process.exit(2);
   });
 }
 
@@ -110,8 +113,9 @@ if (keep) {
   log(`kept: ${runDir} (events.log, result.json, central*.log, edge-*.log, postgres.log, dumps; PostgreSQL data in pg/)`);
   if (S) log(`  central database ${S.db.database.name}: runuser -u postgres -- ${join(process.env.OPSDB_TEST_PG_BINDIR!, 'pg_ctl')} -D ${join(runDir, 'pg')} -l ${join(runDir, 'postgres.log')} start`);
   if (S) log(`  edge DATA_DIR ${S.edgeDataDir}${S.disk ? ` (on a tmpfs still mounted at ${S.disk.path}: umount it when done)` : ''}`);
-} else rmSync(runDir, { recursive: true, force: true, maxRetries: 3 });
+} else await run.cleanup();
 
 const summary = `acked ${M.acked.length}, central ${central?.applied ?? '?'}, restores ${restores.length}, ${faultEvents()} fault events`;
-console.log(`RESULT seed ${opts.seed}: ${ok ? 'PASS' : `FAIL (${findingSummary()})`}; ${summary}`);
-process.exit(ok ? 0 : 1);
+const verdict = harnessError ? `ERROR (${findingSummary()})` : ok ? 'PASS' : `FAIL (${findingSummary()})`;
+console.log(`RESULT seed ${opts.seed}: ${verdict}; ${summary}`);
+process.exit(harnessError ? 2 : ok ? 0 : 1);

@@ -25,7 +25,7 @@ export const VARIABLES: readonly [string, string, string][] = [
   ['CHAOS_PIPELINE', '1 or 2 from the seed', 'the edge\'s SYNC_PIPELINE'],
   ['CHAOS_BUFFER_MAX', '3-8 MB in 30% of seeds, else the default', 'the edge\'s BUFFER_MAX_BYTES (507s are then expected)'],
   ['CHAOS_SMALL_DISK_MB', '200 in 35% of sqlite seeds when root, else 0', 'DATA_DIR on a tmpfs of this size, with disk-full faults (needs root; 0 = off)'],
-  ['CHAOS_OUT', '$TMPDIR', 'where the run directory opsdb-chaos-<seed>-XXXXXX is made'],
+  ['CHAOS_OUT', '$TMPDIR', 'where the run directory opsdb_chaos_<seed>-XXXXXX is made'],
   ['CHAOS_KEEP', '0', '1 keeps the run directory (cluster, logs, edge data) after a passing run too'],
 ];
 

@@ -111,7 +111,8 @@ if (cluster) {
 }
 if (keep) {
   log(`kept: ${runDir} (events.log, result.json, central*.log, edge-*.log, postgres.log, dumps; PostgreSQL data in pg/)`);
-  if (S) log(`  central database ${S.db.database.name}: runuser -u postgres -- ${join(process.env.OPSDB_TEST_PG_BINDIR!, 'pg_ctl')} -D ${join(runDir, 'pg')} -l ${join(runDir, 'postgres.log')} start`);
+  const asPostgres = process.getuid?.() === 0 ? 'runuser -u postgres -- ' : '';
+  if (S) log(`  central database ${S.db.database.name}: ${asPostgres}${join(process.env.OPSDB_TEST_PG_BINDIR!, 'pg_ctl')} -D ${join(runDir, 'pg')} -l ${join(runDir, 'postgres.log')} start`);
   if (S) log(`  edge DATA_DIR ${S.edgeDataDir}${S.disk ? ` (on a tmpfs still mounted at ${S.disk.path}: umount it when done)` : ''}`);
 } else await run.cleanup();
 

@@ -116,7 +116,7 @@ if (keep) {
   if (S) log(`  edge DATA_DIR ${S.edgeDataDir}${S.disk ? ` (on a tmpfs still mounted at ${S.disk.path}: umount it when done)` : ''}`);
 } else await run.cleanup();
 
-const summary = `acked ${M.acked.length}, central ${central?.applied ?? '?'}, restores ${restores.length}, ${faultEvents()} fault events`;
+const summary = `acked ${M.acked.length}${poison.discarded.size ? ` (${poison.discarded.size} discarded by the operator)` : ''}, central ${central?.applied ?? '?'}, restores ${restores.length}, ${faultEvents()} fault events`;
 const verdict = harnessError ? `ERROR (${findingSummary()})` : ok ? 'PASS' : `FAIL (${findingSummary()})`;
 console.log(`RESULT seed ${opts.seed}: ${verdict}; ${summary}`);
 process.exit(harnessError ? 2 : ok ? 0 : 1);

@@ -152,6 +152,8 @@ export class SyncEngine implements SyncView {
   private pullRetryAt = Number.NEGATIVE_INFINITY;
   /** The last pull's failure while pushes go on: shown as last_error until a pull succeeds (a push's success does not hide it). */
   private pullError: TxError | null = null;
+  /** A push (or replay batch) failed and none has got through since: central, or the link, is down. */
+  private pushDown = false;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private stopping = false;
@@ -419,6 +421,18 @@ export class SyncEngine implements SyncView {
     if (!pushed) await this.sleep(this.o.intervalMs);
   }
 
+  /**
+   * A batch got through. After pushes had failed too (central or the link was down), a pull that failed
+   * meanwhile failed for the same reason: its own backoff ends, and the next pull goes at once.
+   */
+  private pushAnswered(): void {
+    if (!this.pushDown) return;
+    this.pushDown = false;
+    this.pullFailures = 0;
+    this.pullRetryAt = Number.NEGATIVE_INFINITY;
+    this.pullError = null;
+  }
+
   /** Waits out the backoff (Retry-After, if longer, up to RETRY_MAX_MS). */
   private backoff(f: Extract<Failure, { kind: 'transient' }>): Promise<void> {
     const delay = retryDelayMs(this.failures, this.o.retryBaseMs, this.o.retryMaxMs, f.retryAfterMs, this.o.random);
@@ -564,6 +578,7 @@ export class SyncEngine implements SyncView {
     this.heard(reply);
     // Central answered: reachable, even if recording its answer here fails next (a full disk).
     this.reachable = true;
+    this.pushAnswered();
     const body = parsed.data;
     const byId = new Map(body.results.map((r) => [r.transaction_id, r]));
     const now = new Date().toISOString();
@@ -608,7 +623,10 @@ export class SyncEngine implements SyncView {
     if (f.kind === 'too_large' || (f.kind === 'transient' && f.shrink)) this.batchSize = Math.max(1, Math.floor(batch.length / 2));
     if (f.kind === 'auth') this.pause(f);
     // out_of_order: the batch before it failed; that failure is the one to report and back off from.
-    else if (f.kind === 'transient' && f.code !== 'out_of_order') this.fail(f);
+    else if (f.kind === 'transient' && f.code !== 'out_of_order') {
+      this.fail(f);
+      this.pushDown = true;
+    }
     const duration_ms = Math.round(performance.now() - started);
     this.emit('batch', { count: batch.length, bytes, duration_ms, result: f.code });
     this.o.log.warn({ count: batch.length, bytes, duration_ms, code: f.code, message: f.message, next_batch_size: this.batchSize }, 'sync batch not applied');
@@ -886,6 +904,7 @@ export class SyncEngine implements SyncView {
     } catch (err) {
       const f = classifyError(err);
       this.fail(f);
+      this.pushDown = true;
       return f;
     }
     if (reply.status === 409 && errorCode(reply.body) === 'central_went_back') {
@@ -902,6 +921,7 @@ export class SyncEngine implements SyncView {
       }
       if (f.kind === 'transient') {
         this.fail(f);
+        this.pushDown = true;
         return f;
       }
       // Too large, or one transaction central cannot read: smaller batches, down to that one alone, refused.
@@ -913,6 +933,7 @@ export class SyncEngine implements SyncView {
     }
     this.heard(reply);
     this.reachable = true;
+    this.pushAnswered();
     this.noteBatchPosition(parsed.data);
     return this.replayed(r, batch, parsed.data.results, parsed.data.position, started);
   }

@@ -88,4 +88,39 @@ describe('a failing pull does not hold back pushes', () => {
       await close();
     }
   });
+
+  // Found by the suite: with central down for pushes and pulls alike, a pull's own backoff outlived the
+  // outage, so once central was back the backlog drained but the replica waited, and /health stayed
+  // degraded (consecutive_failures 1) for up to RETRY_MAX_MS.
+  it('once a push gets through after an outage, the next pull goes at once', async () => {
+    const site = 'pull-after-outage';
+    let down = true;
+    const wrap = (real: CentralClient): CentralClient => ({
+      async post(path, body, token, headers, cancel) {
+        if (down) throw new TransportError('network', 'connect ECONNREFUSED');
+        return real.post(path, body, token, headers, cancel);
+      },
+      async get(path, token, headers) {
+        if (down && path.startsWith('/api/sync/changes')) {
+          return { status: 503, headers: new Headers({ 'content-type': 'application/json' }), body: { error: { code: 'service_unavailable', message: 'down for maintenance' } } };
+        }
+        if (down) throw new TransportError('network', 'connect ECONNREFUSED');
+        return real.get(path, token, headers);
+      },
+    });
+    const { engine, buffer, close } = await engineFor(central, site, mkdtempSync(join(dir, `${site}-`)),
+      { client: wrap, intervalMs: 50, retryBaseMs: 60_000, retryMaxMs: 60_000 });
+    try {
+      engine.start();
+      await until('a pull to fail', async () => engine.lastError()?.code === 'http_503', 5_000);
+      await buffer.append([observation(site)]);
+      engine.nudge();
+      await until('the push to fail', async () => engine.lastError()?.code === 'network', 5_000);
+      down = false; // central's /health answers again, and the engine's probe ends its wait
+      await until('the write applied', async () => (await buffer.stats()).applied_total === 1, 10_000);
+      await until('the replica to pull again', async () => engine.consecutiveFailures() === 0 && engine.lastError() === null, 3_000);
+    } finally {
+      await close();
+    }
+  });
 });

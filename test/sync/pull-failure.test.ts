@@ -4,25 +4,11 @@
 // new write waited for the pull's backoff to end: observations held back by a failure that was not
 // theirs. A pull now waits out a backoff of its own, and pushes go on. The real engine and central, a
 // real SQLite buffer; the client in between answers the feed with a failure.
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
-import { startTestCentral, type TestCentral } from '../support/central.js';
 import { until } from '../support/daemon.js';
-import { engineFor } from '../support/engine.js';
-import { uuidv7 } from '../../src/lib/uuid.js';
+import { engineBed, engineFor, startObservation as observation } from '../support/engine.js';
 import { TransportError, type CentralClient } from '../../src/sync/transport.js';
-
-function observation(site: string) {
-  const id = randomUUID();
-  return {
-    transaction_id: uuidv7(), site, created_at: new Date().toISOString(), endpoint: 'POST /executed_obs_units/start', depends_on: [],
-    steps: [{ step_id: 'obs', op: 'create' as const, table: 'executed_obs_unit' as const, id, data: { id, obs_unit_id: 1, site, status: 'running', start_time: '2026-01-01T00:00:00.000Z' } }],
-  };
-}
 
 /** Central's feed fails (`how`); everything else goes through. Counts the pulls tried. */
 function feedFails(how: 'http_500' | 'timeout') {
@@ -40,30 +26,21 @@ function feedFails(how: 'http_500' | 'timeout') {
 }
 
 describe('a failing pull does not hold back pushes', () => {
-  let central: TestCentral;
-  let dir: string;
-  before(async () => {
-    central = await startTestCentral('pull-failure');
-    dir = mkdtempSync(join(process.env.OPSDB_TEST_TMP ?? tmpdir(), 'opsdb-pull-failure-'));
-  });
-  after(async () => {
-    await central?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const bed = engineBed('pull-failure');
 
   for (const how of ['http_500', 'timeout'] as const) {
     it(`a backlog drains while every pull fails (${how}), and the failure shows`, async () => {
       const site = `pull-fails-${how}`;
       const { seen, wrap } = feedFails(how);
       // A backoff far longer than the wait below: only pushes that do not wait on it can drain in time.
-      const { engine, buffer, close } = await engineFor(central, site, mkdtempSync(join(dir, `${site}-`)),
+      const { engine, buffer, close } = await engineFor(bed.central, site, bed.siteDir(site),
         { client: wrap, intervalMs: 50, retryBaseMs: 60_000, retryMaxMs: 60_000 });
       try {
         for (let i = 0; i < 10; i++) await buffer.append(Array.from({ length: 100 }, () => observation(site)));
         engine.start();
         await until('the backlog applied at central', async () => (await buffer.stats()).applied_total === 1000, 15_000);
         assert.ok(seen.pulls >= 1, 'pulls were tried');
-        const { rows } = await central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
+        const { rows } = await bed.central.db.query<{ seq: string }>('SELECT seq FROM applied_transaction WHERE site = $1 ORDER BY applied_at, seq', [site]);
         assert.deepEqual(rows.map((r) => Number(r.seq)), Array.from({ length: 1000 }, (_, i) => i + 1), 'once each, in order');
         await until('the failed pull in last_error', async () => engine.lastError()?.code === how, 5_000);
         assert.ok(engine.consecutiveFailures() > 0, 'and counted, so /health says degraded');
@@ -76,7 +53,7 @@ describe('a failing pull does not hold back pushes', () => {
   it('with nothing pending, a new write is sent at once while pulls keep failing', async () => {
     const site = 'pull-fails-idle';
     const { seen, wrap } = feedFails('http_500');
-    const { engine, buffer, close } = await engineFor(central, site, mkdtempSync(join(dir, `${site}-`)),
+    const { engine, buffer, close } = await engineFor(bed.central, site, bed.siteDir(site),
       { client: wrap, intervalMs: 50, retryBaseMs: 60_000, retryMaxMs: 60_000 });
     try {
       engine.start();
@@ -108,7 +85,7 @@ describe('a failing pull does not hold back pushes', () => {
         return real.get(path, token, headers);
       },
     });
-    const { engine, buffer, close } = await engineFor(central, site, mkdtempSync(join(dir, `${site}-`)),
+    const { engine, buffer, close } = await engineFor(bed.central, site, bed.siteDir(site),
       { client: wrap, intervalMs: 50, retryBaseMs: 60_000, retryMaxMs: 60_000 });
     try {
       engine.start();

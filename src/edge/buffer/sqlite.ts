@@ -585,6 +585,7 @@ export class SqliteBuffer implements TransactionBuffer {
     return this.atomic(() => {
       const moved = new Set<number>();
       const revived: number[] = [];
+      const stateOf = (seq: number) => (this.stmt.stateOf.get(seq) as { state: TxState } | undefined)?.state;
       for (const r of [...refusals].sort((a, b) => a.seq - b.seq)) {
         if (moved.has(r.seq)) continue;
         const held = this.stmt.bySeq.get(r.seq) as Row | undefined;
@@ -594,7 +595,6 @@ export class SqliteBuffer implements TransactionBuffer {
         const deps = JSON.parse(row.depends_on) as number[];
         // Blocked behind a parent that central refused (in this call or an earlier one) or that waits itself,
         // as a rejection is in settle: a retry of that parent takes it along.
-        const stateOf = (seq: number) => (this.stmt.stateOf.get(seq) as { state: TxState } | undefined)?.state;
         const to: TxState = deps.some((d) => moved.has(d) || HOLDING.has(stateOf(d))) ? 'blocked' : 'failed';
         const lastError = JSON.stringify(r.error);
         if (held) {
